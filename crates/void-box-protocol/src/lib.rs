@@ -1,0 +1,43 @@
+//! The wire protocol spoken between the void-box host and the guest agent.
+//!
+//! One AF_VSOCK connection carries many concurrent requests. Every frame is a
+//! big-endian `u32` length followed by a [postcard]-encoded [`Frame`]; the
+//! frame's `id` names the request (stream) it belongs to, so a long exec never
+//! blocks a file read. Streams that carry bulk data (stdout/stderr, stdin, file
+//! contents) are flow-controlled with per-stream credit windows (see
+//! [`flow`]), so no chunk is ever dropped and no side buffers without bound.
+//!
+//! A connection starts with a versioned handshake ([`HostMsg::Hello`]) that
+//! carries the 32-byte per-sandbox secret; the guest compares it in constant
+//! time ([`secret_matches`]) and refuses every other request before it.
+
+pub mod codec;
+pub mod flow;
+pub mod message;
+
+pub use codec::{FrameCodec, ProtocolError};
+pub use message::*;
+
+/// Version of this protocol; both sides must agree on it in the handshake.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The AF_VSOCK port the guest agent listens on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// Length of the per-sandbox secret in bytes.
+pub const SECRET_LEN: usize = 32;
+/// Largest encoded frame (without its length prefix) either side accepts.
+pub const MAX_FRAME_LEN: usize = 1024 * 1024;
+/// Largest data payload carried by one frame.
+pub const CHUNK_LEN: usize = 64 * 1024;
+/// Bytes a sender may have in flight on one stream before it needs credit.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Where the host places the guest configuration inside the initramfs.
+pub const GUEST_CONFIG_PATH: &str = "/.voidbox/config";
+
+/// A per-sandbox secret.
+pub type Secret = [u8; SECRET_LEN];
+
+/// Compares two secrets in constant time.
+pub fn secret_matches(expected: &Secret, presented: &Secret) -> bool {
+    use subtle::ConstantTimeEq;
+    expected.ct_eq(presented).into()
+}

@@ -1,0 +1,351 @@
+//! Message types carried in frames.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// One unit on the wire: a message tagged with the stream (request) it belongs to.
+///
+/// The host picks a fresh `id` for each request; every message about that
+/// request, in either direction, carries the same `id`. Id 0 is reserved for
+/// connection-level messages (handshake, ping).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame<M> {
+    /// Stream (request) id.
+    pub id: u32,
+    /// The message.
+    pub msg: M,
+}
+
+impl<M> Frame<M> {
+    /// Builds a frame.
+    pub fn new(id: u32, msg: M) -> Self {
+        Self { id, msg }
+    }
+}
+
+/// Messages the host sends to the guest agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HostMsg {
+    /// First message on every connection.
+    Hello {
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        version: u16,
+        /// The per-sandbox secret.
+        secret: Secret,
+        /// Host wall-clock time, used to set the guest clock.
+        unix_time_ns: u64,
+    },
+    /// Liveness probe; answered with [`GuestMsg::Pong`].
+    Ping,
+    /// Start a process.
+    Exec(ExecRequest),
+    /// Bytes for the process's stdin (needs credit).
+    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Close the process's stdin.
+    StdinEof,
+    /// Kill the request's process group.
+    Cancel,
+    /// Resize the request's PTY.
+    Resize(PtySize),
+    /// The host consumed this many bytes of the stream; the guest may send more.
+    Credit(u32),
+    /// Open a file for writing (created or truncated, parents created).
+    WriteFile {
+        /// Absolute guest path inside a writable root.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Next piece of the file being written (needs credit).
+    FileChunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// All of the file was sent.
+    FileEnd,
+    /// Stream a file's contents back.
+    ReadFile {
+        /// Absolute guest path inside a writable root.
+        path: String,
+    },
+    /// Metadata of a path.
+    Stat {
+        /// Absolute guest path inside a writable root.
+        path: String,
+    },
+    /// Create a directory and its parents.
+    Mkdir {
+        /// Absolute guest path inside a writable root.
+        path: String,
+    },
+    /// List a directory.
+    List {
+        /// Absolute guest path inside a writable root.
+        path: String,
+    },
+    /// Ask for a resource usage snapshot.
+    Telemetry,
+    /// Kill every process and power the VM off.
+    Shutdown,
+}
+
+/// Messages the guest agent sends to the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GuestMsg {
+    /// The handshake succeeded.
+    HelloOk {
+        /// The agent's protocol version.
+        version: u16,
+        /// The agent's name and version, for diagnostics.
+        agent: String,
+    },
+    /// Answer to [`HostMsg::Ping`].
+    Pong,
+    /// The process started.
+    Started {
+        /// Guest pid (also its process group id).
+        pid: u32,
+    },
+    /// Bytes the process wrote to stdout (or to its PTY).
+    Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Bytes the process wrote to stderr.
+    Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The process ended; this is the last message of an exec stream.
+    Exited(ExitStatus),
+    /// The guest consumed this many bytes of stdin or file data; the host may send more.
+    Credit(u32),
+    /// Next piece of a file being read.
+    FileChunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The file being read is complete.
+    FileEnd {
+        /// Total bytes sent.
+        size: u64,
+    },
+    /// A file write finished.
+    Written {
+        /// Total bytes written.
+        bytes: u64,
+    },
+    /// The request succeeded and has no other result.
+    Done,
+    /// Result of [`HostMsg::Stat`].
+    Stat(FileStat),
+    /// Result of [`HostMsg::List`].
+    Listing(Vec<DirEntry>),
+    /// Result of [`HostMsg::Telemetry`].
+    Telemetry(TelemetrySnapshot),
+    /// The request failed; this is the last message of its stream.
+    Error(ErrorReply),
+}
+
+/// A request to run a program in the guest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Program name (looked up in `PATH`) or absolute path.
+    pub program: String,
+    /// Arguments, without the program name.
+    pub args: Vec<String>,
+    /// Extra environment, applied over the sandbox environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory; defaults to `/workspace`.
+    pub cwd: Option<String>,
+    /// Whether stdin is streamed from the host (otherwise `/dev/null`).
+    pub stdin: bool,
+    /// Kill the process group after this long.
+    pub timeout_ms: Option<u64>,
+    /// Run on a pseudo-terminal of this size.
+    pub pty: Option<PtySize>,
+    /// Overrides of the sandbox's resource limits.
+    pub limits: ResourceLimits,
+}
+
+/// Terminal size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// Resource limits applied to processes; `None` leaves the other layer's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    /// `RLIMIT_NOFILE`: open files.
+    pub nofile: Option<u64>,
+    /// `RLIMIT_NPROC`: processes of the sandbox user.
+    pub nproc: Option<u64>,
+    /// `RLIMIT_FSIZE`: largest file a process may write, in bytes.
+    pub fsize_bytes: Option<u64>,
+    /// `RLIMIT_CPU`: CPU seconds.
+    pub cpu_secs: Option<u64>,
+}
+
+impl ResourceLimits {
+    /// `self` with every unset field taken from `base`.
+    pub fn or(self, base: ResourceLimits) -> ResourceLimits {
+        ResourceLimits {
+            nofile: self.nofile.or(base.nofile),
+            nproc: self.nproc.or(base.nproc),
+            fsize_bytes: self.fsize_bytes.or(base.fsize_bytes),
+            cpu_secs: self.cpu_secs.or(base.cpu_secs),
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, when it exited normally.
+    pub code: Option<i32>,
+    /// Signal number, when a signal killed it.
+    pub signal: Option<i32>,
+    /// The guest killed it because its timeout passed.
+    pub timed_out: bool,
+    /// The guest killed it because the host cancelled it.
+    pub cancelled: bool,
+}
+
+impl ExitStatus {
+    /// True for a normal exit with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Kind of a filesystem entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Anything else (device, socket, fifo).
+    Other,
+}
+
+/// Metadata of a guest path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// Entry kind.
+    pub kind: FileKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_unix_ns: i64,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// File name.
+    pub name: String,
+    /// Its metadata (not following symlinks).
+    pub stat: FileStat,
+}
+
+/// Resource usage of the guest at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TelemetrySnapshot {
+    /// Time since the guest kernel booted.
+    pub uptime_ms: u64,
+    /// Online CPUs.
+    pub cpu_count: u32,
+    /// Cumulative CPU time in user mode, in clock ticks (USER_HZ).
+    pub cpu_user_ticks: u64,
+    /// Cumulative CPU time in kernel mode, in clock ticks.
+    pub cpu_system_ticks: u64,
+    /// Cumulative idle CPU time, in clock ticks.
+    pub cpu_idle_ticks: u64,
+    /// Total memory.
+    pub mem_total_bytes: u64,
+    /// Memory available to new work.
+    pub mem_available_bytes: u64,
+    /// Number of processes.
+    pub process_count: u32,
+    /// One-minute load average.
+    pub load_avg_1m: f32,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// No successful handshake yet, or a wrong secret.
+    Unauthenticated,
+    /// Protocol versions differ.
+    VersionMismatch,
+    /// The command is not on the sandbox's allowlist.
+    NotAllowed,
+    /// The program or path does not exist.
+    NotFound,
+    /// The path leaves the guest's writable roots.
+    PathEscape,
+    /// The request is malformed or does not fit its stream.
+    InvalidRequest,
+    /// An I/O error in the guest.
+    Io,
+    /// The peer broke the protocol (e.g. sent data beyond its credit).
+    ProtocolViolation,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Category.
+    pub kind: ErrorKind,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// Builds an error reply.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+/// Per-sandbox configuration the host hands to the guest agent at boot.
+///
+/// It travels in a small cpio archive appended to the initramfs, readable
+/// only by root, and the agent deletes it before serving requests, so the
+/// secret is never visible to the unprivileged processes it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestConfig {
+    /// The per-sandbox secret the host presents in [`HostMsg::Hello`].
+    pub secret: Secret,
+    /// Guest hostname.
+    pub hostname: String,
+    /// Environment of every process.
+    pub env: Vec<(String, String)>,
+    /// Programs that may be executed (basename match); `*` allows all.
+    pub allowed_commands: Vec<String>,
+    /// Default resource limits of every process.
+    pub limits: ResourceLimits,
+}
+
+impl GuestConfig {
+    /// Encodes the configuration for the initramfs.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("GuestConfig always serializes")
+    }
+
+    /// Decodes a configuration written by [`GuestConfig::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
