@@ -1,1 +1,42 @@
-fn main() {}
+//! The void-box guest agent.
+//!
+//! Runs as PID 1 in every sandbox VM: prepares the guest (mounts, hostname,
+//! configuration), reaps every process, and serves the host's requests over
+//! AF_VSOCK after an authenticated handshake. It must never exit: PID 1
+//! exiting panics the guest kernel, so fatal errors reboot the VM instead
+//! (QEMU runs with `-no-reboot`, so a reboot ends it).
+
+mod exec;
+mod files;
+mod init;
+mod policy;
+mod pty;
+mod reaper;
+mod server;
+mod telemetry;
+
+use std::sync::Arc;
+
+fn main() {
+    let is_init = rustix::process::getpid().is_init();
+    let config = match init::prepare_guest(is_init) {
+        Ok(config) => config,
+        Err(e) => init::fatal(&format!("guest preparation failed: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => init::fatal(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let reaper = reaper::Reaper::start()?;
+        let ctx = Arc::new(server::AgentContext::new(config, reaper)?);
+        server::serve(ctx).await
+    });
+    match result {
+        Ok(()) => init::power_off(),
+        Err(e) => init::fatal(&format!("agent stopped: {e}")),
+    }
+}

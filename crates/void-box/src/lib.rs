@@ -1,1 +1,30 @@
+//! void-box: run AI agents inside hardware-isolated micro-VMs.
+//!
+//! `VoidBox = Agent(Skills) + Isolation`. This crate's foundation is the
+//! [`Sandbox`]: a fresh micro-VM with its own Linux kernel, a guest agent as
+//! PID 1, and an authenticated, multiplexed channel to it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), void_box::Error> {
+//! use void_box::{Exec, Sandbox};
+//!
+//! let sandbox = Sandbox::builder().memory_mb(512).vcpus(1).build().await?;
+//! let out = sandbox.exec(Exec::shell("echo hello from $(uname -n)")).await?;
+//! assert!(out.status.success());
+//! sandbox.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layers, bottom up: [`vm`] (guest image, QEMU, vsock transport) and
+//! [`sandbox`] (the API everything above uses).
 
+pub mod error;
+pub mod sandbox;
+pub mod vm;
+
+pub use error::{Error, Result};
+pub use sandbox::{Exec, ExecEvent, ExecStream, Output, Sandbox, SandboxBuilder, StdinWriter};
+pub use void_box_protocol::{
+    DirEntry, ErrorKind, ExitStatus, FileKind, FileStat, PtySize, ResourceLimits,
+    TelemetrySnapshot,
+};

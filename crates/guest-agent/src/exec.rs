@@ -1,0 +1,346 @@
+//! Running commands: spawn, stream output with flow control, stdin, PTY,
+//! timeout and cancel.
+//!
+//! Every command runs as the unprivileged sandbox user, in a session and
+//! process group of its own, under resource limits. Timeout, cancel, and the
+//! host going away kill the whole group; so does the leader's exit, so that
+//! a stray background process cannot hold the output streams open.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rustix::process::{Pid, Resource, Rlimit, Signal};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use void_box_protocol::flow::{RecvWindow, SendWindow};
+use void_box_protocol::{
+    ErrorKind, ExecRequest, ExitStatus, GuestMsg, HostMsg, ResourceLimits, CHUNK_LEN,
+};
+
+use crate::init::{SANDBOX_GID, SANDBOX_UID};
+use crate::pty::{self, PtyMaster};
+use crate::server::{AgentContext, Reply};
+use crate::policy;
+
+/// After the leader exits, how long output may stall (no credit from the
+/// host, or a process that escaped the group holding a pipe) before the
+/// stream is cut and the exit reported.
+const DRAIN_STALL: Duration = Duration::from_secs(10);
+
+/// Environment every command starts from.
+const BASE_ENV: [(&str, &str); 6] = [
+    ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"),
+    ("HOME", "/home/sandbox"),
+    ("USER", "sandbox"),
+    ("LOGNAME", "sandbox"),
+    ("SHELL", "/bin/sh"),
+    ("LANG", "C.UTF-8"),
+];
+
+type BoxedReader = Box<dyn AsyncRead + Unpin + Send>;
+type BoxedWriter = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// The host side of a started process's I/O.
+struct ProcessIo {
+    outputs: Vec<(BoxedReader, fn(Vec<u8>) -> GuestMsg)>,
+    stdin: Option<BoxedWriter>,
+    pty: Option<OwnedFd>,
+}
+
+/// Runs one exec request to completion.
+pub async fn run(
+    ctx: &AgentContext,
+    req: ExecRequest,
+    mut rx: mpsc::UnboundedReceiver<HostMsg>,
+    reply: Reply,
+) {
+    if let Err(message) = policy::check_command(&ctx.config.allowed_commands, &req.program) {
+        reply.error(ErrorKind::NotAllowed, message).await;
+        return;
+    }
+    let limits = req.limits.or(ctx.config.limits);
+    let (pid, exit_rx, io) = match spawn(ctx, &req, limits) {
+        Ok(started) => started,
+        Err(e) => {
+            let kind = match e.kind() {
+                io::ErrorKind::NotFound => ErrorKind::NotFound,
+                io::ErrorKind::PermissionDenied => ErrorKind::NotAllowed,
+                _ => ErrorKind::Io,
+            };
+            reply
+                .error(kind, format!("cannot run `{}`: {e}", req.program))
+                .await;
+            return;
+        }
+    };
+    let group = Pid::from_raw(pid).expect("spawned pid is positive");
+    if !reply.send(GuestMsg::Started { pid: pid as u32 }).await {
+        kill_group(group);
+    }
+
+    let window = SendWindow::new();
+    let mut pumps: Vec<_> = io
+        .outputs
+        .into_iter()
+        .map(|(source, wrap)| tokio::spawn(pump(source, window.clone(), reply.clone(), wrap)))
+        .collect();
+    let mut stdin_tx = io.stdin.map(|sink| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(feed_stdin(sink, rx, reply.clone()));
+        tx
+    });
+    let pty_master = io.pty;
+
+    let deadline = req.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut status = ExitStatus::default();
+    let mut host_gone = false;
+    let mut exit_rx = exit_rx;
+    let exit = loop {
+        tokio::select! {
+            exit = &mut exit_rx => break exit.ok(),
+            msg = rx.recv(), if !host_gone => match msg {
+                None => {
+                    host_gone = true;
+                    status.cancelled = true;
+                    kill_group(group);
+                }
+                Some(HostMsg::Cancel) => {
+                    status.cancelled = true;
+                    kill_group(group);
+                }
+                Some(msg) => {
+                    if !route(msg, &window, &mut stdin_tx, pty_master.as_ref()) {
+                        kill_group(group);
+                    }
+                }
+            },
+            _ = sleep_until_opt(deadline), if deadline.is_some() && !status.timed_out => {
+                status.timed_out = true;
+                kill_group(group);
+            }
+        }
+    };
+    // Stragglers in the group would hold the output pipes open.
+    kill_group(group);
+    drop(stdin_tx);
+    drop(pty_master);
+    if let Some(exit) = exit {
+        status.code = exit.code;
+        status.signal = exit.signal;
+    }
+
+    // Drain the output; credit still arrives through `rx`.
+    let mut stall = Instant::now() + DRAIN_STALL;
+    let drained = async {
+        for pump in pumps.iter_mut() {
+            let _ = pump.await;
+        }
+    };
+    tokio::pin!(drained);
+    loop {
+        tokio::select! {
+            _ = &mut drained => break,
+            msg = rx.recv(), if !host_gone => match msg {
+                None => host_gone = true,
+                Some(HostMsg::Credit(n)) => {
+                    stall = Instant::now() + DRAIN_STALL;
+                    if window.grant(n).is_err() {
+                        break;
+                    }
+                }
+                Some(_) => {}
+            },
+            _ = tokio::time::sleep_until(stall) => break,
+        }
+    }
+    window.close();
+    for pump in &pumps {
+        pump.abort();
+    }
+    if !host_gone {
+        reply.send(GuestMsg::Exited(status)).await;
+    }
+}
+
+/// Applies one follow-up message; false if the host broke the protocol.
+fn route(
+    msg: HostMsg,
+    window: &SendWindow,
+    stdin_tx: &mut Option<mpsc::UnboundedSender<Vec<u8>>>,
+    pty_master: Option<&OwnedFd>,
+) -> bool {
+    match msg {
+        HostMsg::Credit(n) => return window.grant(n).is_ok(),
+        HostMsg::Stdin(data) => {
+            if let Some(tx) = stdin_tx {
+                let _ = tx.send(data);
+            }
+        }
+        HostMsg::StdinEof => *stdin_tx = None,
+        HostMsg::Resize(size) => {
+            if let Some(master) = pty_master {
+                let _ = pty::resize(master, size);
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn kill_group(group: Pid) {
+    let _ = rustix::process::kill_process_group(group, Signal::KILL);
+}
+
+/// Starts the process and registers it with the reaper.
+fn spawn(
+    ctx: &AgentContext,
+    req: &ExecRequest,
+    limits: ResourceLimits,
+) -> io::Result<(i32, tokio::sync::oneshot::Receiver<crate::reaper::ChildExit>, ProcessIo)> {
+    let mut cmd = Command::new(&req.program);
+    cmd.args(&req.args)
+        .env_clear()
+        .envs(BASE_ENV)
+        .envs(ctx.config.env.iter().map(|(k, v)| (k, v)))
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(req.cwd.as_deref().unwrap_or("/workspace"))
+        .uid(SANDBOX_UID)
+        .gid(SANDBOX_GID);
+
+    let pty_pair = match req.pty {
+        Some(size) => Some(pty::open(size)?),
+        None => None,
+    };
+    match &pty_pair {
+        Some((_, slave)) => {
+            cmd.stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave.try_clone()?));
+        }
+        None => {
+            cmd.stdin(if req.stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+    }
+    let controlling_tty = pty_pair.is_some();
+    // SAFETY: the closure runs between fork and exec and only makes raw
+    // syscalls (setsid, ioctl, setrlimit); it allocates nothing and takes
+    // no locks.
+    unsafe {
+        cmd.pre_exec(move || child_setup(limits, controlling_tty));
+    }
+
+    let registration = ctx.reaper.register();
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    let exit_rx = registration.watch(pid);
+    drop(cmd); // closes the parent's copies of the slave
+
+    let io = match pty_pair {
+        Some((master, _slave)) => {
+            let resize_fd = master.try_clone()?;
+            let (reader, writer) = tokio::io::split(PtyMaster::new(master)?);
+            ProcessIo {
+                outputs: vec![(Box::new(reader), GuestMsg::Stdout)],
+                stdin: Some(Box::new(writer)),
+                pty: Some(resize_fd),
+            }
+        }
+        None => {
+            let stdout = child.stdout.take().expect("stdout is piped");
+            let stderr = child.stderr.take().expect("stderr is piped");
+            let stdin = match child.stdin.take() {
+                Some(stdin) => Some(Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(
+                    OwnedFd::from(stdin),
+                )?) as BoxedWriter),
+                None => None,
+            };
+            ProcessIo {
+                outputs: vec![
+                    (
+                        Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?),
+                        GuestMsg::Stdout,
+                    ),
+                    (
+                        Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?),
+                        GuestMsg::Stderr,
+                    ),
+                ],
+                stdin,
+                pty: None,
+            }
+        }
+    };
+    Ok((pid, exit_rx, io))
+}
+
+/// Runs in the child after fork (already as the sandbox user).
+fn child_setup(limits: ResourceLimits, controlling_tty: bool) -> io::Result<()> {
+    rustix::process::setsid()?;
+    if controlling_tty {
+        rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+    }
+    let set = |resource, value: Option<u64>| -> io::Result<()> {
+        if let Some(v) = value {
+            rustix::process::setrlimit(
+                resource,
+                Rlimit {
+                    current: Some(v),
+                    maximum: Some(v),
+                },
+            )?;
+        }
+        Ok(())
+    };
+    set(Resource::Nofile, limits.nofile)?;
+    set(Resource::Nproc, limits.nproc)?;
+    set(Resource::Fsize, limits.fsize_bytes)?;
+    set(Resource::Cpu, limits.cpu_secs)?;
+    Ok(())
+}
+
+/// Copies one output stream to the host, spending credit per chunk.
+async fn pump(mut source: BoxedReader, window: SendWindow, reply: Reply, wrap: fn(Vec<u8>) -> GuestMsg) {
+    let mut buf = vec![0u8; CHUNK_LEN];
+    loop {
+        let n = match source.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if window.reserve(n).await.is_err() || !reply.send(wrap(buf[..n].to_vec())).await {
+            break;
+        }
+    }
+}
+
+/// Writes stdin chunks to the process and credits the host for each.
+async fn feed_stdin(mut sink: BoxedWriter, mut chunks: mpsc::UnboundedReceiver<Vec<u8>>, reply: Reply) {
+    let mut window = RecvWindow::new();
+    let mut open = true;
+    while let Some(data) = chunks.recv().await {
+        if window.on_data(data.len()).is_err() {
+            break;
+        }
+        // Once the process closed its stdin, keep crediting so the host's
+        // sender finishes instead of waiting forever.
+        if open && sink.write_all(&data).await.is_err() {
+            open = false;
+        }
+        if let Some(grant) = window.on_consumed(data.len()) {
+            reply.send(GuestMsg::Credit(grant)).await;
+        }
+    }
+    let _ = sink.shutdown().await;
+}

@@ -1,0 +1,355 @@
+//! File requests, confined to the guest's writable roots.
+//!
+//! Every path is resolved by the kernel with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_MAGICLINKS)` relative to a root directory descriptor, so
+//! neither `..` nor a symlink (absolute or relative) can lead outside the
+//! root, whatever a guest process planted in it.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use tokio::sync::mpsc;
+use void_box_protocol::flow::{RecvWindow, SendWindow};
+use void_box_protocol::{
+    DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN,
+};
+
+use crate::init::{SANDBOX_GID, SANDBOX_UID};
+use crate::server::{AgentContext, Reply};
+
+/// Directories the file API may touch.
+pub const WRITABLE_ROOTS: [&str; 2] = ["/workspace", "/tmp"];
+
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+
+/// A failed file request.
+#[derive(Debug)]
+pub struct FileError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl FileError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn io(path: &str, what: &str, e: impl Into<io::Error>) -> Self {
+        let e: io::Error = e.into();
+        let kind = match e.raw_os_error() {
+            Some(libc::EXDEV) | Some(libc::ELOOP) => {
+                return Self::new(
+                    ErrorKind::PathEscape,
+                    format!("{path}: resolves outside the writable roots"),
+                )
+            }
+            Some(libc::ENOENT) => ErrorKind::NotFound,
+            _ => ErrorKind::Io,
+        };
+        Self::new(kind, format!("{what} {path}: {e}"))
+    }
+}
+
+/// Open descriptors of the writable roots.
+pub struct Roots {
+    roots: Vec<(&'static str, OwnedFd)>,
+}
+
+impl Roots {
+    /// Creates (if needed) and opens the roots.
+    pub fn open() -> io::Result<Self> {
+        let mut roots = Vec::new();
+        for root in WRITABLE_ROOTS {
+            std::fs::create_dir_all(root)?;
+            let fd = rustix::fs::open(
+                root,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            roots.push((root, fd));
+        }
+        Ok(Self { roots })
+    }
+
+    /// Splits an absolute path into its root descriptor and the relative rest.
+    fn split<'p>(&self, path: &'p str) -> Result<(&OwnedFd, &'p str), FileError> {
+        let escape = || {
+            FileError::new(
+                ErrorKind::PathEscape,
+                format!(
+                    "{path}: not inside a writable root ({})",
+                    WRITABLE_ROOTS.join(", ")
+                ),
+            )
+        };
+        for (root, fd) in &self.roots {
+            if let Some(rest) = path.strip_prefix(root) {
+                if rest.is_empty() {
+                    return Ok((fd, "."));
+                }
+                if let Some(rest) = rest.strip_prefix('/') {
+                    let rest = rest.trim_start_matches('/');
+                    return Ok((fd, if rest.is_empty() { "." } else { rest }));
+                }
+            }
+        }
+        Err(escape())
+    }
+
+    fn open_at(&self, path: &str, flags: OFlags, mode: u32) -> Result<OwnedFd, FileError> {
+        let (root, rest) = self.split(path)?;
+        rustix::fs::openat2(
+            root,
+            rest,
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+            RESOLVE,
+        )
+        .map_err(|e| FileError::io(path, "open", e))
+    }
+
+    /// Metadata of `path` (a final symlink is not followed).
+    pub fn stat(&self, path: &str) -> Result<FileStat, FileError> {
+        let fd = self.open_at(path, OFlags::PATH | OFlags::NOFOLLOW, 0)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(path, "stat", e))?;
+        Ok(file_stat(&st))
+    }
+
+    /// `mkdir -p`; new directories belong to the sandbox user.
+    pub fn mkdir_all(&self, path: &str) -> Result<OwnedFd, FileError> {
+        let (root, rest) = self.split(path)?;
+        let mut dir = rustix::fs::openat2(
+            root,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+        .map_err(|e| FileError::io(path, "open", e))?;
+        for component in Path::new(rest).components() {
+            let name = match component {
+                Component::Normal(name) => name,
+                Component::CurDir => continue,
+                _ => {
+                    return Err(FileError::new(
+                        ErrorKind::PathEscape,
+                        format!("{path}: `..` is not allowed"),
+                    ))
+                }
+            };
+            match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) => {
+                    let created = rustix::fs::openat2(
+                        &dir,
+                        name,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                        RESOLVE,
+                    )
+                    .map_err(|e| FileError::io(path, "open", e))?;
+                    chown_to_sandbox(&created);
+                }
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(FileError::io(path, "mkdir", e)),
+            }
+            dir = rustix::fs::openat2(
+                &dir,
+                name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                RESOLVE,
+            )
+            .map_err(|e| FileError::io(path, "open", e))?;
+        }
+        Ok(dir)
+    }
+
+    /// Entries of a directory, sorted by name.
+    pub fn list(&self, path: &str) -> Result<Vec<DirEntry>, FileError> {
+        let fd = self.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+        let dir = rustix::fs::Dir::read_from(&fd).map_err(|e| FileError::io(path, "list", e))?;
+        let mut entries = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| FileError::io(path, "list", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let st = rustix::fs::statat(&fd, entry.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| FileError::io(path, "stat", e))?;
+            entries.push(DirEntry {
+                name,
+                stat: file_stat(&st),
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Creates or truncates a file for writing, creating its parents.
+    fn create(&self, path: &str, mode: u32) -> Result<File, FileError> {
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((parent, name)) if !name.is_empty() && name != "." && name != ".." => {
+                (if parent.is_empty() { "/" } else { parent }, name)
+            }
+            _ => {
+                return Err(FileError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("{path}: not a file path"),
+                ))
+            }
+        };
+        let dir = self.mkdir_all(parent)?;
+        let fd = rustix::fs::openat2(
+            &dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode & 0o7777),
+            RESOLVE,
+        )
+        .map_err(|e| FileError::io(path, "create", e))?;
+        chown_to_sandbox(&fd);
+        Ok(File::from(fd))
+    }
+}
+
+fn chown_to_sandbox(fd: &OwnedFd) {
+    // Best effort: the sandbox user should own what the host puts in its
+    // roots, but a failure here must not fail the write.
+    let _ = rustix::fs::fchown(
+        fd.as_fd(),
+        Some(rustix::fs::Uid::from_raw(SANDBOX_UID)),
+        Some(rustix::fs::Gid::from_raw(SANDBOX_GID)),
+    );
+}
+
+fn file_stat(st: &rustix::fs::Stat) -> FileStat {
+    let file_type = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    let kind = match file_type {
+        rustix::fs::FileType::RegularFile => FileKind::File,
+        rustix::fs::FileType::Directory => FileKind::Dir,
+        rustix::fs::FileType::Symlink => FileKind::Symlink,
+        _ => FileKind::Other,
+    };
+    FileStat {
+        kind,
+        size: st.st_size as u64,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime_unix_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+    }
+}
+
+/// Sends a one-message result.
+pub async fn send_result(reply: &Reply, result: Result<GuestMsg, FileError>) {
+    match result {
+        Ok(msg) => reply.send(msg).await,
+        Err(e) => reply.error(e.kind, e.message).await,
+    };
+}
+
+/// Receives a file in chunks, crediting the host as each chunk is written.
+pub async fn write(
+    ctx: &AgentContext,
+    path: &str,
+    mode: u32,
+    mut rx: mpsc::UnboundedReceiver<HostMsg>,
+    reply: Reply,
+) {
+    let mut file = match ctx.roots.create(path, mode) {
+        Ok(f) => f,
+        Err(e) => return send_result(&reply, Err(e)).await,
+    };
+    let mut window = RecvWindow::new();
+    let mut written: u64 = 0;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            HostMsg::FileChunk(data) => {
+                if let Err(e) = window.on_data(data.len()) {
+                    reply.error(ErrorKind::ProtocolViolation, e.to_string()).await;
+                    return;
+                }
+                if let Err(e) = file.write_all(&data) {
+                    let e = FileError::io(path, "write", e);
+                    reply.error(e.kind, e.message).await;
+                    return;
+                }
+                written += data.len() as u64;
+                if let Some(grant) = window.on_consumed(data.len()) {
+                    reply.send(GuestMsg::Credit(grant)).await;
+                }
+            }
+            HostMsg::FileEnd => {
+                reply.send(GuestMsg::Written { bytes: written }).await;
+                return;
+            }
+            other => {
+                reply
+                    .error(
+                        ErrorKind::InvalidRequest,
+                        format!("unexpected {other:?} during a file write"),
+                    )
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+/// Streams a file to the host, waiting for credit between chunks.
+pub async fn read(
+    ctx: &AgentContext,
+    path: &str,
+    mut rx: mpsc::UnboundedReceiver<HostMsg>,
+    reply: Reply,
+) {
+    let mut file = match ctx
+        .roots
+        .open_at(path, OFlags::RDONLY | OFlags::NOFOLLOW, 0)
+        .map(File::from)
+    {
+        Ok(f) => f,
+        Err(e) => return send_result(&reply, Err(e)).await,
+    };
+    let window = SendWindow::new();
+    let credit_window = window.clone();
+    // Credit arrives while this task waits for it.
+    let credits = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let HostMsg::Credit(n) = msg {
+                if credit_window.grant(n).is_err() {
+                    break;
+                }
+            }
+        }
+        credit_window.close();
+    });
+    let mut size: u64 = 0;
+    let mut buf = vec![0u8; CHUNK_LEN];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let e = FileError::io(path, "read", e);
+                reply.error(e.kind, e.message).await;
+                credits.abort();
+                return;
+            }
+        };
+        if window.reserve(n).await.is_err() || !reply.send(GuestMsg::FileChunk(buf[..n].to_vec())).await {
+            credits.abort();
+            return;
+        }
+        size += n as u64;
+    }
+    reply.send(GuestMsg::FileEnd { size }).await;
+    credits.abort();
+}

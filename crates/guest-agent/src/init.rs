@@ -1,0 +1,97 @@
+//! Guest preparation done once at boot, before any request is served.
+
+use std::ffi::CStr;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use rustix::mount::{mount, MountFlags};
+use void_box_protocol::{GuestConfig, GUEST_CONFIG_PATH};
+
+/// Unprivileged user every command runs as.
+pub const SANDBOX_UID: u32 = 1000;
+/// Group of [`SANDBOX_UID`].
+pub const SANDBOX_GID: u32 = 1000;
+
+/// Mounts the pseudo filesystems (when PID 1) and takes the host's
+/// configuration out of the initramfs.
+pub fn prepare_guest(is_init: bool) -> io::Result<GuestConfig> {
+    if is_init {
+        mount_filesystems()?;
+    }
+    let config = take_config(Path::new(GUEST_CONFIG_PATH))?;
+    if is_init {
+        rustix::system::sethostname(config.hostname.as_bytes())?;
+    }
+    Ok(config)
+}
+
+fn mount_filesystems() -> io::Result<()> {
+    let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
+    let noexec = nosuid_nodev | MountFlags::NOEXEC;
+    let mounts: [(&str, &str, &str, MountFlags, &CStr); 6] = [
+        ("proc", "/proc", "proc", noexec, c""),
+        ("sysfs", "/sys", "sysfs", noexec, c""),
+        ("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, c"mode=0755"),
+        ("devpts", "/dev/pts", "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, c"mode=0620,ptmxmode=0666"),
+        ("tmpfs", "/dev/shm", "tmpfs", nosuid_nodev, c"mode=1777"),
+        ("tmpfs", "/tmp", "tmpfs", nosuid_nodev, c"mode=1777"),
+    ];
+    for (source, target, fstype, flags, data) in mounts {
+        fs::create_dir_all(target)?;
+        mount(source, target, fstype, flags, data).map_err(|e| {
+            io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Reads the configuration and deletes it, so that no process started later
+/// can read the secret.
+fn take_config(path: &Path) -> io::Result<GuestConfig> {
+    let bytes = fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("read {}: {e}", path.display())))?;
+    fs::remove_file(path)?;
+    if let Some(dir) = path.parent() {
+        let _ = fs::remove_dir(dir);
+    }
+    GuestConfig::from_bytes(&bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("guest config: {e}")))
+}
+
+/// Sets the guest wall clock from the host's, sent in the handshake.
+pub fn set_clock(unix_time_ns: u64) {
+    let ts = rustix::time::Timespec {
+        tv_sec: (unix_time_ns / 1_000_000_000) as i64,
+        tv_nsec: (unix_time_ns % 1_000_000_000) as _,
+    };
+    if let Err(e) = rustix::time::clock_settime(rustix::time::ClockId::Realtime, ts) {
+        log(&format!("cannot set the clock: {e}"));
+    }
+}
+
+/// Writes one line to the console (the VM's serial port).
+pub fn log(message: &str) {
+    eprintln!("voidbox-agent: {message}");
+}
+
+/// Ends the VM: kills every process, flushes, and restarts the machine,
+/// which QEMU (started with `-no-reboot`) turns into an exit.
+pub fn power_off() -> ! {
+    if rustix::process::getpid().is_init() {
+        // kill(-1) from PID 1 signals every process but itself.
+        // SAFETY: kill(-1, SIGKILL) is a plain syscall with no memory arguments.
+        unsafe {
+            libc::kill(-1, libc::SIGKILL);
+        }
+        rustix::fs::sync();
+        let _ = rustix::system::reboot(rustix::system::RebootCommand::Restart);
+    }
+    std::process::exit(0)
+}
+
+/// Reports a fatal error on the console and ends the VM.
+pub fn fatal(message: &str) -> ! {
+    log(message);
+    power_off()
+}

@@ -1,0 +1,60 @@
+//! Errors of the host library.
+
+use void_box_protocol::{ErrorKind, ProtocolError};
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong driving a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The guest image is missing or unusable.
+    #[error("guest image: {0}")]
+    Image(String),
+    /// The VM could not be started (QEMU or the vsock backend failed to launch).
+    #[error("cannot start the VM: {0}")]
+    Launch(String),
+    /// The VM started but the guest agent never answered.
+    #[error("sandbox boot failed: {reason}\n--- guest console (tail) ---\n{console_tail}")]
+    Boot {
+        /// What went wrong.
+        reason: String,
+        /// The last lines the guest printed on its serial console.
+        console_tail: String,
+    },
+    /// The guest agent refused or failed a request.
+    #[error("guest: {kind:?}: {message}")]
+    Guest {
+        /// Category reported by the guest.
+        kind: ErrorKind,
+        /// The guest's explanation.
+        message: String,
+    },
+    /// The connection to the guest is gone (VM exited, guest hung, transport closed).
+    #[error("sandbox unavailable: {0}")]
+    Disconnected(String),
+    /// A deadline passed.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The guest broke the wire protocol.
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A host-side I/O error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

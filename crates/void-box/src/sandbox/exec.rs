@@ -1,0 +1,262 @@
+//! Running commands in a sandbox.
+
+use std::time::Duration;
+
+use void_box_protocol::flow::RecvWindow;
+use void_box_protocol::{ExecRequest, ExitStatus, GuestMsg, HostMsg, PtySize, ResourceLimits};
+
+use super::client::{Stream, StreamSender};
+use crate::{Error, Result};
+
+/// A command to run in the guest.
+#[derive(Debug, Clone, Default)]
+pub struct Exec {
+    pub(crate) request: ExecRequest,
+    pub(crate) stdin: Option<Vec<u8>>,
+}
+
+impl Exec {
+    /// Runs `program` (looked up in the guest's `PATH`).
+    pub fn new(program: impl Into<String>) -> Exec {
+        Exec {
+            request: ExecRequest {
+                program: program.into(),
+                ..Default::default()
+            },
+            stdin: None,
+        }
+    }
+
+    /// Runs `script` with `sh -c`.
+    pub fn shell(script: impl Into<String>) -> Exec {
+        Exec::new("sh").arg("-c").arg(script)
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Exec {
+        self.request.args.push(arg.into());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Exec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.request.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for this command.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Exec {
+        self.request.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Working directory (default `/workspace`).
+    pub fn cwd(mut self, dir: impl Into<String>) -> Exec {
+        self.request.cwd = Some(dir.into());
+        self
+    }
+
+    /// Kills the command's process group after `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Exec {
+        self.request.timeout_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+
+    /// Feeds these bytes to stdin, then closes it ([`Sandbox::exec`](crate::Sandbox::exec) only).
+    pub fn stdin_bytes(mut self, data: impl Into<Vec<u8>>) -> Exec {
+        self.stdin = Some(data.into());
+        self.request.stdin = true;
+        self
+    }
+
+    /// Keeps stdin open for [`ExecStream::stdin`].
+    pub fn stdin_stream(mut self) -> Exec {
+        self.request.stdin = true;
+        self
+    }
+
+    /// Runs on a pseudo-terminal of this size (stdout and stderr merge).
+    pub fn pty(mut self, rows: u16, cols: u16) -> Exec {
+        self.request.pty = Some(PtySize { rows, cols });
+        self.request.stdin = true;
+        self
+    }
+
+    /// Overrides resource limits for this command.
+    pub fn limits(mut self, limits: ResourceLimits) -> Exec {
+        self.request.limits = limits;
+        self
+    }
+}
+
+impl<S: Into<String>, const N: usize> From<[S; N]> for Exec {
+    /// `["prog", "arg", ...]`.
+    fn from(argv: [S; N]) -> Exec {
+        let mut argv = argv.into_iter().map(Into::into);
+        let program = argv.next().unwrap_or_default();
+        Exec::new(program).args(argv)
+    }
+}
+
+impl From<&str> for Exec {
+    /// A program without arguments.
+    fn from(program: &str) -> Exec {
+        Exec::new(program)
+    }
+}
+
+/// The collected result of a command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// Stdout as text (lossy).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as text (lossy).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// One event of a running command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// Bytes from stdout (or the PTY).
+    Stdout(Vec<u8>),
+    /// Bytes from stderr.
+    Stderr(Vec<u8>),
+    /// The command ended; nothing follows.
+    Exit(ExitStatus),
+}
+
+/// A running command whose output arrives as it is produced.
+///
+/// Output is flow-controlled: the guest sends more only as [`next`](Self::next)
+/// consumes it, so a slow consumer slows the command instead of buffering.
+pub struct ExecStream {
+    stream: Stream,
+    window: RecvWindow,
+    pid: u32,
+    finished: bool,
+}
+
+impl ExecStream {
+    /// Waits for the guest to start the command.
+    pub(crate) async fn start(mut stream: Stream) -> Result<ExecStream> {
+        match stream.recv().await? {
+            GuestMsg::Started { pid } => Ok(ExecStream {
+                stream,
+                window: RecvWindow::new(),
+                pid,
+                finished: false,
+            }),
+            GuestMsg::Error(e) => Err(Error::Guest {
+                kind: e.kind,
+                message: e.message,
+            }),
+            other => Err(Error::Disconnected(format!("unexpected answer to exec: {other:?}"))),
+        }
+    }
+
+    /// Guest pid of the command (also its process group).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// A handle writing to the command's stdin (needs [`Exec::stdin_stream`] or [`Exec::pty`]).
+    pub fn stdin(&self) -> StdinWriter {
+        StdinWriter {
+            sender: self.stream.sender(),
+        }
+    }
+
+    /// Kills the command's process group.
+    pub fn cancel(&self) -> Result<()> {
+        self.stream.send(HostMsg::Cancel)
+    }
+
+    /// Resizes the command's PTY.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        self.stream.send(HostMsg::Resize(PtySize { rows, cols }))
+    }
+
+    /// The next event; `None` after [`ExecEvent::Exit`].
+    pub async fn next(&mut self) -> Result<Option<ExecEvent>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let event = match self.stream.recv().await? {
+            GuestMsg::Stdout(data) => ExecEvent::Stdout(self.account(data)?),
+            GuestMsg::Stderr(data) => ExecEvent::Stderr(self.account(data)?),
+            GuestMsg::Exited(status) => {
+                self.finished = true;
+                ExecEvent::Exit(status)
+            }
+            GuestMsg::Error(e) => {
+                self.finished = true;
+                return Err(Error::Guest {
+                    kind: e.kind,
+                    message: e.message,
+                });
+            }
+            other => return Err(Error::Disconnected(format!("unexpected message during exec: {other:?}"))),
+        };
+        Ok(Some(event))
+    }
+
+    /// Checks the chunk against the window and hands credit back, since the
+    /// caller takes the chunk now.
+    fn account(&mut self, data: Vec<u8>) -> Result<Vec<u8>> {
+        self.window.on_data(data.len())?;
+        if let Some(grant) = self.window.on_consumed(data.len()) {
+            self.stream.send(HostMsg::Credit(grant))?;
+        }
+        Ok(data)
+    }
+
+    /// Collects everything until the command ends.
+    pub async fn collect(mut self) -> Result<Output> {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        while let Some(event) = self.next().await? {
+            match event {
+                ExecEvent::Stdout(d) => stdout.extend_from_slice(&d),
+                ExecEvent::Stderr(d) => stderr.extend_from_slice(&d),
+                ExecEvent::Exit(status) => return Ok(Output { status, stdout, stderr }),
+            }
+        }
+        Err(Error::Disconnected("exec stream ended without an exit status".into()))
+    }
+}
+
+/// Writes to a running command's stdin, waiting for the guest's credit.
+#[derive(Clone)]
+pub struct StdinWriter {
+    sender: StreamSender,
+}
+
+impl StdinWriter {
+    /// Writes all of `data`.
+    pub async fn write(&self, data: &[u8]) -> Result<()> {
+        self.sender.send_data(data, HostMsg::Stdin).await
+    }
+
+    /// Closes stdin (the command reads end-of-file).
+    pub fn close(&self) -> Result<()> {
+        self.sender.send(HostMsg::StdinEof)
+    }
+}

@@ -1,0 +1,465 @@
+//! The `Sandbox` API: one fresh micro-VM, driven through its guest agent.
+
+mod client;
+mod exec;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use tokio::task::JoinHandle;
+use void_box_protocol::{
+    DirEntry, FileStat, GuestConfig, GuestMsg, HostMsg, ResourceLimits, Secret,
+    TelemetrySnapshot, AGENT_VSOCK_PORT,
+};
+
+pub use exec::{Exec, ExecEvent, ExecStream, Output, StdinWriter};
+
+use crate::vm::image::{config_initramfs, GuestImage};
+use crate::vm::qemu::QemuBackend;
+use crate::vm::{Accel, VmBackend, VmInstance, VmSpec};
+use crate::{Error, Result};
+use client::AgentClient;
+
+/// Commands allowed when the caller does not choose: a shell and the
+/// everyday tools of the base image.
+pub const DEFAULT_ALLOWED_COMMANDS: &[&str] = &[
+    "sh", "ash", "bash", "env", "true", "false", "echo", "printf", "cat", "head", "tail", "tee",
+    "ls", "stat", "mkdir", "rm", "rmdir", "cp", "mv", "ln", "touch", "chmod", "find", "xargs",
+    "grep", "egrep", "sed", "awk", "cut", "tr", "sort", "uniq", "wc", "diff", "cmp", "test",
+    "[", "expr", "seq", "sleep", "date", "uname", "id", "whoami", "hostname", "pwd", "basename",
+    "dirname", "realpath", "readlink", "du", "df", "ps", "kill", "free", "uptime", "dd", "od",
+    "hexdump", "md5sum", "sha1sum", "sha256sum", "sha512sum", "base64", "gzip", "gunzip",
+    "zcat", "tar", "python3", "python", "node", "jq", "git", "curl", "wget", "make",
+];
+
+/// Resource limits when the caller does not choose.
+pub const DEFAULT_LIMITS: ResourceLimits = ResourceLimits {
+    nofile: Some(4096),
+    nproc: Some(1024),
+    fsize_bytes: Some(4 << 30),
+    cpu_secs: None,
+};
+
+/// Configures and boots a [`Sandbox`].
+#[derive(Debug, Clone)]
+pub struct SandboxBuilder {
+    memory_mb: u32,
+    vcpus: u32,
+    env: Vec<(String, String)>,
+    allowed_commands: Vec<String>,
+    limits: ResourceLimits,
+    boot_timeout: Duration,
+    liveness_timeout: Duration,
+    accel: Option<Accel>,
+    image: Option<GuestImage>,
+    hostname: String,
+}
+
+impl Default for SandboxBuilder {
+    fn default() -> Self {
+        Self {
+            memory_mb: 512,
+            vcpus: 1,
+            env: Vec::new(),
+            allowed_commands: DEFAULT_ALLOWED_COMMANDS.iter().map(|s| s.to_string()).collect(),
+            limits: DEFAULT_LIMITS,
+            boot_timeout: Duration::from_secs(30),
+            liveness_timeout: Duration::from_secs(30),
+            accel: None,
+            image: None,
+            hostname: "voidbox".into(),
+        }
+    }
+}
+
+impl SandboxBuilder {
+    /// Guest RAM in MiB (default 512).
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = mb;
+        self
+    }
+
+    /// Guest CPUs (default 1).
+    pub fn vcpus(mut self, n: u32) -> Self {
+        self.vcpus = n.max(1);
+        self
+    }
+
+    /// Adds an environment variable for every command.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Replaces the command allowlist (basenames; `*` allows all).
+    pub fn allowed_commands<I, S>(mut self, commands: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_commands = commands.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one command to the allowlist.
+    pub fn allow_command(mut self, command: impl Into<String>) -> Self {
+        self.allowed_commands.push(command.into());
+        self
+    }
+
+    /// Default resource limits of every command.
+    pub fn limits(mut self, limits: ResourceLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long booting may take (default 30 s).
+    pub fn boot_timeout(mut self, timeout: Duration) -> Self {
+        self.boot_timeout = timeout;
+        self
+    }
+
+    /// How long the guest agent may go without answering a heartbeat before
+    /// every call fails (default 30 s).
+    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.liveness_timeout = timeout;
+        self
+    }
+
+    /// Forces an accelerator (default: `VOIDBOX_ACCEL`, else auto-detect).
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.accel = Some(accel);
+        self
+    }
+
+    /// Boots this kernel and initramfs instead of the cached image.
+    pub fn image(mut self, image: GuestImage) -> Self {
+        self.image = Some(image);
+        self
+    }
+
+    /// Boots the sandbox and waits until its guest agent answers.
+    pub async fn build(self) -> Result<Sandbox> {
+        let backend = QemuBackend::from_env()?;
+        self.build_with(&backend).await
+    }
+
+    /// Like [`build`](Self::build) with a chosen VM backend.
+    pub async fn build_with(self, backend: &dyn VmBackend) -> Result<Sandbox> {
+        let started = Instant::now();
+        let image = match self.image {
+            Some(image) => image,
+            None => GuestImage::resolve()?,
+        };
+        let accel = match self.accel {
+            Some(a) => a,
+            None => Accel::from_env()?,
+        };
+        let mut secret: Secret = [0; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let config = GuestConfig {
+            secret,
+            hostname: self.hostname.clone(),
+            env: self.env.clone(),
+            allowed_commands: self.allowed_commands.clone(),
+            limits: self.limits,
+        };
+        let extra = config_initramfs(&config.to_bytes()).map_err(|e| Error::io("write the guest config archive", e))?;
+        let spec = VmSpec {
+            kernel: image.kernel,
+            initramfs: image.initramfs,
+            extra_initramfs: extra,
+            memory_mb: self.memory_mb,
+            vcpus: self.vcpus,
+            accel,
+            cmdline_extra: String::new(),
+        };
+        let vm: Arc<dyn VmInstance> = Arc::from(backend.launch(&spec).await?);
+        let client = connect_agent(&*vm, &secret, started + self.boot_timeout, self.liveness_timeout).await?;
+        let client = Arc::new(client);
+        // A VM that dies fails every pending call at once.
+        let exit_watch = {
+            let vm = vm.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let exit = vm.wait_exit().await;
+                client.fail(format!(
+                    "the VM exited ({}){}",
+                    exit.status,
+                    console_suffix(&*vm)
+                ));
+            })
+        };
+        Ok(Sandbox {
+            vm,
+            client,
+            exit_watch,
+            accel,
+            boot_time: started.elapsed(),
+        })
+    }
+}
+
+fn console_suffix(vm: &dyn VmInstance) -> String {
+    let tail = vm.console_tail(2000);
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; guest console tail:\n{tail}")
+    }
+}
+
+/// Retries the vsock connection until the agent answers or the deadline passes.
+async fn connect_agent(
+    vm: &dyn VmInstance,
+    secret: &Secret,
+    deadline: Instant,
+    liveness: Duration,
+) -> Result<AgentClient> {
+    let boot_error = |reason: String| Error::Boot {
+        reason,
+        console_tail: vm.console_tail(4000),
+    };
+    let mut last_error = String::from("no attempt");
+    loop {
+        if let Some(exit) = vm.exit_status() {
+            return Err(boot_error(format!("the VM exited during boot ({})", exit.status)));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            vm.kill();
+            return Err(boot_error(format!("the guest agent did not answer in time ({last_error})")));
+        }
+        let attempt = async {
+            let stream = vm.connect(AGENT_VSOCK_PORT).await.map_err(|e| e.to_string())?;
+            AgentClient::handshake(stream, secret, liveness)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(remaining, attempt).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => last_error = e,
+            Err(_) => last_error = "connection attempt timed out".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A micro-VM with its own kernel, driven through its guest agent.
+///
+/// Every method may be called concurrently. Dropping the sandbox kills the
+/// VM and removes every host file it used; [`shutdown`](Self::shutdown)
+/// does the same gracefully.
+pub struct Sandbox {
+    vm: Arc<dyn VmInstance>,
+    client: Arc<AgentClient>,
+    exit_watch: JoinHandle<()>,
+    accel: Accel,
+    boot_time: Duration,
+}
+
+impl Sandbox {
+    /// Starts configuring a sandbox.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// The accelerator this VM runs on.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// Time from `build()` to the agent's handshake.
+    pub fn boot_time(&self) -> Duration {
+        self.boot_time
+    }
+
+    /// Host processes of this VM (VMM first).
+    pub fn host_pids(&self) -> Vec<u32> {
+        self.vm.host_pids()
+    }
+
+    /// Host directory holding this VM's sockets and files.
+    pub fn runtime_dir(&self) -> std::path::PathBuf {
+        self.vm.runtime_dir()
+    }
+
+    /// The last bytes of the guest's serial console.
+    pub fn console_tail(&self, max_bytes: usize) -> String {
+        self.vm.console_tail(max_bytes)
+    }
+
+    /// Runs a command and collects its output.
+    ///
+    /// With a timeout, the guest kills the command's process group when it
+    /// passes and the result says `timed_out`; the host gives up waiting
+    /// 10 s after that in case the guest cannot.
+    pub async fn exec(&self, cmd: impl Into<Exec>) -> Result<Output> {
+        let mut cmd = cmd.into();
+        let stdin = cmd.stdin.take();
+        let host_deadline = cmd
+            .request
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms) + Duration::from_secs(10));
+        let run = async {
+            let stream = self.exec_stream(cmd).await?;
+            if let Some(data) = stdin {
+                let writer = stream.stdin();
+                tokio::spawn(async move {
+                    if writer.write(&data).await.is_ok() {
+                        let _ = writer.close();
+                    }
+                });
+            }
+            stream.collect().await
+        };
+        match host_deadline {
+            Some(limit) => tokio::time::timeout(limit, run)
+                .await
+                .map_err(|_| Error::Timeout(format!("the guest did not report the command's end within {limit:?}")))?,
+            None => run.await,
+        }
+    }
+
+    /// Starts a command whose output is streamed.
+    pub async fn exec_stream(&self, cmd: impl Into<Exec>) -> Result<ExecStream> {
+        let cmd = cmd.into();
+        let stream = self.client.open(HostMsg::Exec(cmd.request))?;
+        ExecStream::start(stream).await
+    }
+
+    /// Writes a file (created or truncated, parents created) under
+    /// `/workspace` or `/tmp`.
+    pub async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        self.write_file_mode(path, data, 0o644).await
+    }
+
+    /// Like [`write_file`](Self::write_file) with permission bits.
+    pub async fn write_file_mode(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        let mut stream = self.client.open(HostMsg::WriteFile {
+            path: path.to_string(),
+            mode,
+        })?;
+        let sender = stream.sender();
+        let upload = async {
+            sender.send_data(data, HostMsg::FileChunk).await?;
+            sender.send(HostMsg::FileEnd)
+        };
+        // The guest may refuse (bad path) before the upload ends: watch both.
+        tokio::pin!(upload);
+        let mut uploaded = false;
+        loop {
+            tokio::select! {
+                result = &mut upload, if !uploaded => {
+                    result?;
+                    uploaded = true;
+                }
+                msg = stream.recv() => {
+                    return match msg? {
+                        GuestMsg::Written { bytes } if bytes == data.len() as u64 => Ok(()),
+                        GuestMsg::Written { bytes } => Err(Error::Disconnected(format!(
+                            "guest wrote {bytes} of {} bytes to {path}", data.len()
+                        ))),
+                        other => Err(unexpected(other)),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Reads a whole file from under `/workspace` or `/tmp`.
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let mut stream = self.client.open(HostMsg::ReadFile {
+            path: path.to_string(),
+        })?;
+        let mut window = void_box_protocol::flow::RecvWindow::new();
+        let mut data = Vec::new();
+        loop {
+            match stream.recv().await? {
+                GuestMsg::FileChunk(chunk) => {
+                    window.on_data(chunk.len())?;
+                    data.extend_from_slice(&chunk);
+                    if let Some(grant) = window.on_consumed(chunk.len()) {
+                        stream.send(HostMsg::Credit(grant))?;
+                    }
+                }
+                GuestMsg::FileEnd { size } if size == data.len() as u64 => return Ok(data),
+                GuestMsg::FileEnd { size } => {
+                    return Err(Error::Disconnected(format!(
+                        "guest announced {size} bytes of {path} but sent {}",
+                        data.len()
+                    )))
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    /// Metadata of a path.
+    pub async fn stat(&self, path: &str) -> Result<FileStat> {
+        match self.request(HostMsg::Stat { path: path.into() }).await? {
+            GuestMsg::Stat(st) => Ok(st),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a directory and its parents.
+    pub async fn mkdir(&self, path: &str) -> Result<()> {
+        match self.request(HostMsg::Mkdir { path: path.into() }).await? {
+            GuestMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Lists a directory.
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        match self.request(HostMsg::List { path: path.into() }).await? {
+            GuestMsg::Listing(entries) => Ok(entries),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// CPU, memory and process figures of the guest.
+    pub async fn telemetry(&self) -> Result<TelemetrySnapshot> {
+        match self.request(HostMsg::Telemetry).await? {
+            GuestMsg::Telemetry(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn request(&self, msg: HostMsg) -> Result<GuestMsg> {
+        let mut stream = self.client.open(msg)?;
+        stream.recv().await
+    }
+
+    /// Powers the guest off and waits for the VM to end (killing it if it
+    /// does not within a few seconds). Everything is cleaned up either way.
+    pub async fn shutdown(self) -> Result<()> {
+        if self.client.failure().is_none() {
+            if let Ok(mut stream) = self.client.open(HostMsg::Shutdown) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), stream.recv()).await;
+            }
+        }
+        self.vm.stop(Duration::from_secs(5)).await;
+        Ok(())
+    }
+}
+
+fn unexpected(msg: GuestMsg) -> Error {
+    match msg {
+        GuestMsg::Error(e) => Error::Guest {
+            kind: e.kind,
+            message: e.message,
+        },
+        other => Error::Disconnected(format!("unexpected answer from the guest: {other:?}")),
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.exit_watch.abort();
+        self.client.fail("the sandbox was dropped".into());
+        self.vm.kill();
+    }
+}

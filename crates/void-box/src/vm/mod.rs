@@ -1,0 +1,78 @@
+//! The VM backend: guest image, VMM process, and the vsock transport.
+//!
+//! Upper layers never see QEMU: they get a [`VmInstance`] from a
+//! [`VmBackend`] and talk to the guest through [`VmInstance::connect`].
+
+pub mod accel;
+pub mod image;
+pub mod initramfs;
+pub mod qemu;
+mod qmp;
+mod vsock;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::net::UnixStream;
+
+pub use accel::Accel;
+
+use crate::Result;
+
+/// Everything needed to boot one VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// Kernel image (an uncompressed, PVH-capable `vmlinux`).
+    pub kernel: PathBuf,
+    /// Base initramfs (newc cpio).
+    pub initramfs: PathBuf,
+    /// A cpio archive appended to the initramfs for this VM only.
+    pub extra_initramfs: Vec<u8>,
+    /// Guest RAM.
+    pub memory_mb: u32,
+    /// Guest CPUs.
+    pub vcpus: u32,
+    /// Accelerator to use.
+    pub accel: Accel,
+    /// Extra kernel command line arguments.
+    pub cmdline_extra: String,
+}
+
+/// How a VM process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmExit {
+    /// A description of the exit status.
+    pub status: String,
+}
+
+/// Starts VMs. QEMU is the one implementation today.
+pub trait VmBackend: Send + Sync {
+    /// Short name for diagnostics.
+    fn name(&self) -> &'static str;
+    /// Launches a VM; returns once the VMM process runs (not once the guest booted).
+    fn launch<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn VmInstance>>>;
+}
+
+/// A running VM. Dropping it kills the VMM and every helper process and
+/// removes its temporary files.
+pub trait VmInstance: Send + Sync {
+    /// Opens a byte stream to a guest vsock port. Fails (quickly) while
+    /// nothing listens on it yet.
+    fn connect(&self, port: u32) -> BoxFuture<'_, std::io::Result<UnixStream>>;
+    /// Resolves when the VMM process has exited.
+    fn wait_exit(&self) -> BoxFuture<'_, VmExit>;
+    /// The exit, if it already happened.
+    fn exit_status(&self) -> Option<VmExit>;
+    /// The last `max_bytes` of the guest's serial console.
+    fn console_tail(&self, max_bytes: usize) -> String;
+    /// Ends the VM: waits up to `grace` for it to exit on its own, then asks
+    /// the VMM to quit, then kills it.
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()>;
+    /// Kills the VM immediately.
+    fn kill(&self);
+    /// Host processes belonging to this VM (VMM first), for accounting.
+    fn host_pids(&self) -> Vec<u32>;
+    /// Host directory holding this VM's sockets and files.
+    fn runtime_dir(&self) -> PathBuf;
+}
