@@ -22,9 +22,9 @@ use void_box_protocol::{
 };
 
 use crate::init::{SANDBOX_GID, SANDBOX_UID};
+use crate::policy;
 use crate::pty::{self, PtyMaster};
 use crate::server::{AgentContext, Reply};
-use crate::policy;
 
 /// After the leader exits, how long output may stall (no credit from the
 /// host, or a process that escaped the group holding a pipe) before the
@@ -33,7 +33,10 @@ const DRAIN_STALL: Duration = Duration::from_secs(10);
 
 /// Environment every command starts from.
 const BASE_ENV: [(&str, &str); 6] = [
-    ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"),
+    (
+        "PATH",
+        "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+    ),
     ("HOME", "/home/sandbox"),
     ("USER", "sandbox"),
     ("LOGNAME", "sandbox"),
@@ -95,7 +98,9 @@ pub async fn run(
     });
     let pty_master = io.pty;
 
-    let deadline = req.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let deadline = req
+        .timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut status = ExitStatus::default();
     let mut host_gone = false;
     let mut exit_rx = exit_rx;
@@ -207,7 +212,11 @@ fn spawn(
     ctx: &AgentContext,
     req: &ExecRequest,
     limits: ResourceLimits,
-) -> io::Result<(i32, tokio::sync::oneshot::Receiver<crate::reaper::ChildExit>, ProcessIo)> {
+) -> io::Result<(
+    i32,
+    tokio::sync::oneshot::Receiver<crate::reaper::ChildExit>,
+    ProcessIo,
+)> {
     let mut cmd = Command::new(&req.program);
     cmd.args(&req.args)
         .env_clear()
@@ -229,9 +238,13 @@ fn spawn(
                 .stderr(Stdio::from(slave.try_clone()?));
         }
         None => {
-            cmd.stdin(if req.stdin { Stdio::piped() } else { Stdio::null() })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            cmd.stdin(if req.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         }
     }
     let controlling_tty = pty_pair.is_some();
@@ -270,11 +283,15 @@ fn spawn(
             ProcessIo {
                 outputs: vec![
                     (
-                        Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?),
+                        Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+                            OwnedFd::from(stdout),
+                        )?),
                         GuestMsg::Stdout,
                     ),
                     (
-                        Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?),
+                        Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+                            OwnedFd::from(stderr),
+                        )?),
                         GuestMsg::Stderr,
                     ),
                 ],
@@ -312,7 +329,12 @@ fn child_setup(limits: ResourceLimits, controlling_tty: bool) -> io::Result<()> 
 }
 
 /// Copies one output stream to the host, spending credit per chunk.
-async fn pump(mut source: BoxedReader, window: SendWindow, reply: Reply, wrap: fn(Vec<u8>) -> GuestMsg) {
+async fn pump(
+    mut source: BoxedReader,
+    window: SendWindow,
+    reply: Reply,
+    wrap: fn(Vec<u8>) -> GuestMsg,
+) {
     let mut buf = vec![0u8; CHUNK_LEN];
     loop {
         let n = match source.read(&mut buf).await {
@@ -326,7 +348,11 @@ async fn pump(mut source: BoxedReader, window: SendWindow, reply: Reply, wrap: f
 }
 
 /// Writes stdin chunks to the process and credits the host for each.
-async fn feed_stdin(mut sink: BoxedWriter, mut chunks: mpsc::UnboundedReceiver<Vec<u8>>, reply: Reply) {
+async fn feed_stdin(
+    mut sink: BoxedWriter,
+    mut chunks: mpsc::UnboundedReceiver<Vec<u8>>,
+    reply: Reply,
+) {
     let mut window = RecvWindow::new();
     let mut open = true;
     while let Some(data) = chunks.recv().await {

@@ -13,9 +13,7 @@ use std::path::{Component, Path};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use tokio::sync::mpsc;
 use void_box_protocol::flow::{RecvWindow, SendWindow};
-use void_box_protocol::{
-    DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN,
-};
+use void_box_protocol::{DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN};
 
 use crate::init::{SANDBOX_GID, SANDBOX_UID};
 use crate::server::{AgentContext, Reply};
@@ -181,8 +179,12 @@ impl Roots {
             if name == "." || name == ".." {
                 continue;
             }
-            let st = rustix::fs::statat(&fd, entry.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| FileError::io(path, "stat", e))?;
+            let st = rustix::fs::statat(
+                &fd,
+                entry.file_name(),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| FileError::io(path, "stat", e))?;
             entries.push(DirEntry {
                 name,
                 stat: file_stat(&st),
@@ -273,7 +275,9 @@ pub async fn write(
         match msg {
             HostMsg::FileChunk(data) => {
                 if let Err(e) = window.on_data(data.len()) {
-                    reply.error(ErrorKind::ProtocolViolation, e.to_string()).await;
+                    reply
+                        .error(ErrorKind::ProtocolViolation, e.to_string())
+                        .await;
                     return;
                 }
                 if let Err(e) = file.write_all(&data) {
@@ -344,7 +348,9 @@ pub async fn read(
                 return;
             }
         };
-        if window.reserve(n).await.is_err() || !reply.send(GuestMsg::FileChunk(buf[..n].to_vec())).await {
+        if window.reserve(n).await.is_err()
+            || !reply.send(GuestMsg::FileChunk(buf[..n].to_vec())).await
+        {
             credits.abort();
             return;
         }

@@ -32,16 +32,27 @@ fn mount_filesystems() -> io::Result<()> {
     let mounts: [(&str, &str, &str, MountFlags, &CStr); 6] = [
         ("proc", "/proc", "proc", noexec, c""),
         ("sysfs", "/sys", "sysfs", noexec, c""),
-        ("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, c"mode=0755"),
-        ("devpts", "/dev/pts", "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, c"mode=0620,ptmxmode=0666"),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MountFlags::NOSUID,
+            c"mode=0755",
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            c"mode=0620,ptmxmode=0666",
+        ),
         ("tmpfs", "/dev/shm", "tmpfs", nosuid_nodev, c"mode=1777"),
         ("tmpfs", "/tmp", "tmpfs", nosuid_nodev, c"mode=1777"),
     ];
     for (source, target, fstype, flags, data) in mounts {
         fs::create_dir_all(target)?;
-        mount(source, target, fstype, flags, data).map_err(|e| {
-            io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}"))
-        })?;
+        mount(source, target, fstype, flags, data)
+            .map_err(|e| io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}")))?;
     }
     Ok(())
 }

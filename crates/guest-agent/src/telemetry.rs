@@ -15,11 +15,13 @@ pub fn snapshot() -> io::Result<TelemetrySnapshot> {
             Some("cpu") => {
                 let v: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
                 // user nice system idle iowait irq softirq steal
-                snap.cpu_user_ticks = v.first().copied().unwrap_or(0) + v.get(1).copied().unwrap_or(0);
+                snap.cpu_user_ticks =
+                    v.first().copied().unwrap_or(0) + v.get(1).copied().unwrap_or(0);
                 snap.cpu_system_ticks = v.get(2).copied().unwrap_or(0)
                     + v.get(5).copied().unwrap_or(0)
                     + v.get(6).copied().unwrap_or(0);
-                snap.cpu_idle_ticks = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+                snap.cpu_idle_ticks =
+                    v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
             }
             Some(name) if name.starts_with("cpu") => snap.cpu_count += 1,
             _ => {}
@@ -37,7 +39,11 @@ pub fn snapshot() -> io::Result<TelemetrySnapshot> {
         }
     }
     let uptime = fs::read_to_string("/proc/uptime")?;
-    if let Some(secs) = uptime.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()) {
+    if let Some(secs) = uptime
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
         snap.uptime_ms = (secs * 1000.0) as u64;
     }
     let loadavg = fs::read_to_string("/proc/loadavg")?;
@@ -48,7 +54,11 @@ pub fn snapshot() -> io::Result<TelemetrySnapshot> {
         .unwrap_or(0.0);
     snap.process_count = fs::read_dir("/proc")?
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .count() as u32;
     Ok(snap)
 }

@@ -45,18 +45,20 @@ fn host_msg() -> impl Strategy<Value = HostMsg> {
             any::<Option<(u16, u16)>>(),
             limits()
         )
-            .prop_map(|(program, args, env, cwd, stdin, timeout_ms, pty, limits)| {
-                HostMsg::Exec(ExecRequest {
-                    program,
-                    args,
-                    env,
-                    cwd,
-                    stdin,
-                    timeout_ms,
-                    pty: pty.map(|(rows, cols)| PtySize { rows, cols }),
-                    limits,
-                })
-            }),
+            .prop_map(
+                |(program, args, env, cwd, stdin, timeout_ms, pty, limits)| {
+                    HostMsg::Exec(ExecRequest {
+                        program,
+                        args,
+                        env,
+                        cwd,
+                        stdin,
+                        timeout_ms,
+                        pty: pty.map(|(rows, cols)| PtySize { rows, cols }),
+                        limits,
+                    })
+                }
+            ),
         data().prop_map(HostMsg::Stdin),
         Just(HostMsg::StdinEof),
         Just(HostMsg::Cancel),

@@ -72,7 +72,11 @@ pub struct AgentClient {
 impl AgentClient {
     /// Performs the handshake on `stream`, then starts the reader, writer and
     /// heartbeat tasks. The guest must answer a ping within `liveness`.
-    pub async fn handshake(stream: UnixStream, secret: &Secret, liveness: Duration) -> Result<AgentClient> {
+    pub async fn handshake(
+        stream: UnixStream,
+        secret: &Secret,
+        liveness: Duration,
+    ) -> Result<AgentClient> {
         let (read_half, write_half) = stream.into_split();
         let mut frames = FramedRead::new(read_half, Codec::new());
         let mut sink = FramedWrite::new(write_half, Codec::new());
@@ -110,7 +114,11 @@ impl AgentClient {
                 )))
             }
             Some(Err(e)) => return Err(e.into()),
-            None => return Err(Error::Disconnected("guest closed the connection during the handshake".into())),
+            None => {
+                return Err(Error::Disconnected(
+                    "guest closed the connection during the handshake".into(),
+                ))
+            }
         }
 
         let shared = Arc::new(Shared {
@@ -168,7 +176,13 @@ impl AgentClient {
             .routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Route { tx, window: window.clone() });
+            .insert(
+                id,
+                Route {
+                    tx,
+                    window: window.clone(),
+                },
+            );
         let stream = Stream {
             id,
             rx,
@@ -233,7 +247,10 @@ async fn heartbeat(
         if outbox.send(Frame::new(0, HostMsg::Ping)).is_err() {
             return;
         }
-        if tokio::time::timeout(liveness, pong.changed()).await.is_err() {
+        if tokio::time::timeout(liveness, pong.changed())
+            .await
+            .is_err()
+        {
             shared.fail(format!(
                 "the guest agent did not answer for {:.1} s (guest hung or overloaded)",
                 liveness.as_secs_f64()

@@ -168,7 +168,9 @@ impl ExecStream {
                 kind: e.kind,
                 message: e.message,
             }),
-            other => Err(Error::Disconnected(format!("unexpected answer to exec: {other:?}"))),
+            other => Err(Error::Disconnected(format!(
+                "unexpected answer to exec: {other:?}"
+            ))),
         }
     }
 
@@ -213,7 +215,11 @@ impl ExecStream {
                     message: e.message,
                 });
             }
-            other => return Err(Error::Disconnected(format!("unexpected message during exec: {other:?}"))),
+            other => {
+                return Err(Error::Disconnected(format!(
+                    "unexpected message during exec: {other:?}"
+                )))
+            }
         };
         Ok(Some(event))
     }
@@ -236,10 +242,18 @@ impl ExecStream {
             match event {
                 ExecEvent::Stdout(d) => stdout.extend_from_slice(&d),
                 ExecEvent::Stderr(d) => stderr.extend_from_slice(&d),
-                ExecEvent::Exit(status) => return Ok(Output { status, stdout, stderr }),
+                ExecEvent::Exit(status) => {
+                    return Ok(Output {
+                        status,
+                        stdout,
+                        stderr,
+                    })
+                }
             }
         }
-        Err(Error::Disconnected("exec stream ended without an exit status".into()))
+        Err(Error::Disconnected(
+            "exec stream ended without an exit status".into(),
+        ))
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::task::JoinHandle;
 use void_box_protocol::{
-    DirEntry, FileStat, GuestConfig, GuestMsg, HostMsg, ResourceLimits, Secret,
-    TelemetrySnapshot, AGENT_VSOCK_PORT,
+    DirEntry, FileStat, GuestConfig, GuestMsg, HostMsg, ResourceLimits, Secret, TelemetrySnapshot,
+    AGENT_VSOCK_PORT,
 };
 
 pub use exec::{Exec, ExecEvent, ExecStream, Output, StdinWriter};
@@ -24,13 +24,82 @@ use client::AgentClient;
 /// Commands allowed when the caller does not choose: a shell and the
 /// everyday tools of the base image.
 pub const DEFAULT_ALLOWED_COMMANDS: &[&str] = &[
-    "sh", "ash", "bash", "env", "true", "false", "echo", "printf", "cat", "head", "tail", "tee",
-    "ls", "stat", "mkdir", "rm", "rmdir", "cp", "mv", "ln", "touch", "chmod", "find", "xargs",
-    "grep", "egrep", "sed", "awk", "cut", "tr", "sort", "uniq", "wc", "diff", "cmp", "test",
-    "[", "expr", "seq", "sleep", "date", "uname", "id", "whoami", "hostname", "pwd", "basename",
-    "dirname", "realpath", "readlink", "du", "df", "ps", "kill", "free", "uptime", "dd", "od",
-    "hexdump", "md5sum", "sha1sum", "sha256sum", "sha512sum", "base64", "gzip", "gunzip",
-    "zcat", "tar", "python3", "python", "node", "jq", "git", "curl", "wget", "make",
+    "sh",
+    "ash",
+    "bash",
+    "env",
+    "true",
+    "false",
+    "echo",
+    "printf",
+    "cat",
+    "head",
+    "tail",
+    "tee",
+    "ls",
+    "stat",
+    "mkdir",
+    "rm",
+    "rmdir",
+    "cp",
+    "mv",
+    "ln",
+    "touch",
+    "chmod",
+    "find",
+    "xargs",
+    "grep",
+    "egrep",
+    "sed",
+    "awk",
+    "cut",
+    "tr",
+    "sort",
+    "uniq",
+    "wc",
+    "diff",
+    "cmp",
+    "test",
+    "[",
+    "expr",
+    "seq",
+    "sleep",
+    "date",
+    "uname",
+    "id",
+    "whoami",
+    "hostname",
+    "pwd",
+    "basename",
+    "dirname",
+    "realpath",
+    "readlink",
+    "du",
+    "df",
+    "ps",
+    "kill",
+    "free",
+    "uptime",
+    "dd",
+    "od",
+    "hexdump",
+    "md5sum",
+    "sha1sum",
+    "sha256sum",
+    "sha512sum",
+    "base64",
+    "gzip",
+    "gunzip",
+    "zcat",
+    "tar",
+    "python3",
+    "python",
+    "node",
+    "jq",
+    "git",
+    "curl",
+    "wget",
+    "make",
 ];
 
 /// Resource limits when the caller does not choose.
@@ -62,7 +131,10 @@ impl Default for SandboxBuilder {
             memory_mb: 512,
             vcpus: 1,
             env: Vec::new(),
-            allowed_commands: DEFAULT_ALLOWED_COMMANDS.iter().map(|s| s.to_string()).collect(),
+            allowed_commands: DEFAULT_ALLOWED_COMMANDS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             limits: DEFAULT_LIMITS,
             boot_timeout: Duration::from_secs(30),
             liveness_timeout: Duration::from_secs(30),
@@ -165,7 +237,8 @@ impl SandboxBuilder {
             allowed_commands: self.allowed_commands.clone(),
             limits: self.limits,
         };
-        let extra = config_initramfs(&config.to_bytes()).map_err(|e| Error::io("write the guest config archive", e))?;
+        let extra = config_initramfs(&config.to_bytes())
+            .map_err(|e| Error::io("write the guest config archive", e))?;
         let spec = VmSpec {
             kernel: image.kernel,
             initramfs: image.initramfs,
@@ -176,7 +249,13 @@ impl SandboxBuilder {
             cmdline_extra: String::new(),
         };
         let vm: Arc<dyn VmInstance> = Arc::from(backend.launch(&spec).await?);
-        let client = connect_agent(&*vm, &secret, started + self.boot_timeout, self.liveness_timeout).await?;
+        let client = connect_agent(
+            &*vm,
+            &secret,
+            started + self.boot_timeout,
+            self.liveness_timeout,
+        )
+        .await?;
         let client = Arc::new(client);
         // A VM that dies fails every pending call at once.
         let exit_watch = {
@@ -224,15 +303,23 @@ async fn connect_agent(
     let mut last_error = String::from("no attempt");
     loop {
         if let Some(exit) = vm.exit_status() {
-            return Err(boot_error(format!("the VM exited during boot ({})", exit.status)));
+            return Err(boot_error(format!(
+                "the VM exited during boot ({})",
+                exit.status
+            )));
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             vm.kill();
-            return Err(boot_error(format!("the guest agent did not answer in time ({last_error})")));
+            return Err(boot_error(format!(
+                "the guest agent did not answer in time ({last_error})"
+            )));
         }
         let attempt = async {
-            let stream = vm.connect(AGENT_VSOCK_PORT).await.map_err(|e| e.to_string())?;
+            let stream = vm
+                .connect(AGENT_VSOCK_PORT)
+                .await
+                .map_err(|e| e.to_string())?;
             AgentClient::handshake(stream, secret, liveness)
                 .await
                 .map_err(|e| e.to_string())
@@ -315,9 +402,11 @@ impl Sandbox {
             stream.collect().await
         };
         match host_deadline {
-            Some(limit) => tokio::time::timeout(limit, run)
-                .await
-                .map_err(|_| Error::Timeout(format!("the guest did not report the command's end within {limit:?}")))?,
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
+                Error::Timeout(format!(
+                    "the guest did not report the command's end within {limit:?}"
+                ))
+            })?,
             None => run.await,
         }
     }

@@ -70,7 +70,11 @@ impl GuestImage {
     /// The image to boot: `VOIDBOX_KERNEL` / `VOIDBOX_INITRAMFS` where set,
     /// the cache's current image for the rest.
     pub fn resolve() -> Result<GuestImage> {
-        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let (kernel, initramfs) = (env("VOIDBOX_KERNEL"), env("VOIDBOX_INITRAMFS"));
         let image = match (kernel, initramfs) {
             (Some(kernel), Some(initramfs)) => GuestImage { kernel, initramfs },
@@ -133,7 +137,9 @@ impl ImageBuilder {
             prebuilt_kernel: None,
             agent: default_agent_path(),
             busybox: PathBuf::from(DEFAULT_BUSYBOX),
-            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 
@@ -170,9 +176,13 @@ impl ImageBuilder {
             progress(&format!("kernel {} is cached", &hash[..16]));
             return Ok((vmlinux, hash));
         }
-        let work = self.cache.join("build").join(format!("kernel-{}", &hash[..16]));
+        let work = self
+            .cache
+            .join("build")
+            .join(format!("kernel-{}", &hash[..16]));
         let _ = fs::remove_dir_all(&work);
-        fs::create_dir_all(&work).map_err(|e| Error::io(format!("create {}", work.display()), e))?;
+        fs::create_dir_all(&work)
+            .map_err(|e| Error::io(format!("create {}", work.display()), e))?;
         progress(&format!("unpacking {}", self.kernel_source.display()));
         run(Command::new("tar")
             .arg("-xf")
@@ -181,14 +191,19 @@ impl ImageBuilder {
             .arg("-C")
             .arg(&work))?;
         let fragment = work.join("voidbox.config");
-        fs::write(&fragment, KERNEL_CONFIG_FRAGMENT).map_err(|e| Error::io("write config fragment", e))?;
+        fs::write(&fragment, KERNEL_CONFIG_FRAGMENT)
+            .map_err(|e| Error::io("write config fragment", e))?;
         progress("configuring: tinyconfig + images/kernel/voidbox.config");
         run(Command::new("make").arg("-C").arg(&work).arg("tinyconfig"))?;
         run(Command::new("scripts/kconfig/merge_config.sh")
             .current_dir(&work)
             .args(["-m", ".config", "voidbox.config"]))?;
-        run(Command::new("make").arg("-C").arg(&work).arg("olddefconfig"))?;
-        let config = fs::read_to_string(work.join(".config")).map_err(|e| Error::io("read .config", e))?;
+        run(Command::new("make")
+            .arg("-C")
+            .arg(&work)
+            .arg("olddefconfig"))?;
+        let config =
+            fs::read_to_string(work.join(".config")).map_err(|e| Error::io("read .config", e))?;
         let missing = missing_options(KERNEL_CONFIG_FRAGMENT, &config);
         if !missing.is_empty() {
             return Err(Error::Image(format!(
@@ -196,14 +211,18 @@ impl ImageBuilder {
                 missing.join(", ")
             )));
         }
-        progress(&format!("building vmlinux with {} jobs (several minutes)", self.jobs));
+        progress(&format!(
+            "building vmlinux with {} jobs (several minutes)",
+            self.jobs
+        ));
         run(Command::new("make")
             .arg("-C")
             .arg(&work)
             .arg(format!("-j{}", self.jobs))
             .arg("vmlinux"))?;
         fs::create_dir_all(&out_dir).map_err(|e| Error::io("create kernel cache dir", e))?;
-        fs::copy(work.join(".config"), out_dir.join("config")).map_err(|e| Error::io("copy .config", e))?;
+        fs::copy(work.join(".config"), out_dir.join("config"))
+            .map_err(|e| Error::io("copy .config", e))?;
         let tmp = out_dir.join("vmlinux.tmp");
         fs::copy(work.join("vmlinux"), &tmp).map_err(|e| Error::io("copy vmlinux", e))?;
         fs::rename(&tmp, &vmlinux).map_err(|e| Error::io("install vmlinux", e))?;
@@ -213,7 +232,10 @@ impl ImageBuilder {
     }
 
     fn build_initramfs(&self, progress: &mut dyn FnMut(&str)) -> Result<(PathBuf, String)> {
-        let agent = read(&self.agent, "guest agent (build it with scripts/build-guest.sh or set --agent)")?;
+        let agent = read(
+            &self.agent,
+            "guest agent (build it with scripts/build-guest.sh or set --agent)",
+        )?;
         let busybox = read(&self.busybox, "busybox (apt-get install busybox-static)")?;
         let mut hasher = Sha256::new();
         hasher.update(BUILDER_VERSION);
@@ -275,20 +297,36 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
         .output()
         .map_err(|e| Error::io(format!("run {} --list-full", busybox.display()), e))?;
     if !out.status.success() {
-        return Err(Error::Image(format!("{} --list-full failed", busybox.display())));
+        return Err(Error::Image(format!(
+            "{} --list-full failed",
+            busybox.display()
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.trim().trim_start_matches('/').to_string())
-        .filter(|l| !l.is_empty() && l != "bin/busybox" && l != "init" && l != "sbin/init" && !l.contains(".."))
+        .filter(|l| {
+            !l.is_empty()
+                && l != "bin/busybox"
+                && l != "init"
+                && l != "sbin/init"
+                && !l.contains("..")
+        })
         .collect())
 }
 
 /// The base initramfs archive.
-pub fn base_initramfs(agent: &[u8], busybox: &[u8], applets: &[String]) -> std::io::Result<Vec<u8>> {
+pub fn base_initramfs(
+    agent: &[u8],
+    busybox: &[u8],
+    applets: &[String],
+) -> std::io::Result<Vec<u8>> {
     const SANDBOX: u32 = 1000;
     let mut w = CpioWriter::new(Vec::with_capacity(agent.len() + busybox.len() + 64 * 1024));
-    for dir in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "run", "var", "home"] {
+    for dir in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "run", "var",
+        "home",
+    ] {
         w.dir(dir, 0o755, 0, 0)?;
     }
     w.dir("tmp", 0o1777, 0, 0)?;
@@ -297,7 +335,13 @@ pub fn base_initramfs(agent: &[u8], busybox: &[u8], applets: &[String]) -> std::
     w.dir("workspace", 0o755, SANDBOX, SANDBOX)?;
     w.char_device("dev/console", 0o600, 5, 1)?;
     w.char_device("dev/null", 0o666, 1, 3)?;
-    w.file("etc/passwd", 0o644, 0, 0, b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/home/sandbox:/bin/sh\n")?;
+    w.file(
+        "etc/passwd",
+        0o644,
+        0,
+        0,
+        b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/home/sandbox:/bin/sh\n",
+    )?;
     w.file("etc/group", 0o644, 0, 0, b"root:x:0:\nsandbox:x:1000:\n")?;
     w.file("etc/hosts", 0o644, 0, 0, b"127.0.0.1 localhost\n")?;
     w.file("init", 0o700, 0, 0, agent)?;
@@ -320,14 +364,18 @@ pub fn config_initramfs(config: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| Error::Image(format!("cannot read {what} at {}: {e}", path.display())))
+    fs::read(path)
+        .map_err(|e| Error::Image(format!("cannot read {what} at {}: {e}", path.display())))
 }
 
 fn hash_into(hasher: &mut Sha256, path: &Path) -> Result<()> {
-    let mut file = fs::File::open(path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
+    let mut file =
+        fs::File::open(path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
         if n == 0 {
             return Ok(());
         }
@@ -396,9 +444,9 @@ pub fn cached_files(cache: &Path) -> Vec<CachedFile> {
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
             };
-            let is_current = current.as_ref().is_some_and(|r| {
-                r.image.kernel == path || r.image.initramfs == path
-            });
+            let is_current = current
+                .as_ref()
+                .is_some_and(|r| r.image.kernel == path || r.image.initramfs == path);
             files.push(CachedFile {
                 kind,
                 hash: entry.file_name().to_string_lossy().into_owned(),

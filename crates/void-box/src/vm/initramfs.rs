@@ -25,7 +25,15 @@ impl<W: Write> CpioWriter<W> {
         }
     }
 
-    fn entry(&mut self, name: &str, mode: u32, uid: u32, gid: u32, data: &[u8], rdev: Option<(u32, u32)>) -> io::Result<()> {
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        data: &[u8],
+        rdev: Option<(u32, u32)>,
+    ) -> io::Result<()> {
         let name = name.trim_start_matches('/');
         let mut builder = Builder::new(name)
             .ino(self.next_ino)
@@ -38,8 +46,12 @@ impl<W: Write> CpioWriter<W> {
             builder = builder.rdev_major(major).rdev_minor(minor);
         }
         self.next_ino += 1;
-        let size = u32::try_from(data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: too large for cpio")))?;
+        let size = u32::try_from(data.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name}: too large for cpio"),
+            )
+        })?;
         let out = self.out.take().expect("writer present until finish");
         let mut writer = builder.write(out, size);
         writer.write_all(data)?;
@@ -53,7 +65,14 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Adds a regular file.
-    pub fn file(&mut self, name: &str, perm: u32, uid: u32, gid: u32, data: &[u8]) -> io::Result<()> {
+    pub fn file(
+        &mut self,
+        name: &str,
+        perm: u32,
+        uid: u32,
+        gid: u32,
+        data: &[u8],
+    ) -> io::Result<()> {
         self.entry(name, S_IFREG | perm, uid, gid, data, None)
     }
 
@@ -92,7 +111,10 @@ mod tests {
             if reader.entry().is_trailer() {
                 break;
             }
-            names.push((reader.entry().name().to_string(), reader.entry().file_size()));
+            names.push((
+                reader.entry().name().to_string(),
+                reader.entry().file_size(),
+            ));
             input = reader.finish().unwrap();
         }
         assert_eq!(

@@ -1,17 +1,12 @@
 //! The QEMU `microvm` backend.
 //!
-//! Each VM is two unprivileged child processes sharing a private 0700
-//! temporary directory:
-//! - `vhost-device-vsock` (rust-vmm, from crates.io) serves the guest's
-//!   virtio-vsock device over vhost-user and exposes it to the host as a
-//!   hybrid Unix socket. We run it as a sidecar rather than implementing a
-//!   vhost-user device in-process: it is the maintained rust-vmm
-//!   implementation, it needs no privileges, and a crash in it cannot take
-//!   the host process down.
-//! - `qemu-system-x86_64 -M microvm` boots the kernel directly (PVH) with
-//!   guest RAM in a shared memfd (vhost-user needs `share=on`).
+//! Each VM is one unprivileged `qemu-system-x86_64 -M microvm` child
+//! process that boots the kernel directly (PVH), with guest RAM in a shared
+//! memfd (vhost-user needs `share=on`) and its virtio-vsock device served
+//! in-process over vhost-user (see [`super::vsock`]). Its sockets and files
+//! live in a private 0700 temporary directory.
 //!
-//! Both die with the host process (`PR_SET_PDEATHSIG`), are killed when the
+//! QEMU dies with the host process (`PR_SET_PDEATHSIG`), is killed when the
 //! [`QemuVm`] is dropped, and the directory goes with it.
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -27,33 +22,26 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use super::qmp::Qmp;
-use super::{vsock, Accel, VmBackend, VmExit, VmInstance, VmSpec};
+use super::vsock::VsockDevice;
+use super::{Accel, VmBackend, VmExit, VmInstance, VmSpec};
 use crate::{Error, Result};
 
-/// How long the vsock sidecar may take to create its socket.
-const SIDECAR_READY_DEADLINE: Duration = Duration::from_secs(10);
-/// Guest CID; each VM has its own sidecar, so they never collide.
-const GUEST_CID: u32 = 3;
+/// Guest CID; each VM has its own vsock device, so they never collide.
+const GUEST_CID: u64 = 3;
 
-/// Launches VMs with QEMU and the vhost-user vsock sidecar.
+/// Launches VMs with QEMU.
 #[derive(Debug, Clone)]
 pub struct QemuBackend {
     qemu: PathBuf,
-    vsock_backend: PathBuf,
 }
 
 impl QemuBackend {
-    /// Finds the binaries: `VOIDBOX_QEMU` / `VOIDBOX_VSOCK_BACKEND`, else
-    /// `qemu-system-x86_64` and `vhost-device-vsock` on `PATH` (or in
-    /// `~/.cargo/bin`).
+    /// Finds QEMU: `VOIDBOX_QEMU`, else `qemu-system-x86_64` on `PATH`.
     pub fn from_env() -> Result<Self> {
         let qemu = locate("VOIDBOX_QEMU", "qemu-system-x86_64").ok_or_else(|| {
             Error::Launch("qemu-system-x86_64 not found (apt-get install qemu-system-x86, or set VOIDBOX_QEMU)".into())
         })?;
-        let vsock_backend = locate("VOIDBOX_VSOCK_BACKEND", "vhost-device-vsock").ok_or_else(|| {
-            Error::Launch("vhost-device-vsock not found (cargo install vhost-device-vsock, or set VOIDBOX_VSOCK_BACKEND)".into())
-        })?;
-        Ok(Self { qemu, vsock_backend })
+        Ok(Self { qemu })
     }
 
     /// The QEMU arguments for `spec`, with files under `dir`.
@@ -64,7 +52,9 @@ impl QemuBackend {
             "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off,memory-backend=mem".into(),
         ];
         match spec.accel {
-            Accel::Kvm => args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]),
+            Accel::Kvm => {
+                args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()])
+            }
             Accel::Tcg => args.extend(["-accel".into(), "tcg".into()]),
         }
         args.extend([
@@ -103,28 +93,32 @@ impl QemuBackend {
     }
 }
 
-/// `env` if set, else `name` on PATH, else in ~/.cargo/bin.
+/// `env` if set, else `name` on PATH.
 fn locate(env: &str, name: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
     }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(Path::new(&home).join(".cargo/bin"));
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
-/// Spawns a helper that dies with us and ignores the terminal's Ctrl-C
+/// Spawns QEMU so that it dies with us and ignores the terminal's Ctrl-C
 /// (the host decides when the VM ends).
-fn spawn_helper(program: &Path, args: &[String], log: &Path) -> Result<Child> {
-    let log_file = std::fs::File::create(log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+fn spawn_vmm(program: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let log_file = std::fs::File::create(log)
+        .map_err(|e| Error::io(format!("create {}", log.display()), e))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(log_file.try_clone().map_err(|e| Error::io("clone log handle", e))?)
+        .stdout(
+            log_file
+                .try_clone()
+                .map_err(|e| Error::io("clone log handle", e))?,
+        )
         .stderr(log_file)
         .process_group(0)
         .kill_on_drop(true);
@@ -167,51 +161,21 @@ impl VmBackend for QemuBackend {
             let initrd = dir.path().join("initramfs.cpio");
             write_initrd(&spec.initramfs, &spec.extra_initramfs, &initrd)?;
 
-            let vhost_sock = dir.path().join("vhost.sock");
-            let uds = dir.path().join("vsock.sock");
-            let sidecar = spawn_helper(
-                &self.vsock_backend,
-                &[
-                    "--vm".into(),
-                    format!(
-                        "guest-cid={GUEST_CID},socket={},uds-path={}",
-                        vhost_sock.display(),
-                        uds.display()
-                    ),
-                ],
-                &dir.path().join("vsock-backend.log"),
-            )?;
-            let (sidecar_pid, sidecar_exit) = watch_exit(sidecar);
-            let mut vm = QemuVm {
-                qemu_pid: 0,
-                qemu_exit: watch::channel(None).1,
-                sidecar_pid,
-                sidecar_exit,
-                uds,
-                dir,
-            };
-            let deadline = tokio::time::Instant::now() + SIDECAR_READY_DEADLINE;
-            while !vhost_sock.exists() {
-                if vm.sidecar_exit.borrow().is_some() || tokio::time::Instant::now() > deadline {
-                    return Err(Error::Launch(format!(
-                        "vhost-device-vsock did not come up: {}",
-                        vm.log_tail("vsock-backend.log", 2000)
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-
-            let args = Self::qemu_args(spec, vm.dir.path(), &initrd);
-            let qemu = spawn_helper(&self.qemu, &args, &vm.dir.path().join("qemu.log"))?;
+            let device = VsockDevice::start(&dir.path().join("vhost.sock"), GUEST_CID)
+                .map_err(|e| Error::Launch(format!("vsock device: {e}")))?;
+            let args = Self::qemu_args(spec, dir.path(), &initrd);
+            let qemu = spawn_vmm(&self.qemu, &args, &dir.path().join("qemu.log"))?;
             let (qemu_pid, qemu_exit) = watch_exit(qemu);
-            vm.qemu_pid = qemu_pid;
-            vm.qemu_exit = qemu_exit;
-            Ok(Box::new(vm) as Box<dyn VmInstance>)
+            Ok(Box::new(QemuVm {
+                qemu_pid,
+                qemu_exit,
+                device,
+                dir,
+            }) as Box<dyn VmInstance>)
         }
         .boxed()
     }
 }
-
 /// The per-VM initrd: the shared base archive with this VM's archive
 /// appended (the kernel unpacks concatenated archives in order).
 fn write_initrd(base: &Path, extra: &[u8], dest: &Path) -> Result<()> {
@@ -225,13 +189,11 @@ fn write_initrd(base: &Path, extra: &[u8], dest: &Path) -> Result<()> {
         .map_err(|e| Error::io("write the VM's initrd", e))
 }
 
-/// A running QEMU VM and its vsock sidecar.
+/// A running QEMU VM and its vsock device.
 pub struct QemuVm {
     qemu_pid: u32,
     qemu_exit: watch::Receiver<Option<VmExit>>,
-    sidecar_pid: u32,
-    sidecar_exit: watch::Receiver<Option<VmExit>>,
-    uds: PathBuf,
+    device: VsockDevice,
     // Last field: removed after the processes using it were killed.
     dir: tempfile::TempDir,
 }
@@ -242,19 +204,14 @@ impl QemuVm {
     }
 
     fn kill_all(&self) {
-        for (pid, exit) in [
-            (self.qemu_pid, &self.qemu_exit),
-            (self.sidecar_pid, &self.sidecar_exit),
-        ] {
-            if pid == 0 || exit.borrow().is_some() {
-                continue;
-            }
-            if let Some(pid) = Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-                // Reap now so no zombie outlives the sandbox; if the watcher
-                // task got there first this returns ECHILD at once.
-                let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-            }
+        if self.qemu_exit.borrow().is_some() {
+            return;
+        }
+        if let Some(pid) = Pid::from_raw(self.qemu_pid as i32) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+            // Reap now so no zombie outlives the sandbox; if the watcher
+            // task got there first this returns ECHILD at once.
+            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
         }
     }
 }
@@ -283,7 +240,7 @@ async fn wait_for(mut rx: watch::Receiver<Option<VmExit>>) -> VmExit {
 
 impl VmInstance for QemuVm {
     fn connect(&self, port: u32) -> BoxFuture<'_, std::io::Result<UnixStream>> {
-        async move { vsock::connect(&self.uds, port).await }.boxed()
+        self.device.connect(port).boxed()
     }
 
     fn wait_exit(&self) -> BoxFuture<'_, VmExit> {
@@ -307,7 +264,10 @@ impl VmInstance for QemuVm {
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
         async move {
             let exit = self.qemu_exit.clone();
-            if tokio::time::timeout(grace, wait_for(exit.clone())).await.is_err() {
+            if tokio::time::timeout(grace, wait_for(exit.clone()))
+                .await
+                .is_err()
+            {
                 let quit = async {
                     let mut qmp = Qmp::connect(&self.dir.path().join("qmp.sock")).await?;
                     qmp.execute("quit").await
@@ -325,7 +285,7 @@ impl VmInstance for QemuVm {
     }
 
     fn host_pids(&self) -> Vec<u32> {
-        vec![self.qemu_pid, self.sidecar_pid]
+        vec![self.qemu_pid]
     }
 
     fn runtime_dir(&self) -> PathBuf {

@@ -1,0 +1,117 @@
+//! `voidbox exec`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use void_box::{Exec, ExecEvent, Sandbox, SandboxBuilder};
+
+/// Sandbox options shared by `exec` and `shell`.
+#[derive(Args, Debug, Clone)]
+pub struct SandboxArgs {
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory_mb: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u32,
+    /// Environment variable for the guest (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Allow this command in addition to the default allowlist (repeatable; `*` allows all).
+    #[arg(long = "allow", value_name = "CMD")]
+    pub allow: Vec<String>,
+}
+
+impl SandboxArgs {
+    pub fn builder(&self) -> SandboxBuilder {
+        let mut builder = Sandbox::builder()
+            .memory_mb(self.memory_mb)
+            .vcpus(self.vcpus);
+        for (k, v) in &self.env {
+            builder = builder.env(k, v);
+        }
+        for cmd in &self.allow {
+            builder = builder.allow_command(cmd);
+        }
+        builder
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected K=V, got `{s}`"))
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+    /// Kill the command after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Command and arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub async fn run(args: ExecArgs) -> Result<ExitCode> {
+    let sandbox = args
+        .sandbox
+        .builder()
+        .build()
+        .await
+        .context("starting the sandbox")?;
+    let mut cmd = Exec::new(&args.command[0]).args(args.command[1..].iter().cloned());
+    if let Some(secs) = args.timeout {
+        cmd = cmd.timeout(Duration::from_secs_f64(secs));
+    }
+    let result = stream_command(&sandbox, cmd).await;
+    sandbox.shutdown().await?;
+    result
+}
+
+/// Streams a command's output to ours; Ctrl-C cancels it.
+async fn stream_command(sandbox: &Sandbox, cmd: Exec) -> Result<ExitCode> {
+    let mut stream = sandbox.exec_stream(cmd).await?;
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => event?,
+            _ = tokio::signal::ctrl_c() => {
+                stream.cancel()?;
+                continue;
+            }
+        };
+        match event {
+            Some(ExecEvent::Stdout(data)) => {
+                stdout.write_all(&data)?;
+                stdout.flush()?;
+            }
+            Some(ExecEvent::Stderr(data)) => {
+                stderr.write_all(&data)?;
+            }
+            Some(ExecEvent::Exit(status)) => {
+                if status.timed_out {
+                    eprintln!("voidbox: command timed out");
+                }
+                return Ok(exit_code(&status));
+            }
+            None => anyhow::bail!("the command's stream ended without an exit status"),
+        }
+    }
+}
+
+/// Exit code like a shell's: the code, or 128 + signal.
+pub fn exit_code(status: &void_box::ExitStatus) -> ExitCode {
+    match (status.code, status.signal) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
+        _ => ExitCode::from(125),
+    }
+}
