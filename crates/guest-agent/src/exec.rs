@@ -46,10 +46,12 @@ const BASE_ENV: [(&str, &str); 6] = [
 
 type BoxedReader = Box<dyn AsyncRead + Unpin + Send>;
 type BoxedWriter = Box<dyn AsyncWrite + Unpin + Send>;
+/// An output stream and the message that carries its bytes.
+type OutputSource = (BoxedReader, fn(Vec<u8>) -> GuestMsg);
 
 /// The host side of a started process's I/O.
 struct ProcessIo {
-    outputs: Vec<(BoxedReader, fn(Vec<u8>) -> GuestMsg)>,
+    outputs: Vec<OutputSource>,
     stdin: Option<BoxedWriter>,
     pty: Option<OwnedFd>,
 }

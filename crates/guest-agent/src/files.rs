@@ -245,7 +245,7 @@ fn file_stat(st: &rustix::fs::Stat) -> FileStat {
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
-        mtime_unix_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+        mtime_unix_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
     }
 }
 

@@ -25,5 +25,6 @@ pub mod vm;
 pub use error::{Error, Result};
 pub use sandbox::{Exec, ExecEvent, ExecStream, Output, Sandbox, SandboxBuilder, StdinWriter};
 pub use void_box_protocol::{
-    DirEntry, ErrorKind, ExitStatus, FileKind, FileStat, PtySize, ResourceLimits, TelemetrySnapshot,
+    DirEntry, ErrorKind, ExitStatus, FileKind, FileStat, PtySize, ResourceLimits,
+    TelemetrySnapshot, AGENT_VSOCK_PORT,
 };

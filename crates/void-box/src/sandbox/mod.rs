@@ -257,17 +257,21 @@ impl SandboxBuilder {
         )
         .await?;
         let client = Arc::new(client);
-        // A VM that dies fails every pending call at once.
+        // A VM that dies fails every pending call at once. The watcher holds
+        // no strong reference, so dropping the sandbox frees the VM at once.
         let exit_watch = {
-            let vm = vm.clone();
-            let client = client.clone();
+            let exited = vm.wait_exit();
+            let vm = Arc::downgrade(&vm);
+            let client = Arc::downgrade(&client);
             tokio::spawn(async move {
-                let exit = vm.wait_exit().await;
-                client.fail(format!(
-                    "the VM exited ({}){}",
-                    exit.status,
-                    console_suffix(&*vm)
-                ));
+                let exit = exited.await;
+                let console = vm
+                    .upgrade()
+                    .map(|vm| console_suffix(&*vm))
+                    .unwrap_or_default();
+                if let Some(client) = client.upgrade() {
+                    client.fail(format!("the VM exited ({}){console}", exit.status));
+                }
             })
         };
         Ok(Sandbox {
@@ -370,6 +374,16 @@ impl Sandbox {
     /// Host directory holding this VM's sockets and files.
     pub fn runtime_dir(&self) -> std::path::PathBuf {
         self.vm.runtime_dir()
+    }
+
+    /// Opens a raw byte stream to a vsock port in the guest, for services
+    /// other than the agent (the agent's port needs the authenticated
+    /// handshake, which [`Sandbox`] does itself).
+    pub async fn connect_vsock(&self, port: u32) -> Result<tokio::net::UnixStream> {
+        self.vm
+            .connect(port)
+            .await
+            .map_err(|e| Error::io(format!("connect to guest vsock port {port}"), e))
     }
 
     /// The last bytes of the guest's serial console.

@@ -60,8 +60,9 @@ pub trait VmInstance: Send + Sync {
     /// Opens a byte stream to a guest vsock port. Fails (quickly) while
     /// nothing listens on it yet.
     fn connect(&self, port: u32) -> BoxFuture<'_, std::io::Result<UnixStream>>;
-    /// Resolves when the VMM process has exited.
-    fn wait_exit(&self) -> BoxFuture<'_, VmExit>;
+    /// Resolves when the VMM process has exited. The future does not
+    /// borrow the instance, so waiting never keeps a VM alive.
+    fn wait_exit(&self) -> BoxFuture<'static, VmExit>;
     /// The exit, if it already happened.
     fn exit_status(&self) -> Option<VmExit>;
     /// The last `max_bytes` of the guest's serial console.

@@ -243,7 +243,7 @@ impl VmInstance for QemuVm {
         self.device.connect(port).boxed()
     }
 
-    fn wait_exit(&self) -> BoxFuture<'_, VmExit> {
+    fn wait_exit(&self) -> BoxFuture<'static, VmExit> {
         wait_for(self.qemu_exit.clone()).boxed()
     }
 

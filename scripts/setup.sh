@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine for void-box: system packages, the voidbox CLI,
+# the static guest binaries, and the guest image (kernel + initramfs, cached
+# by input hash, so a second run only rebuilds what changed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+packages=(
+  qemu-system-x86       # the VMM (microvm machine, vhost-user-vsock)
+  busybox-static        # the guest's userland
+  linux-source-6.12     # the guest kernel's source
+  build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils  # kernel build
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust stable (https://rustup.rs) and run again" >&2
+  exit 1
+fi
+
+cargo build --release --locked -p voidbox-cli
+scripts/build-guest.sh >/dev/null
+target/release/voidbox image build --agent target/x86_64-unknown-linux-gnu/release/guest-agent
