@@ -82,6 +82,13 @@ pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
         sandbox.exec("true").await?;
         exec_times.push(started.elapsed());
     }
+    // The same round trip without a process: what the protocol costs.
+    let mut stat_times = Vec::new();
+    for _ in 0..execs {
+        let started = Instant::now();
+        sandbox.stat("/workspace").await?;
+        stat_times.push(started.elapsed());
+    }
     let data = vec![0x5au8; file_mib << 20];
     let started = Instant::now();
     sandbox.write_file("/tmp/bench.bin", &data).await?;
@@ -126,6 +133,12 @@ pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
         &ms(pct(&exec_times, 50.0)),
         &ms(pct(&exec_times, 95.0)),
         "target p50 < 5 ms",
+    );
+    row(
+        "request round trip without a process (ms)",
+        &ms(pct(&stat_times, 50.0)),
+        &ms(pct(&stat_times, 95.0)),
+        "stat of /workspace: protocol + vsock only",
     );
     row(
         "host -> guest file write (MB/s)",
