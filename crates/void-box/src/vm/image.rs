@@ -148,8 +148,20 @@ impl ImageBuilder {
     pub fn build(&self, progress: &mut dyn FnMut(&str)) -> Result<ImageRecord> {
         let (kernel, kernel_hash) = match &self.prebuilt_kernel {
             Some(path) => {
+                // Copied into the cache so the image stays valid if the
+                // original moves, and `image info` lists it.
                 let hash = hash_file(path)?;
-                (path.clone(), hash)
+                let dest = self.cache.join("kernel").join(&hash[..16]).join("vmlinux");
+                if !dest.is_file() {
+                    let data = read(path, "kernel")?;
+                    write_atomic(&dest, &data)?;
+                }
+                progress(&format!(
+                    "kernel {} taken from {}",
+                    &hash[..16],
+                    path.display()
+                ));
+                (dest, hash)
             }
             None => self.build_kernel(progress)?,
         };

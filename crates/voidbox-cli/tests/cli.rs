@@ -1,0 +1,61 @@
+//! The `voidbox` binary end to end, with real VMs.
+
+use std::process::Command;
+
+fn voidbox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_voidbox"))
+}
+
+#[test]
+fn exec_streams_output_and_returns_the_exit_code() {
+    let out = voidbox()
+        .args([
+            "exec",
+            "--env",
+            "WHO=tester",
+            "--",
+            "sh",
+            "-c",
+            "echo out $WHO; echo err >&2; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out tester\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+}
+
+#[test]
+fn exec_timeout_kills_and_reports() {
+    let out = voidbox()
+        .args(["exec", "--timeout", "1", "--", "sleep", "60"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(128 + 9));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
+}
+
+#[test]
+fn exec_refuses_a_command_off_the_allowlist_by_name() {
+    let out = voidbox().args(["exec", "--", "vi"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`vi`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn image_info_shows_the_current_image() {
+    let out = voidbox().args(["image", "info"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("* initramfs"), "{text}");
+    assert!(text.contains("* kernel"), "{text}");
+}
