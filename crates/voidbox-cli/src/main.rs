@@ -60,6 +60,9 @@ fn main() -> ExitCode {
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     });
+    // `voidbox shell` leaves a blocking read of the terminal behind; do not
+    // wait for it.
+    runtime.shutdown_background();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -59,3 +59,30 @@ fn image_info_shows_the_current_image() {
     assert!(text.contains("* initramfs"), "{text}");
     assert!(text.contains("* kernel"), "{text}");
 }
+
+#[test]
+fn shell_runs_on_a_real_pty_and_returns_the_exit_code() {
+    use std::io::Write;
+    use std::process::Stdio;
+    // `script` gives voidbox a terminal, as a person's would be.
+    let cmd = format!("{} shell", env!("CARGO_BIN_EXE_voidbox"));
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils) is installed");
+    // Typed after the guest shell is up; a PTY buffers it until then.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"tty; echo marker-$((6*7)); exit 4\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("marker-42"), "{text}");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+}
