@@ -50,6 +50,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The guest's error category, when the guest refused or failed the request.
+    pub fn guest_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Guest { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

@@ -26,7 +26,12 @@ pub struct SandboxArgs {
 }
 
 impl SandboxArgs {
-    pub fn builder(&self) -> SandboxBuilder {
+    /// Boots a sandbox with these options.
+    pub async fn boot(&self) -> Result<Sandbox> {
+        self.builder().build().await.context("starting the sandbox")
+    }
+
+    fn builder(&self) -> SandboxBuilder {
         let mut builder = Sandbox::builder()
             .memory_mb(self.memory_mb)
             .vcpus(self.vcpus);
@@ -60,12 +65,7 @@ pub struct ExecArgs {
 }
 
 pub async fn run(args: ExecArgs) -> Result<ExitCode> {
-    let sandbox = args
-        .sandbox
-        .builder()
-        .build()
-        .await
-        .context("starting the sandbox")?;
+    let sandbox = args.sandbox.boot().await?;
     let mut cmd = Exec::new(&args.command[0]).args(args.command[1..].iter().cloned());
     if let Some(secs) = args.timeout {
         cmd = cmd.timeout(Duration::from_secs_f64(secs));

@@ -38,12 +38,7 @@ impl Drop for RawMode {
 }
 
 pub async fn run(args: ShellArgs) -> Result<ExitCode> {
-    let sandbox = args
-        .sandbox
-        .builder()
-        .build()
-        .await
-        .context("starting the sandbox")?;
+    let sandbox = args.sandbox.boot().await?;
     let (cols, rows) = terminal::size().unwrap_or((80, 24));
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
     let cmd = Exec::new(&args.shell)

@@ -184,11 +184,13 @@ impl AgentClient {
                 },
             );
         let stream = Stream {
-            id,
             rx,
-            window,
-            outbox: self.outbox.clone(),
-            shared: self.shared.clone(),
+            sender: StreamSender {
+                id,
+                window,
+                outbox: self.outbox.clone(),
+                shared: self.shared.clone(),
+            },
         };
         stream.send(first)?;
         Ok(stream)
@@ -262,48 +264,37 @@ async fn heartbeat(
 
 /// One request's stream of messages.
 pub struct Stream {
-    id: u32,
     rx: mpsc::UnboundedReceiver<GuestMsg>,
-    window: SendWindow,
-    outbox: mpsc::UnboundedSender<Frame<HostMsg>>,
-    shared: Arc<Shared>,
+    sender: StreamSender,
 }
 
 impl Stream {
     /// Sends a message on this stream.
     pub fn send(&self, msg: HostMsg) -> Result<()> {
-        self.outbox
-            .send(Frame::new(self.id, msg))
-            .map_err(|_| self.shared.failure())
+        self.sender.send(msg)
     }
 
     /// A handle that can send on this stream from another task.
     pub fn sender(&self) -> StreamSender {
-        StreamSender {
-            id: self.id,
-            window: self.window.clone(),
-            outbox: self.outbox.clone(),
-            shared: self.shared.clone(),
-        }
+        self.sender.clone()
     }
 
     /// The next message; fails when the connection dies.
     pub async fn recv(&mut self) -> Result<GuestMsg> {
         match self.rx.recv().await {
             Some(msg) => Ok(msg),
-            None => Err(self.shared.failure()),
+            None => Err(self.sender.shared.failure()),
         }
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        if let Some(route) = self
-            .shared
-            .routes
+        let routes = &self.sender.shared.routes;
+        if let Some(route) = routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id)
+            .remove(&self.sender.id)
         {
             route.window.close();
         }
