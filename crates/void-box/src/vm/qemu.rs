@@ -12,6 +12,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -169,6 +170,7 @@ impl VmBackend for QemuBackend {
             Ok(Box::new(QemuVm {
                 qemu_pid,
                 qemu_exit,
+                killed: AtomicBool::new(false),
                 device,
                 dir,
             }) as Box<dyn VmInstance>)
@@ -193,6 +195,7 @@ fn write_initrd(base: &Path, extra: &[u8], dest: &Path) -> Result<()> {
 pub struct QemuVm {
     qemu_pid: u32,
     qemu_exit: watch::Receiver<Option<VmExit>>,
+    killed: AtomicBool,
     device: VsockDevice,
     // Last field: removed after the processes using it were killed.
     dir: tempfile::TempDir,
@@ -204,7 +207,8 @@ impl QemuVm {
     }
 
     fn kill_all(&self) {
-        if self.qemu_exit.borrow().is_some() {
+        // Once reaped, the pid may belong to someone else: never signal it twice.
+        if self.qemu_exit.borrow().is_some() || self.killed.swap(true, Ordering::SeqCst) {
             return;
         }
         if let Some(pid) = Pid::from_raw(self.qemu_pid as i32) {
