@@ -9,3 +9,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # VM tests boot one VM per test; two at a time fits two cores.
 cargo test --workspace --locked -- --test-threads=2
+# Every example must run.
+for example in crates/void-box/examples/*.rs; do
+  cargo run --locked -q -p void-box --example "$(basename "$example" .rs)"
+done

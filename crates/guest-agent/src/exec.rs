@@ -313,6 +313,13 @@ fn child_setup(limits: ResourceLimits, controlling_tty: bool) -> io::Result<()> 
     }
     let set = |resource, value: Option<u64>| -> io::Result<()> {
         if let Some(v) = value {
+            // The child is no longer root and cannot raise a hard limit;
+            // the kernel's default may be lower than asked (NPROC scales
+            // with guest memory), so ask for at most what is allowed.
+            let allowed = rustix::process::getrlimit(resource)
+                .maximum
+                .unwrap_or(u64::MAX);
+            let v = v.min(allowed);
             rustix::process::setrlimit(
                 resource,
                 Rlimit {

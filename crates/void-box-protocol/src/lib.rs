@@ -11,6 +11,8 @@
 //! carries the 32-byte per-sandbox secret; the guest compares it in constant
 //! time ([`secret_matches`]) and refuses every other request before it.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod flow;
 pub mod message;

@@ -18,6 +18,8 @@
 //! Layers, bottom up: [`vm`] (guest image, QEMU, vsock transport) and
 //! [`sandbox`] (the API everything above uses).
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod sandbox;
 pub mod vm;

@@ -403,7 +403,9 @@ async fn hung_guest_fails_calls_within_the_liveness_deadline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn four_sandboxes_boot_in_parallel_and_clean_up() {
     let boots = (0..4).map(|i| async move {
+        // Small guests: the kernel's default process limit is lower there.
         let sb = Sandbox::builder()
+            .memory_mb(256)
             .env("SANDBOX_INDEX", i.to_string())
             .build()
             .await?;
