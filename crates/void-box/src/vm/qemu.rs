@@ -178,6 +178,7 @@ impl VmBackend for QemuBackend {
         .boxed()
     }
 }
+
 /// The per-VM initrd: the shared base archive with this VM's archive
 /// appended (the kernel unpacks concatenated archives in order).
 fn write_initrd(base: &Path, extra: &[u8], dest: &Path) -> Result<()> {
