@@ -1,11 +1,12 @@
 //! `voidbox exec`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use tokio::io::AsyncReadExt;
 use void_box::{Exec, ExecEvent, Sandbox, SandboxBuilder};
 
 /// Sandbox options shared by `exec` and `shell`.
@@ -70,14 +71,38 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode> {
     if let Some(secs) = args.timeout {
         cmd = cmd.timeout(Duration::from_secs_f64(secs));
     }
-    let result = stream_command(&sandbox, cmd).await;
+    // Piped or redirected input goes to the command, as with a local
+    // command; a terminal does not (use `voidbox shell` to type).
+    let forward_stdin = !std::io::stdin().is_terminal();
+    if forward_stdin {
+        cmd = cmd.stdin_stream();
+    }
+    let result = stream_command(&sandbox, cmd, forward_stdin).await;
     sandbox.shutdown().await?;
     result
 }
 
 /// Streams a command's output to ours; Ctrl-C cancels it.
-async fn stream_command(sandbox: &Sandbox, cmd: Exec) -> Result<ExitCode> {
+async fn stream_command(sandbox: &Sandbox, cmd: Exec, forward_stdin: bool) -> Result<ExitCode> {
     let mut stream = sandbox.exec_stream(cmd).await?;
+    if forward_stdin {
+        let writer = stream.stdin();
+        tokio::spawn(async move {
+            let mut input = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match input.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if writer.write(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = writer.close();
+        });
+    }
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     loop {

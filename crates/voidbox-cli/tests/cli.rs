@@ -31,6 +31,36 @@ fn exec_streams_output_and_returns_the_exit_code() {
 }
 
 #[test]
+fn exec_forwards_piped_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = voidbox()
+        .args(["exec", "--", "sh", "-c", "wc -c; sha256sum"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = vec![b'x'; 300_000];
+    stdin.write_all(&data).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `wc -c` consumed all of stdin, so sha256sum hashes the empty rest.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("300000\n"), "{text}");
+    assert!(
+        text.contains("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        "{text}"
+    );
+}
+
+#[test]
 fn exec_timeout_kills_and_reports() {
     let out = voidbox()
         .args(["exec", "--timeout", "1", "--", "sleep", "60"])
