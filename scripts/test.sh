@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh), then runs every check and test:
-# formatting, clippy, unit and property tests, and the VM tests, which boot
-# real micro-VMs (TCG where there is no hardware virtualization).
+# formatting, clippy, every example, unit and property tests, and the VM
+# tests, which boot real micro-VMs (TCG where there is no hardware
+# virtualization).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# VM tests boot one VM per test; two at a time fits two cores.
-cargo test --workspace --locked -- --test-threads=2
 # Every example must run.
 for example in crates/void-box/examples/*.rs; do
   cargo run --locked -q -p void-box --example "$(basename "$example" .rs)"
 done
+# VM tests boot one VM per test; two at a time fits two cores.
+cargo test --workspace --locked -- --test-threads=2
