@@ -396,6 +396,15 @@ async fn hung_guest_fails_calls_within_the_liveness_deadline() {
         "took {:?}",
         started.elapsed()
     );
+    // A raw vsock connection to the frozen guest has a deadline too.
+    let started = Instant::now();
+    let raw = sb.connect_vsock(AGENT_VSOCK_PORT).await;
+    assert!(raw.is_err(), "a frozen guest accepted a connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     drop(sb);
     assert_nothing_left(&pids, &dir);
 }

@@ -34,6 +34,8 @@ const HOST_EVENT: u16 = NUM_QUEUES as u16 + 1;
 const KICK_TOKEN: u64 = u64::MAX;
 /// Largest TX/RX packet payload accepted.
 const MAX_PACKET_DATA: u32 = 64 * 1024;
+/// How long the guest has to accept or refuse a connection.
+const CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// First host-side port handed out.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 
@@ -176,12 +178,17 @@ impl VsockDevice {
             state.rx_ready.push_back(local);
         }
         self.backend.kick();
-        match rx.await {
-            Ok(Ok(())) => tokio::net::UnixStream::from_std(theirs),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(io::Error::new(
+        match tokio::time::timeout(CONNECT_DEADLINE, rx).await {
+            Ok(Ok(Ok(()))) => tokio::net::UnixStream::from_std(theirs),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "the VM's vsock device stopped",
+            )),
+            // A late answer finds our end closed and resets the connection.
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the guest did not answer a connection to vsock port {port} within {CONNECT_DEADLINE:?}"),
             )),
         }
     }
