@@ -533,6 +533,10 @@ async fn dropped_sandbox_leaves_nothing_behind() {
     let pids = sb.host_pids();
     let dir = sb.runtime_dir();
     assert!(dir.exists());
+    // The VM's files (its initrd holds the secret) are private to us.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
     let _running = sb.exec_stream(Exec::new("sleep").arg("100")).await.unwrap();
     drop(sb);
     assert_nothing_left(&pids, &dir);

@@ -314,10 +314,12 @@ async fn connect_agent(
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            vm.kill();
-            return Err(boot_error(format!(
+            // The console tail is read before kill() removes the VM's files.
+            let error = boot_error(format!(
                 "the guest agent did not answer in time ({last_error})"
-            )));
+            ));
+            vm.kill();
+            return Err(error);
         }
         let attempt = async {
             let stream = vm

@@ -68,9 +68,9 @@ pub trait VmInstance: Send + Sync {
     /// The last `max_bytes` of the guest's serial console.
     fn console_tail(&self, max_bytes: usize) -> String;
     /// Ends the VM: waits up to `grace` for it to exit on its own, then asks
-    /// the VMM to quit, then kills it.
+    /// the VMM to quit, then kills it and removes its files.
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()>;
-    /// Kills the VM immediately.
+    /// Kills the VM immediately and removes its files.
     fn kill(&self);
     /// Host processes belonging to this VM (VMM first), for accounting.
     fn host_pids(&self) -> Vec<u32>;

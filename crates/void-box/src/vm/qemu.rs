@@ -10,9 +10,11 @@
 //! [`QemuVm`] is dropped, and the directory goes with it.
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -155,8 +157,10 @@ impl VmBackend for QemuBackend {
 
     fn launch<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn VmInstance>>> {
         async move {
+            // 0700: the initrd in it carries the sandbox's secret.
             let dir = tempfile::Builder::new()
                 .prefix("voidbox-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir()
                 .map_err(|e| Error::io("create the VM's runtime directory", e))?;
             let initrd = dir.path().join("initramfs.cpio");
@@ -172,7 +176,8 @@ impl VmBackend for QemuBackend {
                 qemu_exit,
                 killed: AtomicBool::new(false),
                 device,
-                dir,
+                dir_path: dir.path().to_path_buf(),
+                dir: Mutex::new(Some(dir)),
             }) as Box<dyn VmInstance>)
         }
         .boxed()
@@ -198,26 +203,29 @@ pub struct QemuVm {
     qemu_exit: watch::Receiver<Option<VmExit>>,
     killed: AtomicBool,
     device: VsockDevice,
-    // Last field: removed after the processes using it were killed.
-    dir: tempfile::TempDir,
+    dir_path: PathBuf,
+    /// Removed by [`QemuVm::kill_all`], once QEMU is dead: a sandbox's files
+    /// go with it even while something else still holds the instance.
+    dir: Mutex<Option<tempfile::TempDir>>,
 }
 
 impl QemuVm {
     fn log_tail(&self, name: &str, max_bytes: usize) -> String {
-        tail_of(&self.dir.path().join(name), max_bytes)
+        tail_of(&self.dir_path.join(name), max_bytes)
     }
 
     fn kill_all(&self) {
         // Once reaped, the pid may belong to someone else: never signal it twice.
-        if self.qemu_exit.borrow().is_some() || self.killed.swap(true, Ordering::SeqCst) {
-            return;
+        let running = self.qemu_exit.borrow().is_none();
+        if running && !self.killed.swap(true, Ordering::SeqCst) {
+            if let Some(pid) = Pid::from_raw(self.qemu_pid as i32) {
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
+                // Reap now so no zombie outlives the sandbox; if the watcher
+                // task got there first this returns ECHILD at once.
+                let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+            }
         }
-        if let Some(pid) = Pid::from_raw(self.qemu_pid as i32) {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-            // Reap now so no zombie outlives the sandbox; if the watcher
-            // task got there first this returns ECHILD at once.
-            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-        }
+        drop(self.dir.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
 
@@ -274,7 +282,7 @@ impl VmInstance for QemuVm {
                 .is_err()
             {
                 let quit = async {
-                    let mut qmp = Qmp::connect(&self.dir.path().join("qmp.sock")).await?;
+                    let mut qmp = Qmp::connect(&self.dir_path.join("qmp.sock")).await?;
                     qmp.execute("quit").await
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(1), quit).await;
@@ -294,7 +302,7 @@ impl VmInstance for QemuVm {
     }
 
     fn runtime_dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
+        self.dir_path.clone()
     }
 }
 
