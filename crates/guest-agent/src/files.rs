@@ -102,14 +102,7 @@ impl Roots {
 
     fn open_at(&self, path: &str, flags: OFlags, mode: u32) -> Result<OwnedFd, FileError> {
         let (root, rest) = self.split(path)?;
-        rustix::fs::openat2(
-            root,
-            rest,
-            flags | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-            RESOLVE,
-        )
-        .map_err(|e| FileError::io(path, "open", e))
+        open_beneath(root, rest, flags, mode, path, "open")
     }
 
     /// Metadata of `path` (a final symlink is not followed).
@@ -122,14 +115,8 @@ impl Roots {
     /// `mkdir -p`; new directories belong to the sandbox user.
     pub fn mkdir_all(&self, path: &str) -> Result<OwnedFd, FileError> {
         let (root, rest) = self.split(path)?;
-        let mut dir = rustix::fs::openat2(
-            root,
-            ".",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            RESOLVE,
-        )
-        .map_err(|e| FileError::io(path, "open", e))?;
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY;
+        let mut dir = open_beneath(root, ".", dir_flags, 0, path, "open")?;
         for component in Path::new(rest).components() {
             let name = match component {
                 Component::Normal(name) => name,
@@ -141,29 +128,20 @@ impl Roots {
                     ))
                 }
             };
-            match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
+            dir = match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
-                    let created = rustix::fs::openat2(
-                        &dir,
-                        name,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                        RESOLVE,
-                    )
-                    .map_err(|e| FileError::io(path, "open", e))?;
+                    // Opened readable (fchown needs more than O_PATH), and
+                    // used as the parent of the next component.
+                    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+                    let created = open_beneath(&dir, name, flags, 0, path, "open")?;
                     chown_to_sandbox(&created);
+                    created
                 }
-                Err(rustix::io::Errno::EXIST) => {}
+                Err(rustix::io::Errno::EXIST) => {
+                    open_beneath(&dir, name, dir_flags, 0, path, "open")?
+                }
                 Err(e) => return Err(FileError::io(path, "mkdir", e)),
-            }
-            dir = rustix::fs::openat2(
-                &dir,
-                name,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                RESOLVE,
-            )
-            .map_err(|e| FileError::io(path, "open", e))?;
+            };
         }
         Ok(dir)
     }
@@ -208,17 +186,31 @@ impl Roots {
             }
         };
         let dir = self.mkdir_all(parent)?;
-        let fd = rustix::fs::openat2(
-            &dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode & 0o7777),
-            RESOLVE,
-        )
-        .map_err(|e| FileError::io(path, "create", e))?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW;
+        let fd = open_beneath(&dir, name, flags, mode & 0o7777, path, "create")?;
         chown_to_sandbox(&fd);
         Ok(File::from(fd))
     }
+}
+
+/// Opens `name` under `dir` without leaving it: the one place that applies
+/// the confinement flags. `path` and `what` only word the error.
+fn open_beneath<P: rustix::path::Arg>(
+    dir: impl AsFd,
+    name: P,
+    flags: OFlags,
+    mode: u32,
+    path: &str,
+    what: &str,
+) -> Result<OwnedFd, FileError> {
+    rustix::fs::openat2(
+        dir,
+        name,
+        flags | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+        RESOLVE,
+    )
+    .map_err(|e| FileError::io(path, what, e))
 }
 
 fn chown_to_sandbox(fd: &OwnedFd) {

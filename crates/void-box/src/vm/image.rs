@@ -151,14 +151,14 @@ impl ImageBuilder {
                 // Copied into the cache so the image stays valid if the
                 // original moves, and `image info` lists it.
                 let hash = hash_file(path)?;
-                let dest = self.cache.join("kernel").join(&hash[..16]).join("vmlinux");
+                let dest = self.slot("kernel", &hash).join("vmlinux");
                 if !dest.is_file() {
                     let data = read(path, "kernel")?;
                     write_atomic(&dest, &data)?;
                 }
                 progress(&format!(
                     "kernel {} taken from {}",
-                    &hash[..16],
+                    short(&hash),
                     path.display()
                 ));
                 (dest, hash)
@@ -182,16 +182,16 @@ impl ImageBuilder {
         hasher.update(KERNEL_CONFIG_FRAGMENT);
         hash_into(&mut hasher, &self.kernel_source)?;
         let hash = hex::encode(hasher.finalize());
-        let out_dir = self.cache.join("kernel").join(&hash[..16]);
+        let out_dir = self.slot("kernel", &hash);
         let vmlinux = out_dir.join("vmlinux");
         if vmlinux.is_file() {
-            progress(&format!("kernel {} is cached", &hash[..16]));
+            progress(&format!("kernel {} is cached", short(&hash)));
             return Ok((vmlinux, hash));
         }
         let work = self
             .cache
             .join("build")
-            .join(format!("kernel-{}", &hash[..16]));
+            .join(format!("kernel-{}", short(&hash)));
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work)
             .map_err(|e| Error::io(format!("create {}", work.display()), e))?;
@@ -239,7 +239,7 @@ impl ImageBuilder {
         fs::copy(work.join("vmlinux"), &tmp).map_err(|e| Error::io("copy vmlinux", e))?;
         fs::rename(&tmp, &vmlinux).map_err(|e| Error::io("install vmlinux", e))?;
         let _ = fs::remove_dir_all(&work);
-        progress(&format!("kernel {} built", &hash[..16]));
+        progress(&format!("kernel {} built", short(&hash)));
         Ok((vmlinux, hash))
     }
 
@@ -254,10 +254,10 @@ impl ImageBuilder {
         hasher.update(Sha256::digest(&agent));
         hasher.update(Sha256::digest(&busybox));
         let hash = hex::encode(hasher.finalize());
-        let out_dir = self.cache.join("initramfs").join(&hash[..16]);
+        let out_dir = self.slot("initramfs", &hash);
         let path = out_dir.join("initramfs.cpio");
         if path.is_file() {
-            progress(&format!("initramfs {} is cached", &hash[..16]));
+            progress(&format!("initramfs {} is cached", short(&hash)));
             return Ok((path, hash));
         }
         let applets = busybox_applets(&self.busybox)?;
@@ -267,12 +267,24 @@ impl ImageBuilder {
         write_atomic(&path, &archive)?;
         progress(&format!(
             "initramfs {} built ({} applets, {} KiB)",
-            &hash[..16],
+            short(&hash),
             applets.len(),
             archive.len() / 1024
         ));
         Ok((path, hash))
     }
+}
+
+impl ImageBuilder {
+    /// The cache directory of one build output: `<cache>/<kind>/<short hash>`.
+    fn slot(&self, kind: &str, hash: &str) -> PathBuf {
+        self.cache.join(kind).join(short(hash))
+    }
+}
+
+/// The hash prefix that names cache entries.
+fn short(hash: &str) -> &str {
+    &hash[..16]
 }
 
 impl Default for ImageBuilder {
