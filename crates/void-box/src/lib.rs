@@ -21,7 +21,9 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod llm;
 pub mod sandbox;
+pub mod skill;
 pub mod vm;
 
 pub use error::{Error, Result};
