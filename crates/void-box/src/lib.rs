@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod error;
 pub mod llm;
 pub mod sandbox;

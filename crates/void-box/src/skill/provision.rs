@@ -1,0 +1,236 @@
+//! Putting a box's declared skills into its guest, and nothing else.
+
+use std::time::Duration;
+
+use super::skill_md::{parse_skill_md, valid_name};
+use super::{remote, McpSession, Skill, SkillError, SkillKind};
+use crate::{Exec, Sandbox};
+
+/// Where SKILL.md documents live in the guest (Claude Code's project
+/// skills directory, so both engines find them).
+pub const SKILLS_DIR: &str = "/workspace/.claude/skills";
+/// Where uploaded MCP server binaries go.
+const MCP_BIN_DIR: &str = "/workspace/.voidbox/bin";
+
+/// A skill document, resolved on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkillDoc {
+    /// Directory name in the guest.
+    pub name: String,
+    /// What the model is told it is for.
+    pub description: String,
+    /// The whole SKILL.md.
+    pub content: String,
+}
+
+impl SkillDoc {
+    /// Its path in the guest.
+    pub fn guest_path(&self) -> String {
+        format!("{SKILLS_DIR}/{}/SKILL.md", self.name)
+    }
+}
+
+/// Reads, fetches and checks every document skill. Runs before any VM
+/// boots, so a bad skill fails the run early.
+pub async fn resolve_docs(skills: &[Skill]) -> Result<Vec<SkillDoc>, SkillError> {
+    let mut docs: Vec<SkillDoc> = Vec::new();
+    for skill in skills {
+        let (content, fallback_name) = match &skill.kind {
+            SkillKind::File(path) => {
+                let content = std::fs::read_to_string(path)
+                    .map_err(|e| SkillError::new(skill, format!("cannot read: {e}")))?;
+                // `skills/foo/SKILL.md` is named `foo`; `skills/foo.md` too.
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                let name = if stem.eq_ignore_ascii_case("skill") {
+                    path.parent()
+                        .and_then(|p| p.file_name())
+                        .and_then(|s| s.to_str())
+                        .unwrap_or(stem)
+                } else {
+                    stem
+                };
+                (content, name.to_string())
+            }
+            SkillKind::Inline { name, content } => (content.clone(), name.clone()),
+            SkillKind::Remote { url, sha256 } => {
+                let sha = sha256.as_deref().ok_or_else(|| {
+                    SkillError::new(skill, "a remote skill must pin its hash with .sha256(..)")
+                })?;
+                let content = remote::fetch(url, sha)
+                    .await
+                    .map_err(|e| SkillError::new(skill, e))?;
+                let name = url
+                    .rsplit('/')
+                    .find(|s| !s.is_empty())
+                    .and_then(|s| s.split('.').next())
+                    .unwrap_or("remote")
+                    .to_string();
+                (content, name)
+            }
+            _ => continue,
+        };
+        let (front_name, front_description) =
+            parse_skill_md(&content).map_err(|e| SkillError::new(skill, e))?;
+        let name = match &skill.kind {
+            SkillKind::Inline { name, .. } => name.clone(),
+            _ => front_name.unwrap_or(fallback_name),
+        };
+        if !valid_name(&name) {
+            return Err(SkillError::new(
+                skill,
+                format!("name `{name}` must be 1-64 characters of [A-Za-z0-9_-]"),
+            ));
+        }
+        let description = skill
+            .description
+            .clone()
+            .or(front_description)
+            .ok_or_else(|| {
+                SkillError::new(
+                    skill,
+                    "no description: add `description:` to the front matter or call .description(..)",
+                )
+            })?;
+        if docs.iter().any(|d| d.name == name) {
+            return Err(SkillError::new(
+                skill,
+                format!("another skill is already named `{name}`"),
+            ));
+        }
+        docs.push(SkillDoc {
+            name,
+            description,
+            content,
+        });
+    }
+    Ok(docs)
+}
+
+/// What a box's guest holds after provisioning.
+#[derive(Debug, Default)]
+pub struct Provisioned {
+    /// Skill documents written to the guest.
+    pub docs: Vec<SkillDoc>,
+    /// CLI skills found in the guest.
+    pub clis: Vec<String>,
+    /// Running MCP servers.
+    pub mcp: Vec<McpSession>,
+}
+
+impl Provisioned {
+    /// Stops the MCP servers.
+    pub async fn close(self) {
+        for session in self.mcp {
+            session.close().await;
+        }
+    }
+
+    /// The part of the system prompt that announces the skills.
+    pub fn announcement(&self) -> String {
+        let mut text = String::new();
+        if !self.docs.is_empty() {
+            text.push_str(
+                "Skills (read a skill's SKILL.md with the `read` tool before using it):\n",
+            );
+            for doc in &self.docs {
+                text.push_str(&format!(
+                    "- {}: {} ({})\n",
+                    doc.name,
+                    doc.description,
+                    doc.guest_path()
+                ));
+            }
+        }
+        if !self.clis.is_empty() {
+            text.push_str(&format!(
+                "Command-line tools available to `bash`: {}\n",
+                self.clis.join(", ")
+            ));
+        }
+        text
+    }
+}
+
+/// Writes the documents, checks CLI skills and starts MCP servers in the
+/// guest. On error, servers already started are stopped.
+pub async fn provision(
+    sandbox: &Sandbox,
+    skills: &[Skill],
+    docs: Vec<SkillDoc>,
+    deadline: Duration,
+) -> Result<Provisioned, SkillError> {
+    let mut done = Provisioned::default();
+    let result = provision_into(&mut done, sandbox, skills, docs, deadline).await;
+    match result {
+        Ok(()) => Ok(done),
+        Err(e) => {
+            done.close().await;
+            Err(e)
+        }
+    }
+}
+
+async fn provision_into(
+    done: &mut Provisioned,
+    sandbox: &Sandbox,
+    skills: &[Skill],
+    docs: Vec<SkillDoc>,
+    deadline: Duration,
+) -> Result<(), SkillError> {
+    let guest_err = |skill: &Skill, e: crate::Error| SkillError::new(skill, e.to_string());
+    for doc in docs {
+        let path = doc.guest_path();
+        let dir = &path[..path.len() - "/SKILL.md".len()];
+        let label = Skill::inline(&doc.name, "");
+        sandbox.mkdir(dir).await.map_err(|e| guest_err(&label, e))?;
+        sandbox
+            .write_file(&path, doc.content.as_bytes())
+            .await
+            .map_err(|e| guest_err(&label, e))?;
+        done.docs.push(doc);
+    }
+    for skill in skills {
+        match &skill.kind {
+            SkillKind::Cli(program) => {
+                let found = sandbox
+                    .exec(Exec::new("sh").args(["-c", "command -v \"$1\"", "sh", program]))
+                    .await
+                    .map_err(|e| guest_err(skill, e))?;
+                if !found.status.success() {
+                    return Err(SkillError::new(
+                        skill,
+                        format!("`{program}` is not in the guest image; add it to the image or remove the skill"),
+                    ));
+                }
+                done.clis.push(program.clone());
+            }
+            SkillKind::Mcp(server) => {
+                let command = match &server.upload {
+                    None => server.command.clone(),
+                    Some(host) => {
+                        let binary = std::fs::read(host).map_err(|e| {
+                            SkillError::new(skill, format!("cannot read {}: {e}", host.display()))
+                        })?;
+                        let path = format!("{MCP_BIN_DIR}/{}", server.command);
+                        sandbox
+                            .mkdir(MCP_BIN_DIR)
+                            .await
+                            .map_err(|e| guest_err(skill, e))?;
+                        sandbox
+                            .write_file_mode(&path, &binary, 0o755)
+                            .await
+                            .map_err(|e| guest_err(skill, e))?;
+                        path
+                    }
+                };
+                let session =
+                    McpSession::start(sandbox, &server.name, &command, &server.args, deadline)
+                        .await
+                        .map_err(|e| guest_err(skill, e))?;
+                done.mcp.push(session);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! SKILL.md documents: YAML front matter (`name`, `description`, others
+//! kept as they are) between `---` lines, then a Markdown body.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct FrontMatter {
+    name: Option<String>,
+    description: Option<String>,
+}
+
+/// `(name, description)` from a SKILL.md's front matter, when present.
+pub fn parse_skill_md(text: &str) -> Result<(Option<String>, Option<String>), String> {
+    let Some(rest) = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))
+    else {
+        return Ok((None, None));
+    };
+    let end = rest
+        .find("\n---")
+        .ok_or("front matter opened with `---` is never closed")?;
+    let yaml = &rest[..end];
+    let front: FrontMatter =
+        serde_saphyr::from_str(yaml).map_err(|e| format!("front matter: {e}"))?;
+    Ok((front.name, front.description))
+}
+
+/// A usable skill name: `[a-z0-9-_]`, as a directory name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_front_matter() {
+        let doc = "---\nname: hn-api\ndescription: HN API via curl\nlicense: MIT\n---\n# Body\n";
+        assert_eq!(
+            parse_skill_md(doc).unwrap(),
+            (Some("hn-api".into()), Some("HN API via curl".into()))
+        );
+        assert_eq!(parse_skill_md("# just a body").unwrap(), (None, None));
+        assert!(parse_skill_md("---\nname: x\n")
+            .unwrap_err()
+            .contains("never closed"));
+        assert!(parse_skill_md("---\nname: [x\n---\n").is_err());
+    }
+
+    #[test]
+    fn names_are_directory_safe() {
+        assert!(valid_name("hn-api_2"));
+        assert!(!valid_name("../etc"));
+        assert!(!valid_name(""));
+    }
+}
