@@ -376,3 +376,82 @@ fn bad_configuration_is_refused_at_build() {
         .to_string();
     assert!(err.contains("missing `)`"), "{err}");
 }
+
+/// Serves `body` at `/skill.md` on 127.0.0.1 until the returned sender drops.
+async fn serve_skill(body: &'static str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let app = axum::Router::new().route(
+        "/hn/SKILL.md",
+        axum::routing::get(move || async move { body }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hn/SKILL.md", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (url, stop)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_skills_are_pinned_by_hash_and_cached() {
+    use sha2::{Digest, Sha256};
+    // Unique per run so the cache cannot answer before the server does.
+    let body: &'static str = Box::leak(
+        format!(
+            "---\nname: hn\ndescription: remote HN skill\n---\nnonce {}\n",
+            std::process::id() as u64 * 1_000_003 + rand::random::<u32>() as u64
+        )
+        .into_boxed_str(),
+    );
+    let good = hex::encode(Sha256::digest(body.as_bytes()));
+    let (url, stop) = serve_skill(body).await;
+
+    let wrong = VoidBox::new("pinned")
+        .skill(Skill::remote(&url).sha256(&"0".repeat(64)))
+        .llm(mock(vec![MockTurn::text("unreachable")]))
+        .build()
+        .unwrap();
+    let err = wrong.run(None).await.unwrap_err();
+    assert!(matches!(err, AgentError::Skill { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("SHA-256 mismatch") && msg.contains(&good),
+        "{msg}"
+    );
+
+    let unpinned = VoidBox::new("unpinned")
+        .skill(Skill::remote(&url))
+        .llm(mock(vec![MockTurn::text("unreachable")]))
+        .build()
+        .unwrap();
+    let msg = unpinned.run(None).await.unwrap_err().to_string();
+    assert!(msg.contains("must pin its hash"), "{msg}");
+
+    let agent = VoidBox::new("pinned-ok")
+        .skill(Skill::remote(&url).sha256(&good))
+        .llm(mock(vec![MockTurn::text("ok")]))
+        .build()
+        .unwrap();
+    let sandbox = agent.sandbox_builder().build().await.unwrap();
+    agent
+        .run_in(&sandbox, None, EventSink::none())
+        .await
+        .unwrap();
+    assert_eq!(
+        guest_text(&sandbox, "/workspace/.claude/skills/hn/SKILL.md").await,
+        body
+    );
+    // With the server gone, the verified copy in the cache serves the next run.
+    drop(stop);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    agent
+        .run_in(&sandbox, None, EventSink::none())
+        .await
+        .unwrap();
+    sandbox.shutdown().await.unwrap();
+}
