@@ -58,7 +58,22 @@ pub(super) async fn run(
             box_name: name.to_string(),
             turn,
         });
+        tracing::debug!(
+            box_name = name,
+            turn,
+            provider = llm.provider_name(),
+            model = llm.model(),
+            "model call"
+        );
         let response = client.complete(&request, &on_text).await.map_err(llm_err)?;
+        tracing::debug!(
+            box_name = name,
+            turn,
+            input_tokens = response.usage.input_tokens,
+            output_tokens = response.usage.output_tokens,
+            stop_reason = ?response.stop_reason,
+            "model answered"
+        );
         usage += response.usage;
         let cost = price.map(|p| p.cost(usage.input_tokens, usage.output_tokens));
         events.emit(AgentEvent::Usage {
@@ -199,6 +214,7 @@ async fn call_tool(
     }
     let duration = started.elapsed();
     let summary = summarize(&outcome.content);
+    tracing::debug!(box_name, tool, %args, is_error = outcome.is_error, ?duration, %summary, "tool call");
     events.emit(AgentEvent::ToolCallFinished {
         box_name: box_name.to_string(),
         id: id.to_string(),
