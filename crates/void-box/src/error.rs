@@ -33,6 +33,15 @@ pub enum Error {
     /// The connection to the guest is gone (VM exited, guest hung, transport closed).
     #[error("sandbox unavailable: {0}")]
     Disconnected(String),
+    /// A skill failed: its MCP server would not start, broke the protocol,
+    /// or went away.
+    #[error("skill `{skill}`: {message}")]
+    Skill {
+        /// The skill's name.
+        skill: String,
+        /// What went wrong, with the server's stderr tail when it has one.
+        message: String,
+    },
     /// A deadline passed.
     #[error("timed out: {0}")]
     Timeout(String),

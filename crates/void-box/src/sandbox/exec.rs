@@ -273,4 +273,11 @@ impl StdinWriter {
     pub fn close(&self) -> Result<()> {
         self.sender.send(HostMsg::StdinEof)
     }
+
+    /// Kills the command's process group, like [`ExecStream::cancel`]: lets
+    /// whoever holds only the writer (the stream moved into a task) stop the
+    /// command, e.g. from a `Drop`.
+    pub(crate) fn cancel_command(&self) -> Result<()> {
+        self.sender.send(HostMsg::Cancel)
+    }
 }

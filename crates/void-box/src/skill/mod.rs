@@ -14,6 +14,7 @@ pub mod mcp;
 pub(crate) mod provision;
 mod remote;
 mod skill_md;
+mod stdio;
 
 use std::path::PathBuf;
 
