@@ -3,35 +3,20 @@
 //! image (`voidbox image build`) and the fixture, built static by
 //! `scripts/build-guest.sh` (or pointed to by `VOIDBOX_MCP_FIXTURE`).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use serde_json::json;
 use void_box::skill::McpSession;
 use void_box::{Error, Exec, Sandbox};
 
-const FIXTURE: &str = "voidbox-mcp-fixture";
+const FIXTURE: &str = common::MCP_FIXTURE;
 const GUEST_FIXTURE: &str = "/workspace/bin/voidbox-mcp-fixture";
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The static fixture: `VOIDBOX_MCP_FIXTURE`, else where
-/// `scripts/build-guest.sh` puts it.
 fn fixture_binary() -> Vec<u8> {
-    let path = std::env::var_os("VOIDBOX_MCP_FIXTURE")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/x86_64-unknown-linux-gnu/release")
-                .join(FIXTURE)
-        });
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "the MCP fixture {} is missing ({e}): build it with scripts/build-guest.sh, \
-             or set VOIDBOX_MCP_FIXTURE to a static build of it",
-            path.display()
-        )
-    })
+    std::fs::read(common::mcp_fixture_path()).expect("read the MCP fixture")
 }
 
 async fn sandbox() -> Sandbox {
