@@ -15,8 +15,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers, bottom up: [`vm`] (guest image, QEMU, vsock transport) and
-//! [`sandbox`] (the API everything above uses).
+//! Layers, bottom up: [`vm`] (guest image, QEMU, vsock transport),
+//! [`sandbox`] (the API everything above uses), then the agents layer:
+//! [`llm`] (providers), [`skill`] (declared capabilities) and [`agent`]
+//! (`VoidBox`, the agent loop, permissions, hooks, events).
 
 #![warn(missing_docs)]
 
