@@ -25,9 +25,11 @@
 pub mod agent;
 pub mod error;
 pub mod llm;
+pub mod pipeline;
 pub mod sandbox;
 pub mod skill;
 pub mod vm;
+pub mod workflow;
 
 pub use error::{Error, Result};
 pub use sandbox::{Exec, ExecEvent, ExecStream, Output, Sandbox, SandboxBuilder, StdinWriter};

@@ -50,6 +50,7 @@ use crate::sandbox::DEFAULT_ALLOWED_COMMANDS;
 use crate::skill::provision::{provision, resolve_docs};
 use crate::skill::{Skill, SkillKind};
 use crate::vm::image::GuestImage;
+use crate::vm::Accel;
 use crate::{Sandbox, SandboxBuilder};
 
 /// The reasoning engine of a box.
@@ -109,6 +110,7 @@ struct Config {
     files: Vec<GuestFile>,
     claude_code_command: String,
     image: Option<GuestImage>,
+    accel: Option<Accel>,
     boot_timeout: Duration,
 }
 
@@ -288,6 +290,12 @@ impl VoidBoxBuilder {
         self
     }
 
+    /// Forces an accelerator (default: `VOIDBOX_ACCEL`, else auto-detect).
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.config.accel = Some(accel);
+        self
+    }
+
     /// How long booting may take (default 30 s).
     pub fn boot_timeout(mut self, timeout: Duration) -> Self {
         self.config.boot_timeout = timeout;
@@ -390,6 +398,7 @@ impl VoidBox {
                 files: Vec::new(),
                 claude_code_command: "claude".into(),
                 image: None,
+                accel: None,
                 boot_timeout: Duration::from_secs(30),
             },
             errors: Vec::new(),
@@ -404,6 +413,11 @@ impl VoidBox {
     /// The reasoning engine.
     pub fn engine(&self) -> Engine {
         self.inner.engine
+    }
+
+    /// The run's deadline, if one is set.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.inner.config.timeout
     }
 
     /// The LLM provider, if one is set.
@@ -437,6 +451,9 @@ impl VoidBox {
         }
         if let Some(image) = &c.image {
             builder = builder.image(image.clone());
+        }
+        if let Some(accel) = c.accel {
+            builder = builder.accel(accel);
         }
         builder
     }

@@ -2,6 +2,7 @@
 
 mod client;
 mod exec;
+pub mod provider;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use void_box_protocol::{
 };
 
 pub use exec::{Exec, ExecEvent, ExecStream, Output, StdinWriter};
+pub use provider::{GuestSession, SandboxProvider, VmProvider};
 
 use crate::vm::image::{config_initramfs, GuestImage};
 use crate::vm::qemu::QemuBackend;
