@@ -86,6 +86,21 @@ impl Exec {
         self
     }
 
+    /// The program to run.
+    pub fn program(&self) -> &str {
+        &self.request.program
+    }
+
+    /// Its arguments.
+    pub fn arguments(&self) -> &[String] {
+        &self.request.args
+    }
+
+    /// The bytes given with [`stdin_bytes`](Self::stdin_bytes).
+    pub fn stdin_data(&self) -> Option<&[u8]> {
+        self.stdin.as_deref()
+    }
+
     /// Overrides resource limits for this command.
     pub fn limits(mut self, limits: ResourceLimits) -> Exec {
         self.request.limits = limits;
