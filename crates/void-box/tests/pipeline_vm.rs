@@ -45,11 +45,21 @@ fn failing(name: &str) -> VoidBox {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_stages_hand_off_and_each_runs_in_its_own_vm() {
+    let streamed = std::sync::Mutex::new(Vec::new());
     let result = Pipeline::named("two", answering("first", "facts: 42"))
         .pipe(answering("second", "summary of facts"))
-        .run()
+        .run_streaming(|box_name, text| {
+            streamed
+                .lock()
+                .unwrap()
+                .push(format!("[vm:{box_name}] {text}"))
+        })
         .await
         .unwrap();
+    assert_eq!(
+        *streamed.lock().unwrap(),
+        ["[vm:first] facts: 42", "[vm:second] summary of facts"]
+    );
     assert!(result.success);
     assert_eq!(result.output.as_deref(), Some("summary of facts"));
     let boxes: Vec<_> = result.boxes().collect();
