@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod error;
 pub mod llm;
+pub mod observe;
 pub mod pipeline;
 pub mod sandbox;
 pub mod skill;

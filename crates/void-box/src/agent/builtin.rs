@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::hooks::{PostToolAction, PreToolAction, ToolCall};
 use super::permissions::{Decision, ToolRequest, Verdict};
@@ -54,6 +55,7 @@ pub(super) async fn run(
     };
 
     for turn in 1..=c.max_turns {
+        let turn_span = tracing::info_span!("agent.turn", otel.name = %format!("turn {turn}"), voidbox.turn = i64::from(turn));
         events.emit(AgentEvent::TurnStarted {
             box_name: name.to_string(),
             turn,
@@ -65,7 +67,62 @@ pub(super) async fn run(
             model = llm.model(),
             "model call"
         );
-        let response = client.complete(&request, &on_text).await.map_err(llm_err)?;
+        let llm_span = tracing::info_span!(
+            parent: &turn_span,
+            "chat",
+            otel.name = %format!("chat {}", llm.model()),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.system = llm.provider_name(),
+            gen_ai.provider.name = llm.provider_name(),
+            gen_ai.request.model = llm.model(),
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            voidbox.cost_usd = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let call_started = Instant::now();
+        let response = client
+            .complete(&request, &on_text)
+            .instrument(llm_span.clone())
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                llm_span.record("otel.status_code", "ERROR");
+                return Err(llm_err(e));
+            }
+        };
+        let call_cost =
+            price.map(|p| p.cost(response.usage.input_tokens, response.usage.output_tokens));
+        llm_span.record("gen_ai.response.model", response.model.as_str());
+        llm_span.record(
+            "gen_ai.usage.input_tokens",
+            response.usage.input_tokens as i64,
+        );
+        llm_span.record(
+            "gen_ai.usage.output_tokens",
+            response.usage.output_tokens as i64,
+        );
+        llm_span.record(
+            "gen_ai.response.finish_reasons",
+            format!("{:?}", response.stop_reason)
+                .to_lowercase()
+                .as_str(),
+        );
+        if let Some(cost) = call_cost {
+            llm_span.record("voidbox.cost_usd", cost);
+        }
+        crate::observe::metrics::llm_call(
+            name,
+            llm.model(),
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+            call_cost,
+            call_started.elapsed(),
+        );
         tracing::debug!(
             box_name = name,
             turn,
@@ -129,7 +186,29 @@ pub(super) async fn run(
 
         let mut results = Vec::with_capacity(calls.len());
         for (id, tool, args) in calls {
-            let record = call_tool(vbox, sandbox, skills, events, &id, &tool, args).await;
+            let tool_span = tracing::info_span!(
+                parent: &turn_span,
+                "execute_tool",
+                otel.name = %format!("execute_tool {tool}"),
+                gen_ai.operation.name = "execute_tool",
+                gen_ai.tool.name = %tool,
+                gen_ai.tool.call.id = %id,
+                voidbox.r#box = name,
+                voidbox.exit_code = tracing::field::Empty,
+                voidbox.is_error = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let record = call_tool(vbox, sandbox, skills, events, &id, &tool, args)
+                .instrument(tool_span.clone())
+                .await;
+            tool_span.record("voidbox.is_error", record.1.is_error);
+            if let Some(code) = exit_code(&tool, &record.1) {
+                tool_span.record("voidbox.exit_code", code);
+            }
+            if record.1.is_error {
+                tool_span.record("otel.status_code", "ERROR");
+            }
+            crate::observe::metrics::tool_call(name, &tool, record.1.is_error);
             results.push(ContentBlock::ToolResult {
                 tool_use_id: id,
                 content: record.1.content,
@@ -232,6 +311,22 @@ async fn call_tool(
         duration,
     };
     (record, outcome)
+}
+
+/// The exit code a `bash` result reports (0 when it reports none).
+fn exit_code(tool: &str, outcome: &ToolOutcome) -> Option<i64> {
+    if tool != "bash" {
+        return None;
+    }
+    let tail = outcome.content.rsplit('\n').next().unwrap_or("");
+    match tail
+        .strip_prefix("[exit code ")
+        .and_then(|t| t.strip_suffix(']'))
+    {
+        Some(code) => code.parse().ok(),
+        None if outcome.is_error => None,
+        None => Some(0),
+    }
 }
 
 fn denied(tool: &str, why: &str) -> ToolOutcome {

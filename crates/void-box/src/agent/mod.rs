@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use serde_json::Value;
+use tracing::Instrument;
 
 pub use events::{AgentEvent, EventSink};
 pub use hooks::{PostToolAction, PostToolHook, PreToolAction, PreToolHook, ToolCall};
@@ -347,6 +348,34 @@ struct Inner {
     engine: Engine,
 }
 
+/// Samples the guest's CPU and memory every second while a stage runs,
+/// when metrics are exported. Never returns; the stage's end drops it.
+async fn sample_guest(sandbox: &Sandbox, box_name: &str) -> std::convert::Infallible {
+    const USER_HZ: f64 = 100.0;
+    let mut previous: Option<crate::TelemetrySnapshot> = None;
+    loop {
+        if crate::observe::enabled() {
+            if let Ok(now) = sandbox.telemetry().await {
+                if let Some(before) = &previous {
+                    let busy = (now.cpu_user_ticks + now.cpu_system_ticks)
+                        .saturating_sub(before.cpu_user_ticks + before.cpu_system_ticks);
+                    let elapsed_s = now.uptime_ms.saturating_sub(before.uptime_ms) as f64 / 1000.0;
+                    let capacity = elapsed_s * USER_HZ * f64::from(now.cpu_count.max(1));
+                    if capacity > 0.0 {
+                        crate::observe::metrics::guest_sample(
+                            box_name,
+                            (busy as f64 / capacity).min(1.0),
+                            now.mem_total_bytes.saturating_sub(now.mem_available_bytes),
+                        );
+                    }
+                }
+                previous = Some(now);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The guest's allowlist matches program basenames.
 fn basename(program: &str) -> &str {
     program.rsplit('/').next().unwrap_or(program)
@@ -471,22 +500,53 @@ impl VoidBox {
     ) -> Result<RunResult, AgentError> {
         let name = self.name().to_string();
         let started = Instant::now();
+        let span = tracing::info_span!(
+            "stage",
+            otel.name = %format!("stage {name}"),
+            voidbox.r#box = %name,
+            voidbox.engine = ?self.inner.engine,
+            gen_ai.request.model = self.llm().map(|l| l.model()).unwrap_or(""),
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            voidbox.cost_usd = tracing::field::Empty,
+            voidbox.turns = tracing::field::Empty,
+            voidbox.success = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         events.emit(AgentEvent::StageStarted {
             box_name: name.clone(),
         });
         let run = self.boot_and_run(input, &events, started);
-        let result = match self.inner.config.timeout {
-            None => run.await,
-            // Dropping the future drops the sandbox, which kills the VM.
-            Some(limit) => {
-                tokio::time::timeout(limit, run)
-                    .await
-                    .unwrap_or(Err(AgentError::Timeout {
-                        box_name: name.clone(),
-                        after: limit,
-                    }))
+        let run = async {
+            match self.inner.config.timeout {
+                None => run.await,
+                // Dropping the future drops the sandbox, which kills the VM.
+                Some(limit) => {
+                    tokio::time::timeout(limit, run)
+                        .await
+                        .unwrap_or(Err(AgentError::Timeout {
+                            box_name: name.clone(),
+                            after: limit,
+                        }))
+                }
             }
         };
+        let result = run.instrument(span.clone()).await;
+        span.record("voidbox.success", result.is_ok());
+        match &result {
+            Ok(r) => {
+                span.record("gen_ai.usage.input_tokens", r.usage.input_tokens as i64);
+                span.record("gen_ai.usage.output_tokens", r.usage.output_tokens as i64);
+                span.record("voidbox.turns", i64::from(r.turns));
+                if let Some(cost) = r.cost_usd {
+                    span.record("voidbox.cost_usd", cost);
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        crate::observe::metrics::stage_finished(&name, result.is_ok(), started.elapsed());
         events.emit(AgentEvent::StageFinished {
             box_name: name,
             success: result.is_ok(),
@@ -527,7 +587,10 @@ impl VoidBox {
             box_name: name.clone(),
             boot: sandbox.boot_time(),
         });
-        let result = self.run_prepared(&sandbox, input, events, docs).await;
+        let result = tokio::select! {
+            result = self.run_prepared(&sandbox, input, events, docs) => result,
+            never = sample_guest(&sandbox, &name) => match never {},
+        };
         // The result stands even if the VM does not stop cleanly; drop kills it.
         if let Err(e) = sandbox.shutdown().await {
             tracing::debug!(box_name = %name, "sandbox shutdown: {e}");

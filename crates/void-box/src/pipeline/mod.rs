@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 pub use report::{BoxReport, BoxStatus, PipelineError, PipelineResult, StageReport};
 
@@ -156,6 +157,20 @@ impl Pipeline {
     /// Runs the pipeline on `input`, sending every box's events to `events`.
     /// Dropping the future cancels the run and kills every VM it started.
     pub async fn run_with(
+        &self,
+        input: Option<&str>,
+        events: EventSink,
+    ) -> Result<PipelineResult, PipelineError> {
+        let span = tracing::info_span!(
+            "pipeline",
+            otel.name = %format!("pipeline {}", self.name),
+            voidbox.pipeline = %self.name,
+            voidbox.stages = self.stages.len() as i64,
+        );
+        self.run_stages(input, events).instrument(span).await
+    }
+
+    async fn run_stages(
         &self,
         input: Option<&str>,
         events: EventSink,

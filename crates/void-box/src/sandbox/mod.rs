@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use void_box_protocol::{
     DirEntry, FileStat, GuestConfig, GuestMsg, HostMsg, ResourceLimits, Secret, TelemetrySnapshot,
     AGENT_VSOCK_PORT,
@@ -221,6 +222,31 @@ impl SandboxBuilder {
 
     /// Like [`build`](Self::build) with a chosen VM backend.
     pub async fn build_with(self, backend: &dyn VmBackend) -> Result<Sandbox> {
+        let span = tracing::info_span!(
+            "sandbox.boot",
+            voidbox.sandbox_id = tracing::field::Empty,
+            voidbox.accel = tracing::field::Empty,
+            voidbox.memory_mb = i64::from(self.memory_mb),
+            voidbox.vcpus = i64::from(self.vcpus),
+            voidbox.boot_ms = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self.boot(backend).instrument(span.clone()).await;
+        match &result {
+            Ok(sandbox) => {
+                span.record("voidbox.sandbox_id", sandbox.id());
+                span.record("voidbox.accel", sandbox.accel.to_string());
+                span.record("voidbox.boot_ms", sandbox.boot_time.as_millis() as i64);
+                crate::observe::metrics::sandbox_booted(sandbox.boot_time);
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result
+    }
+
+    async fn boot(self, backend: &dyn VmBackend) -> Result<Sandbox> {
         let started = Instant::now();
         let image = match self.image {
             Some(image) => image,
@@ -360,6 +386,15 @@ impl Sandbox {
         SandboxBuilder::default()
     }
 
+    /// A short id for logs and traces (the name of its runtime directory).
+    pub fn id(&self) -> String {
+        self.vm
+            .runtime_dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// The accelerator this VM runs on.
     pub fn accel(&self) -> Accel {
         self.accel
@@ -407,6 +442,8 @@ impl Sandbox {
             .request
             .timeout_ms
             .map(|ms| Duration::from_millis(ms) + Duration::from_secs(10));
+        let started = Instant::now();
+        let program = cmd.request.program.clone();
         let run = async {
             let stream = self.exec_stream(cmd).await?;
             if let Some(data) = stdin {
@@ -419,19 +456,27 @@ impl Sandbox {
             }
             stream.collect().await
         };
-        match host_deadline {
+        let output = match host_deadline {
             Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
                 Error::Timeout(format!(
                     "the guest did not report the command's end within {limit:?}"
                 ))
             })?,
             None => run.await,
-        }
+        };
+        crate::observe::metrics::exec_finished(&program, started.elapsed());
+        output
     }
 
-    /// Starts a command whose output is streamed.
+    /// Starts a command whose output is streamed. When the caller is in a
+    /// traced span, the command gets its context as `TRACEPARENT`.
     pub async fn exec_stream(&self, cmd: impl Into<Exec>) -> Result<ExecStream> {
-        let cmd = cmd.into();
+        let mut cmd = cmd.into();
+        if !cmd.request.env.iter().any(|(k, _)| k == "TRACEPARENT") {
+            if let Some(parent) = crate::observe::traceparent() {
+                cmd.request.env.push(("TRACEPARENT".into(), parent));
+            }
+        }
         let stream = self.client.open(HostMsg::Exec(cmd.request))?;
         ExecStream::start(stream).await
     }

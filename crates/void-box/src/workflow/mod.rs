@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
+use tracing::Instrument;
 
 pub use run_step::input_path;
 pub use step::{CommandStep, Step, StepAction};
@@ -196,6 +197,23 @@ impl Workflow {
         provider: &dyn SandboxProvider,
     ) -> Result<WorkflowResult, WorkflowError> {
         self.validate()?;
+        let span = tracing::info_span!(
+            "workflow",
+            otel.name = %format!("workflow {}", self.name),
+            voidbox.workflow = %self.name,
+            voidbox.steps = self.steps.len() as i64,
+        );
+        self.schedule(input, events, provider)
+            .instrument(span)
+            .await
+    }
+
+    async fn schedule(
+        &self,
+        input: Option<&str>,
+        events: EventSink,
+        provider: &dyn SandboxProvider,
+    ) -> Result<WorkflowResult, WorkflowError> {
         let started = Instant::now();
         let index: HashMap<&str, usize> = self
             .steps
@@ -304,6 +322,14 @@ async fn run_with_retries(
     events: &EventSink,
 ) -> (StepReport, Option<StepOutputs>) {
     let started = Instant::now();
+    let span = tracing::info_span!(
+        "step",
+        otel.name = %format!("step {}", step.name),
+        voidbox.step = %step.name,
+        voidbox.attempts = tracing::field::Empty,
+        voidbox.success = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     events.emit(AgentEvent::StageStarted {
         box_name: step.name.clone(),
     });
@@ -311,6 +337,7 @@ async fn run_with_retries(
     let outcome = loop {
         attempts += 1;
         let attempt = run_step::attempt(step, provider, &inputs, workflow_input, events);
+        let attempt = attempt.instrument(span.clone());
         let outcome = match step.timeout {
             None => attempt.await,
             Some(limit) => tokio::time::timeout(limit, attempt)
@@ -328,6 +355,12 @@ async fn run_with_retries(
         }
     };
     let duration = started.elapsed();
+    span.record("voidbox.attempts", i64::from(attempts));
+    span.record("voidbox.success", outcome.is_ok());
+    if outcome.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    crate::observe::metrics::stage_finished(&step.name, outcome.is_ok(), duration);
     events.emit(AgentEvent::StageFinished {
         box_name: step.name.clone(),
         success: outcome.is_ok(),

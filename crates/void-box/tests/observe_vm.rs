@@ -1,0 +1,233 @@
+//! Observability end to end: a two-stage pipeline with real VMs, exported
+//! over OTLP/HTTP to a receiver on 127.0.0.1 that decodes the protobuf
+//! with `opentelemetry-proto`. Its own test binary: it installs the global
+//! tracer and meter providers and the global subscriber.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::mock_llm::{turn, MockLlmServer, Wire};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::json;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+use void_box::agent::VoidBox;
+use void_box::llm::{LlmProvider, MockScript, MockTurn};
+use void_box::observe::{ObserveConfig, Protocol, Telemetry};
+use void_box::pipeline::Pipeline;
+
+#[derive(Default)]
+struct Received {
+    spans: Vec<Span>,
+    metrics: Vec<String>,
+    headers: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Received>>;
+
+async fn traces(State(r): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let request = ExportTraceServiceRequest::decode(body).expect("valid OTLP trace protobuf");
+    let mut r = r.lock().unwrap();
+    if let Some(v) = headers.get("x-team") {
+        r.headers.push(v.to_str().unwrap().to_string());
+    }
+    for rs in request.resource_spans {
+        for ss in rs.scope_spans {
+            r.spans.extend(ss.spans);
+        }
+    }
+    StatusCode::OK
+}
+
+async fn metrics(State(r): State<Shared>, body: Bytes) -> StatusCode {
+    let request = ExportMetricsServiceRequest::decode(body).expect("valid OTLP metrics protobuf");
+    let mut r = r.lock().unwrap();
+    for rm in request.resource_metrics {
+        for sm in rm.scope_metrics {
+            r.metrics.extend(sm.metrics.into_iter().map(|m| m.name));
+        }
+    }
+    StatusCode::OK
+}
+
+fn attr(span: &Span, key: &str) -> Option<AnyValue> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v| v.value)
+}
+
+fn int_attr(span: &Span, key: &str) -> Option<i64> {
+    match attr(span, key)? {
+        AnyValue::IntValue(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn str_attr(span: &Span, key: &str) -> Option<String> {
+    match attr(span, key)? {
+        AnyValue::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_stage_pipeline_exports_its_span_tree_and_metrics() {
+    let received: Shared = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let telemetry = Telemetry::init(&ObserveConfig {
+        endpoint: Some(endpoint),
+        protocol: Protocol::HttpProtobuf,
+        service_name: "voidbox-test".into(),
+        headers: vec![("x-team".into(), "agents".into())],
+        metrics_interval: Duration::from_secs(3600),
+    })
+    .unwrap();
+    let subscriber = tracing_subscriber::registry().with(telemetry.layer());
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    std::env::set_var("VB_OBSERVE_KEY", "sk-observe");
+    let llm = MockLlmServer::with_turns([
+        turn(
+            "Checking.",
+            &[("bash", json!({"command": "printf %s \"$TRACEPARENT\""}))],
+        ),
+        turn("first done", &[]),
+    ])
+    .await;
+    let first = VoidBox::new("first")
+        .llm(llm.provider(Wire::Anthropic, "VB_OBSERVE_KEY"))
+        .prompt("trace me")
+        .build()
+        .unwrap();
+    // Long enough for two guest telemetry samples.
+    let second = VoidBox::new("second")
+        .llm(LlmProvider::mock(MockScript::new(vec![
+            MockTurn::default().call("bash", json!({"command": "sleep 2.5"})),
+            MockTurn::text("second done"),
+        ])))
+        .build()
+        .unwrap();
+    let root = tracing::info_span!("run");
+    let result = Pipeline::named("observed", first)
+        .pipe(second)
+        .run_with(None, Default::default())
+        .instrument(root)
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
+
+    let r = received.lock().unwrap();
+    assert!(r.headers.iter().all(|h| h == "agents") && !r.headers.is_empty());
+    let by_id: HashMap<Vec<u8>, &Span> = r.spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let named = |name: &str| -> Vec<&Span> { r.spans.iter().filter(|s| s.name == name).collect() };
+    let parent = |s: &Span| by_id.get(&s.parent_span_id).map(|p| p.name.clone());
+
+    let run = named("run")[0];
+    assert!(
+        r.spans.iter().all(|s| s.trace_id == run.trace_id),
+        "one trace per run"
+    );
+    let pipeline = named("pipeline observed")[0];
+    assert_eq!(parent(pipeline).as_deref(), Some("run"));
+    for stage in ["stage first", "stage second"] {
+        let span = named(stage)[0];
+        assert_eq!(parent(span).as_deref(), Some("pipeline observed"));
+        assert!(
+            int_attr(span, "gen_ai.usage.input_tokens").unwrap_or(0) > 0,
+            "{stage}: {:?}",
+            span.attributes
+        );
+    }
+    let boots = named("sandbox.boot");
+    assert_eq!(boots.len(), 2);
+    for boot in &boots {
+        assert!(parent(boot).unwrap().starts_with("stage "));
+        assert!(str_attr(boot, "voidbox.sandbox_id")
+            .unwrap()
+            .starts_with("voidbox-"));
+        assert!(int_attr(boot, "voidbox.boot_ms").unwrap() > 0);
+    }
+    let chat = named("chat claude-test");
+    assert_eq!(chat.len(), 2);
+    assert_eq!(parent(chat[0]).as_deref(), Some("turn 1"));
+    assert_eq!(
+        str_attr(chat[0], "gen_ai.system").as_deref(),
+        Some("anthropic")
+    );
+    assert_eq!(
+        str_attr(chat[0], "gen_ai.request.model").as_deref(),
+        Some("claude-test")
+    );
+    assert_eq!(int_attr(chat[0], "gen_ai.usage.input_tokens"), Some(100));
+    assert_eq!(int_attr(chat[0], "gen_ai.usage.output_tokens"), Some(20));
+    let turn = by_id[&chat[0].parent_span_id];
+    assert_eq!(parent(turn).as_deref(), Some("stage first"));
+    let tools = named("execute_tool bash");
+    assert_eq!(tools.len(), 2);
+    assert_eq!(int_attr(tools[0], "voidbox.exit_code"), Some(0));
+    assert_eq!(
+        str_attr(tools[0], "gen_ai.tool.name").as_deref(),
+        Some("bash")
+    );
+
+    // The command in the guest saw the trace context of its tool span.
+    let traceparent = &result.stages[0].boxes[0]
+        .result
+        .as_ref()
+        .unwrap()
+        .tool_calls[0]
+        .summary;
+    let tool = tools
+        .iter()
+        .find(|t| t.parent_span_id == turn.span_id)
+        .expect("the first stage's tool span is a child of its first turn");
+    assert_eq!(
+        *traceparent,
+        format!(
+            "00-{}-{}-01",
+            hex::encode(&run.trace_id),
+            hex::encode(&tool.span_id)
+        )
+    );
+
+    for metric in [
+        "voidbox.stage.duration",
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.duration",
+        "voidbox.tokens",
+        "voidbox.cost",
+        "voidbox.tool.calls",
+        "voidbox.sandbox.boot.duration",
+        "voidbox.exec.duration",
+        "voidbox.guest.cpu.utilization",
+        "voidbox.guest.memory.used",
+    ] {
+        assert!(
+            r.metrics.iter().any(|m| m == metric),
+            "missing {metric}: {:?}",
+            r.metrics
+        );
+    }
+}
