@@ -29,6 +29,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod sandbox;
 pub mod skill;
+pub mod spec;
 pub mod vm;
 pub mod workflow;
 

@@ -1,0 +1,609 @@
+//! From a checked spec to runnable values and their resolved view. This is
+//! where the host's environment comes in: `auto` providers and environment
+//! variables copied from the host.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::check::skill;
+use super::model::{
+    AgentSpec, BoxSandbox, LlmSpec, MockSpec, Mode, Policy, Provider, SkillEntry, Sp, StageType,
+};
+use super::resolved::{
+    Resolved, ResolvedBox, ResolvedCommand, ResolvedLlm, ResolvedPipeline, ResolvedSandbox,
+    ResolvedStep, ResolvedWorkflow,
+};
+use super::run::{AgentRun, SandboxRun};
+use super::{Kind, Runnable, Spec, SpecError};
+use crate::agent::{AgentError, VoidBox};
+use crate::llm::{LlmProvider, MockScript};
+use crate::pipeline::{FailurePolicy, Pipeline};
+use crate::skill::SkillKind;
+use crate::vm::image::GuestImage;
+use crate::vm::Accel;
+use crate::workflow::{Step, Workflow};
+use crate::{Sandbox, SandboxBuilder};
+
+/// Looks up an environment variable (the host's, or a test's).
+pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The model `auto` and `anthropic` use when the spec names none.
+pub(super) const DEFAULT_ANTHROPIC_MODEL: &str = "claude-sonnet-4-5";
+const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
+const NO_NETWORK: &str = "network: true is not supported yet: sandboxes have no network device";
+
+/// The sandbox settings a box or step starts from.
+#[derive(Clone)]
+struct Base {
+    mode: &'static str,
+    memory_mb: u32,
+    vcpus: u32,
+    network: bool,
+    network_at: (usize, usize),
+    /// Key and value to pass; `None`: copy from the host, which lacks it.
+    env: BTreeMap<String, Option<String>>,
+    /// What `inspect` shows for each variable.
+    env_view: BTreeMap<String, String>,
+    image: Option<GuestImage>,
+    accel: Option<Accel>,
+}
+
+impl Base {
+    fn view(&self) -> ResolvedSandbox {
+        ResolvedSandbox {
+            mode: self.mode.into(),
+            memory_mb: self.memory_mb,
+            vcpus: self.vcpus,
+            network: self.network,
+            env: self.env_view.clone(),
+            kernel: self.image.as_ref().map(|i| i.kernel.display().to_string()),
+            initramfs: self
+                .image
+                .as_ref()
+                .map(|i| i.initramfs.display().to_string()),
+        }
+    }
+
+    fn add_env(&mut self, vars: &BTreeMap<String, String>, env: Env) {
+        for (k, v) in vars {
+            // As in the seeds: an empty value copies the host's variable.
+            if v.is_empty() {
+                let host = env(k);
+                self.env_view.insert(
+                    k.clone(),
+                    match host {
+                        Some(_) => "(from host)".into(),
+                        None => "(from host: unset, not passed)".into(),
+                    },
+                );
+                self.env.insert(k.clone(), host);
+            } else {
+                self.env_view.insert(k.clone(), v.clone());
+                self.env.insert(k.clone(), Some(v.clone()));
+            }
+        }
+    }
+
+    fn with_override(&self, spec: &Spec, o: Option<&BoxSandbox>, env: Env) -> Base {
+        let mut b = self.clone();
+        if let Some(o) = o {
+            b.memory_mb = o.memory_mb.unwrap_or(b.memory_mb);
+            b.vcpus = o.vcpus.unwrap_or(b.vcpus);
+            if let Some(n) = &o.network {
+                b.network = n.value;
+                b.network_at = spec.at(n, "network");
+            }
+            b.add_env(&o.env, env);
+        }
+        b
+    }
+
+    fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env
+            .iter()
+            .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
+    }
+
+    /// A sandbox for a command; the command joins the allowlist since the
+    /// spec asked for it by name.
+    fn sandbox(&self, spec: &Spec, program: &str) -> Result<SandboxBuilder, SpecError> {
+        if self.network {
+            return Err(spec
+                .error(self.network_at, NO_NETWORK)
+                .hint("set `network: false`"));
+        }
+        let mut b = Sandbox::builder()
+            .memory_mb(self.memory_mb)
+            .vcpus(self.vcpus)
+            .allow_command(program.rsplit('/').next().unwrap_or(program));
+        for (k, v) in self.vars() {
+            b = b.env(k, v);
+        }
+        if let Some(image) = &self.image {
+            b = b.image(image.clone());
+        }
+        if let Some(accel) = self.accel {
+            b = b.accel(accel);
+        }
+        Ok(b)
+    }
+}
+
+fn base(spec: &Spec, env: Env) -> Base {
+    let s = spec.raw.sandbox.as_ref();
+    let mode = s
+        .and_then(|s| s.mode.as_ref())
+        .map_or(Mode::Auto, |m| m.value);
+    let mut b = Base {
+        mode: match mode {
+            Mode::Kvm => "kvm",
+            Mode::Tcg => "tcg",
+            _ => "auto",
+        },
+        memory_mb: s.and_then(|s| s.memory_mb).unwrap_or(512),
+        vcpus: s.and_then(|s| s.vcpus).unwrap_or(1),
+        network: false,
+        network_at: (0, 0),
+        env: BTreeMap::new(),
+        env_view: BTreeMap::new(),
+        image: None,
+        accel: match mode {
+            Mode::Kvm => Some(Accel::Kvm),
+            Mode::Tcg => Some(Accel::Tcg),
+            _ => None,
+        },
+    };
+    if let Some(s) = s {
+        if let Some(n) = &s.network {
+            b.network = n.value;
+            b.network_at = spec.at(n, "network");
+        }
+        b.add_env(&s.env, env);
+        if let (Some(k), Some(i)) = (&s.kernel, &s.initramfs) {
+            b.image = Some(GuestImage {
+                kernel: absolute(&spec.path(&k.value)),
+                initramfs: absolute(&spec.path(&i.value)),
+            });
+        }
+    }
+    b
+}
+
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// What a box is made of, whichever section declared it.
+struct BoxInput<'a> {
+    name: &'a str,
+    at: (usize, usize),
+    prompt: &'a str,
+    skills: &'a [Sp<SkillEntry>],
+    llm: Option<&'a LlmSpec>,
+    timeout_secs: Option<u64>,
+    output_schema: Option<&'a Sp<serde_json::Value>>,
+    max_turns: Option<u32>,
+    output_file: Option<&'a str>,
+}
+
+impl<'a> BoxInput<'a> {
+    fn agent(name: &'a str, at: (usize, usize), a: &'a AgentSpec) -> Self {
+        BoxInput {
+            name,
+            at,
+            prompt: &a.prompt.value,
+            skills: &a.skills,
+            llm: a.llm.as_ref(),
+            timeout_secs: a.timeout_secs,
+            output_schema: a.output_schema.as_ref(),
+            max_turns: a.max_turns.as_ref().map(|m| m.value),
+            output_file: a.output_file.as_deref(),
+        }
+    }
+}
+
+fn make_box(
+    spec: &Spec,
+    env: Env,
+    input: BoxInput<'_>,
+    base: &Base,
+) -> Result<(VoidBox, ResolvedBox), SpecError> {
+    let mut skills = Vec::new();
+    for s in input.skills {
+        skills.push(skill(spec, s)?);
+    }
+    let claude_code = skills.iter().any(
+        |s| matches!(&s.kind, SkillKind::Agent(e) if e == "claude-code" || e == "claude_code"),
+    );
+    // A box's own `llm` replaces the spec's entirely (seed behaviour).
+    let default = LlmSpec::default();
+    let llm_spec = input.llm.or(spec.raw.llm.as_ref()).unwrap_or(&default);
+    let llm = match resolve_llm(spec, env, llm_spec, input.name, input.at) {
+        Ok(found) => Some(found),
+        // claude-code brings its own model; a provider is optional there.
+        Err(_) if claude_code => None,
+        Err(e) => return Err(e),
+    };
+    let mut vbox = VoidBox::new(input.name)
+        .prompt(input.prompt)
+        .memory_mb(base.memory_mb)
+        .vcpus(base.vcpus)
+        .network(base.network);
+    for s in &skills {
+        vbox = vbox.skill(s.clone());
+    }
+    if let Some((provider, _)) = &llm {
+        vbox = vbox.llm(provider.clone());
+    }
+    for (k, v) in base.vars() {
+        vbox = vbox.env(k, v);
+    }
+    if let Some(secs) = input.timeout_secs {
+        vbox = vbox.timeout(Duration::from_secs(secs));
+    }
+    if let Some(schema) = input.output_schema {
+        vbox = vbox.output_schema(schema.value.clone());
+    }
+    if let Some(n) = input.max_turns {
+        vbox = vbox.max_turns(n);
+    }
+    if let Some(image) = &base.image {
+        vbox = vbox.image(image.clone());
+    }
+    if let Some(accel) = base.accel {
+        vbox = vbox.accel(accel);
+    }
+    let vbox = vbox.build().map_err(|e| {
+        let message = match e {
+            AgentError::Config { message, .. } => message,
+            other => other.to_string(),
+        };
+        if base.network {
+            spec.error(base.network_at, format!("box `{}`: {message}", input.name))
+                .hint("set `network: false`; guest networking is not available yet")
+        } else {
+            spec.error(input.at, format!("box `{}`: {message}", input.name))
+        }
+    })?;
+    let view = ResolvedBox {
+        name: input.name.into(),
+        prompt: input.prompt.into(),
+        engine: if claude_code {
+            "claude-code"
+        } else {
+            "builtin"
+        }
+        .into(),
+        llm: llm.map(|(_, view)| view),
+        skills: skills.iter().map(|s| s.label()).collect(),
+        memory_mb: base.memory_mb,
+        vcpus: base.vcpus,
+        network: base.network,
+        env: base.env_view.clone(),
+        timeout_secs: input.timeout_secs,
+        max_turns: input.max_turns.unwrap_or(25),
+        output_schema: input.output_schema.map(|s| s.value.clone()),
+        output_file: input.output_file.map(str::to_string),
+    };
+    Ok((vbox, view))
+}
+
+/// The provider a box uses. `auto`: Anthropic when its key is set, else
+/// Ollama when `OLLAMA_MODEL` is set, else the spec's scripted mock.
+pub(super) fn resolve_llm(
+    spec: &Spec,
+    env: Env,
+    llm: &LlmSpec,
+    box_name: &str,
+    box_at: (usize, usize),
+) -> Result<(LlmProvider, ResolvedLlm), SpecError> {
+    let requested = llm.provider.as_ref().map_or(Provider::Auto, |p| p.value);
+    let at = llm
+        .provider
+        .as_ref()
+        .map_or(box_at, |p| spec.at(p, "provider"));
+    let model = llm.model.as_ref().map(|m| m.value.clone());
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    let view =
+        |p: &LlmProvider, name: &str, reason: Option<String>, turns: Option<usize>| ResolvedLlm {
+            provider: name.into(),
+            requested: provider_name(requested).into(),
+            model: p.model().into(),
+            base_url: (!p.endpoint().is_empty()).then(|| p.endpoint().to_string()),
+            api_key_env: p.key_env().map(str::to_string),
+            reason,
+            mock_turns: turns,
+        };
+    let with_overrides = |mut p: LlmProvider| {
+        if let Some(url) = &llm.base_url {
+            p = p.base_url(url);
+        }
+        if let Some(key) = &llm.api_key_env {
+            p = p.api_key_env(key);
+        }
+        p
+    };
+    let anthropic = |reason| {
+        let p = with_overrides(LlmProvider::anthropic(
+            model.as_deref().unwrap_or(DEFAULT_ANTHROPIC_MODEL),
+        ));
+        let v = view(&p, "anthropic", reason, None);
+        (p, v)
+    };
+    let ollama = |m: &str, reason| {
+        let mut p = LlmProvider::ollama(m);
+        if let Some(url) = &llm.base_url {
+            p = p.base_url(url);
+        }
+        let v = view(&p, "ollama", reason, None);
+        (p, v)
+    };
+    let mock = |m: &Sp<MockSpec>, reason| -> Result<(LlmProvider, ResolvedLlm), SpecError> {
+        let script = match (&m.value.turns, &m.value.file) {
+            (Some(turns), _) => MockScript::new(turns.clone()),
+            (None, Some(file)) => MockScript::from_file(&spec.path(&file.value))
+                .map_err(|e| spec.error(spec.at(file, &file.value), e.to_string()))?,
+            (None, None) => MockScript::default(),
+        };
+        let turns = script.turns.len();
+        let p = LlmProvider::mock(script);
+        let v = view(&p, "mock", reason, Some(turns));
+        Ok((p, v))
+    };
+    match requested {
+        Provider::Anthropic => Ok(anthropic(None)),
+        Provider::Openai => {
+            let p = with_overrides(LlmProvider::openai(
+                model.as_deref().unwrap_or(DEFAULT_OPENAI_MODEL),
+            ));
+            let v = view(&p, "openai", None, None);
+            Ok((p, v))
+        }
+        Provider::Ollama => match model.or_else(|| set("OLLAMA_MODEL")) {
+            Some(m) => Ok(ollama(&m, None)),
+            None => Err(spec
+                .error(
+                    at,
+                    format!("box `{box_name}`: provider `ollama` needs a model"),
+                )
+                .hint("set `llm.model` or OLLAMA_MODEL")),
+        },
+        Provider::OpenaiCompatible => {
+            let url = llm.base_url.as_deref().unwrap_or_default();
+            let mut p = LlmProvider::openai_compatible(url, model.as_deref().unwrap_or_default());
+            if let Some(key) = &llm.api_key_env {
+                p = p.api_key_env(key);
+            }
+            let v = view(&p, "openai-compatible", None, None);
+            Ok((p, v))
+        }
+        Provider::Mock => mock(llm.mock.as_ref().expect("checked"), None),
+        Provider::Auto => {
+            let key_env = llm.api_key_env.as_deref().unwrap_or("ANTHROPIC_API_KEY");
+            if set(key_env).is_some() {
+                return Ok(anthropic(Some(format!("auto: {key_env} is set"))));
+            }
+            if let Some(m) = set("OLLAMA_MODEL") {
+                return Ok(ollama(
+                    &m,
+                    Some(format!("auto: {key_env} is not set; OLLAMA_MODEL is set")),
+                ));
+            }
+            match &llm.mock {
+                Some(m) => mock(
+                    m,
+                    Some(format!(
+                        "auto: neither {key_env} nor OLLAMA_MODEL is set; using the spec's scripted turns"
+                    )),
+                ),
+                None => Err(spec
+                    .error(at, format!("box `{box_name}`: no LLM provider is available"))
+                    .hint(format!(
+                        "`auto` needs {key_env} or OLLAMA_MODEL set, or scripted `llm.mock` turns for offline runs"
+                    ))),
+            }
+        }
+    }
+}
+
+fn provider_name(p: Provider) -> &'static str {
+    match p {
+        Provider::Auto => "auto",
+        Provider::Anthropic => "anthropic",
+        Provider::Openai => "openai",
+        Provider::Ollama => "ollama",
+        Provider::OpenaiCompatible => "openai-compatible",
+        Provider::Mock => "mock",
+    }
+}
+
+pub(super) fn build(spec: &Spec, env: Env) -> Result<(Runnable, Resolved), SpecError> {
+    let raw = &spec.raw;
+    let base = base(spec, env);
+    let name = raw.name.value.as_str();
+    let name_at = spec.at(&raw.name, name);
+    let mut resolved = Resolved {
+        api_version: "v1".into(),
+        kind: raw.kind.value,
+        name: name.into(),
+        file: absolute(&spec.file).display().to_string(),
+        sandbox: base.view(),
+        agent: None,
+        pipeline: None,
+        workflow: None,
+        run: None,
+        observe: raw.observe.clone(),
+    };
+    let runnable = match raw.kind.value {
+        Kind::Agent => {
+            let a = &raw.agent.as_ref().expect("checked").value;
+            let (vbox, view) = make_box(spec, env, BoxInput::agent(name, name_at, a), &base)?;
+            resolved.agent = Some(view);
+            Runnable::Agent(AgentRun {
+                vbox,
+                output_file: a.output_file.clone(),
+            })
+        }
+        Kind::Pipeline => {
+            let p = &raw.pipeline.as_ref().expect("checked").value;
+            let mut built = Vec::new();
+            let mut views = Vec::new();
+            for b in &p.boxes {
+                let base = base.with_override(spec, b.sandbox.as_ref(), env);
+                let input = BoxInput {
+                    name: &b.name.value,
+                    at: spec.at(&b.name, &b.name.value),
+                    prompt: &b.prompt.value,
+                    skills: &b.skills,
+                    llm: b.llm.as_ref(),
+                    timeout_secs: b.timeout_secs,
+                    output_schema: b.output_schema.as_ref(),
+                    max_turns: b.max_turns.as_ref().map(|m| m.value),
+                    output_file: None,
+                };
+                let (vbox, view) = make_box(spec, env, input, &base)?;
+                built.push(vbox);
+                views.push(view);
+            }
+            let by_name = |n: &str| {
+                built
+                    .iter()
+                    .find(|b| b.name() == n)
+                    .cloned()
+                    .expect("stage names were checked")
+            };
+            // No stages: every box in order (seed behaviour).
+            let stages: Vec<Vec<String>> = if p.stages.is_empty() {
+                built.iter().map(|b| vec![b.name().to_string()]).collect()
+            } else {
+                p.stages
+                    .iter()
+                    .map(|s| match s.value.kind.value {
+                        StageType::Box => {
+                            vec![s.value.name.as_ref().expect("checked").value.clone()]
+                        }
+                        StageType::FanOut => s
+                            .value
+                            .boxes
+                            .iter()
+                            .flatten()
+                            .map(|b| b.value.clone())
+                            .collect(),
+                    })
+                    .collect()
+            };
+            let mut pipeline = Pipeline::named(name, by_name(&stages[0][0]));
+            for (i, stage) in stages.iter().enumerate().skip(1) {
+                let fan_out =
+                    !p.stages.is_empty() && p.stages[i].value.kind.value == StageType::FanOut;
+                pipeline = if fan_out {
+                    pipeline.fan_out(stage.iter().map(|n| by_name(n)).collect())
+                } else {
+                    pipeline.pipe(by_name(&stage[0]))
+                };
+            }
+            let policy = p.policy.unwrap_or(Policy::FailFast);
+            pipeline = pipeline
+                .policy(match policy {
+                    Policy::FailFast => FailurePolicy::FailFast,
+                    Policy::Continue => FailurePolicy::Continue,
+                })
+                .retries(p.retries.unwrap_or(0));
+            if let Some(secs) = p.stage_timeout_secs {
+                pipeline = pipeline.stage_timeout(Duration::from_secs(secs));
+            }
+            resolved.pipeline = Some(ResolvedPipeline {
+                policy: match policy {
+                    Policy::FailFast => "fail_fast",
+                    Policy::Continue => "continue",
+                }
+                .into(),
+                retries: p.retries.unwrap_or(0),
+                stage_timeout_secs: p.stage_timeout_secs,
+                stages,
+                boxes: views,
+            });
+            Runnable::Pipeline(pipeline)
+        }
+        Kind::Workflow => {
+            let w = &raw.workflow.as_ref().expect("checked").value;
+            let mut workflow = Workflow::named(name);
+            let mut steps = Vec::new();
+            for s in &w.steps {
+                let step_name = s.name.value.as_str();
+                let at = spec.at(&s.name, step_name);
+                let (mut step, run, agent) = match (&s.run, &s.agent) {
+                    (Some(run), _) => {
+                        let program = &run.program.value;
+                        let mut step = Step::command(step_name, program, run.args.clone())
+                            .sandbox(base.sandbox(spec, program)?);
+                        if let Some(from) = &run.stdin_from {
+                            step = step.stdin_from(&from.value);
+                        }
+                        let view = ResolvedCommand {
+                            program: program.clone(),
+                            args: run.args.clone(),
+                            stdin_from: run.stdin_from.as_ref().map(|f| f.value.clone()),
+                        };
+                        (step, Some(view), None)
+                    }
+                    (None, Some(a)) => {
+                        let (vbox, view) =
+                            make_box(spec, env, BoxInput::agent(step_name, at, a), &base)?;
+                        (Step::agent(step_name, vbox), None, Some(view))
+                    }
+                    (None, None) => unreachable!("checked"),
+                };
+                step = step
+                    .depends_on(s.depends_on.iter().map(|d| d.value.clone()))
+                    .retries(s.retries.unwrap_or(0));
+                for out in &s.outputs {
+                    step = step.output(out);
+                }
+                if let Some(secs) = s.timeout_secs {
+                    step = step.timeout(Duration::from_secs(secs));
+                }
+                workflow = workflow.step(step);
+                steps.push(ResolvedStep {
+                    name: step_name.into(),
+                    depends_on: s.depends_on.iter().map(|d| d.value.clone()).collect(),
+                    retries: s.retries.unwrap_or(0),
+                    timeout_secs: s.timeout_secs,
+                    outputs: s
+                        .outputs
+                        .iter()
+                        .map(|o| crate::agent::tools::guest_path(o))
+                        .collect(),
+                    run,
+                    agent,
+                });
+            }
+            let max_parallel = w.max_parallel.unwrap_or(4).max(1);
+            workflow = workflow.max_parallel(max_parallel);
+            let output_step = match &w.output_step {
+                Some(o) => o.value.clone(),
+                None => w.steps.last().expect("checked").name.value.clone(),
+            };
+            workflow = workflow.output_step(&output_step);
+            resolved.workflow = Some(ResolvedWorkflow {
+                max_parallel,
+                output_step,
+                steps,
+            });
+            Runnable::Workflow(workflow)
+        }
+        Kind::Sandbox => {
+            let run = &raw.run.as_ref().expect("checked").value;
+            let program = &run.program.value;
+            let builder = base.sandbox(spec, program)?;
+            resolved.run = Some(ResolvedCommand {
+                program: program.clone(),
+                args: run.args.clone(),
+                stdin_from: None,
+            });
+            Runnable::Sandbox(SandboxRun::new(name, builder, program, run.args.clone()))
+        }
+    };
+    Ok((runnable, resolved))
+}
