@@ -3,7 +3,9 @@
 mod bench;
 mod exec;
 mod image;
+mod run;
 mod shell;
+mod spec_cmd;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,12 @@ enum Command {
     /// Measure start-up and exec figures against the bare-VM floor.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run an agent, pipeline, workflow or sandbox command from a spec file.
+    Run(run::RunArgs),
+    /// Check a spec file: prints `ok: KIND NAME (N boxes)` or the error with its place.
+    Validate(spec_cmd::ValidateArgs),
+    /// Print a spec's resolved configuration (defaults, providers, paths).
+    Inspect(spec_cmd::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +66,9 @@ fn main() -> ExitCode {
             Command::Shell(args) => shell::run(args).await,
             Command::Image(cmd) => image::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Validate(args) => spec_cmd::validate(args),
+            Command::Inspect(args) => spec_cmd::inspect(args),
         }
     });
     // `voidbox shell` leaves a blocking read of the terminal behind; do not

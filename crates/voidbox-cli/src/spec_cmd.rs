@@ -1,0 +1,91 @@
+//! `voidbox validate` and `voidbox inspect`: check a spec, show what it
+//! would run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use void_box::spec::{self, Spec, SpecError};
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// The spec file (`.json`: JSON, anything else: YAML).
+    file: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The spec file (`.json`: JSON, anything else: YAML).
+    file: PathBuf,
+    /// How to print the resolved configuration.
+    #[arg(long, value_enum, default_value_t = Format::Yaml)]
+    format: Format,
+}
+
+/// Loads a spec and builds its runnable form, so everything short of
+/// booting is checked (providers included).
+pub fn load_checked(file: &Path) -> Result<(Spec, spec::Runnable), SpecError> {
+    let spec = spec::load(file)?;
+    let runnable = spec.runnable()?;
+    Ok((spec, runnable))
+}
+
+pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
+    match load_checked(&args.file) {
+        Ok((spec, _)) => {
+            println!("ok: {}", spec.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print_error(&e);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    let resolved = spec::load(&args.file).and_then(|s| s.resolved());
+    match resolved {
+        Ok(r) => {
+            match args.format {
+                Format::Yaml => print!("{}", r.to_yaml()),
+                Format::Json => println!("{}", r.to_json()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print_error(&e);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The error on one line (`file:line:column: message (hint: ...)`), then
+/// the line it points at with a caret under the column.
+pub fn print_error(e: &SpecError) {
+    eprintln!("{e}");
+    if e.line == 0 {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(&e.file) else {
+        return;
+    };
+    if let Some(row) = text.lines().nth(e.line - 1) {
+        let number = e.line.to_string();
+        let pad = " ".repeat(number.len());
+        eprintln!(" {number} | {row}");
+        let caret: String = row
+            .chars()
+            .take(e.column.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        eprintln!(" {pad} | {caret}^");
+    }
+}
