@@ -9,6 +9,8 @@
 //! sampling task exists, and the instruments are no-ops.
 
 pub mod metrics;
+pub mod report;
+pub mod timeline;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
