@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --with-test-tools adds what only the tests need (a headless browser for
+# the HTML report test).
+with_test_tools=false
+[ "${1:-}" = "--with-test-tools" ] && with_test_tools=true
+
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -14,6 +19,9 @@ packages=(
   linux-source-6.12     # the guest kernel's source
   build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils  # kernel build
 )
+if $with_test_tools; then
+  packages+=(chromium)   # renders `voidbox report` pages in the report test
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
