@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("VOIDBOX_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| run::LogWriter)
         .with_target(false)
         .without_time()
         .init();

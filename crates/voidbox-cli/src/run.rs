@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -43,6 +44,28 @@ pub struct RunArgs {
     output: OutputFormat,
 }
 
+/// The live progress display, when there is one: log lines go above it
+/// instead of through it (see [`LogWriter`]).
+static PROGRESS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Where `tracing` writes: stderr, around the progress lines when they
+/// are drawn, so warnings do not tear them.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match PROGRESS.get() {
+            Some(m) => m.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// How the run ended, whatever the kind.
 enum Outcome {
     Agent(Result<RunResult, AgentError>),
@@ -75,13 +98,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         None => None,
     };
     let units = unit_names(&runnable);
+    if args.output == OutputFormat::Human {
+        // Before the progress lines exist, so it does not tear them.
+        eprintln!("voidbox: running {}", spec.summary());
+    }
     let mut display: Box<dyn Display> = match args.output {
         OutputFormat::Human => Box::new(Human::new(&units)),
         OutputFormat::Json => Box::new(JsonLines),
     };
-    if args.output == OutputFormat::Human {
-        eprintln!("voidbox: running {}", spec.summary());
-    }
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Feed>();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel::<AgentEvent>();
@@ -299,6 +323,9 @@ impl Human {
         let tty = std::io::stderr().is_terminal();
         let width = names.iter().map(|n| n.len()).max().unwrap_or(8).max(8);
         let multi = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        if let Some(m) = &multi {
+            let _ = PROGRESS.set(m.clone());
+        }
         let mut bars = HashMap::new();
         if let Some(multi) = &multi {
             for name in names {
