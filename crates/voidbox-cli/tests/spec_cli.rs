@@ -221,3 +221,20 @@ fn the_example_specs_validate() {
         assert!(text(&out.stdout).starts_with("ok: pipeline "), "{name}");
     }
 }
+
+#[test]
+fn a_sandbox_spec_streams_its_command_and_fails_with_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "s.yaml",
+        "kind: sandbox\nname: cmd\nrun:\n  program: sh\n  args: [-c, 'echo got $(cat); echo oops >&2; exit 3']\n",
+    );
+    let out = run(&["run", "--file", spec.to_str().unwrap(), "--input", "hello"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("[vm:cmd] got hello\n"), "{err}");
+    assert!(err.contains("[vm:cmd] oops\n"), "{err}");
+    assert!(err.contains("`cmd` exited with code 3"), "{err}");
+    assert_eq!(text(&out.stdout), "got hello\n");
+}

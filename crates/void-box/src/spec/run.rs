@@ -206,11 +206,23 @@ impl SandboxRun {
         let mut cmd = Exec::new(&self.program)
             .args(self.args.iter().cloned())
             .cwd(crate::agent::tools::WORKDIR);
-        if let Some(input) = input {
-            cmd = cmd.stdin_bytes(input.as_bytes().to_vec());
+        // A streamed command takes stdin through its writer (`stdin_bytes`
+        // is for collected runs only); without input, stdin is empty.
+        if input.is_some() {
+            cmd = cmd.stdin_stream();
         }
         let run = async {
             let mut stream = sandbox.exec_stream(cmd).await?;
+            if let Some(input) = input {
+                let writer = stream.stdin();
+                let data = input.as_bytes().to_vec();
+                // Its own task: a command that reads late must not stall output.
+                tokio::spawn(async move {
+                    if writer.write(&data).await.is_ok() {
+                        let _ = writer.close();
+                    }
+                });
+            }
             let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
             loop {
                 match stream.next().await? {
