@@ -261,7 +261,13 @@ impl Display for JsonLines {
         };
         let output = result
             .as_ref()
-            .and_then(|r| r.get("output").or_else(|| r.get("text")))
+            .and_then(|r| {
+                // Pipeline/workflow `output`, an agent's schema `output` or
+                // else its `text`, a command's `stdout`.
+                ["output", "text", "stdout"]
+                    .iter()
+                    .find_map(|k| r.get(*k).filter(|v| !v.is_null()))
+            })
             .cloned()
             .unwrap_or(Value::Null);
         self.emit(json!({
