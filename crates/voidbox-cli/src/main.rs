@@ -3,6 +3,7 @@
 mod bench;
 mod exec;
 mod image;
+mod report;
 mod run;
 mod shell;
 mod spec_cmd;
@@ -10,6 +11,10 @@ mod spec_cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+use void_box::observe::{ObserveConfig, Telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -40,18 +45,11 @@ enum Command {
     Validate(spec_cmd::ValidateArgs),
     /// Print a spec's resolved configuration (defaults, providers, paths).
     Inspect(spec_cmd::InspectArgs),
+    /// Render a saved run (`voidbox run --output json` lines) as an HTML timeline.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VOIDBOX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(|| run::LogWriter)
-        .with_target(false)
-        .without_time()
-        .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -60,6 +58,27 @@ fn main() -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    // Exporters exist only when an OTLP endpoint is configured; gRPC needs
+    // the runtime, hence inside it.
+    let telemetry = match runtime.block_on(async { Telemetry::init(&ObserveConfig::from_env()) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("voidbox: {e}; continuing without telemetry export");
+            Telemetry::default()
+        }
+    };
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(|| run::LogWriter)
+        .with_target(false)
+        .without_time()
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VOIDBOX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        );
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(telemetry.layer())
+        .init();
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
@@ -69,8 +88,13 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Validate(args) => spec_cmd::validate(args),
             Command::Inspect(args) => spec_cmd::inspect(args),
+            Command::Report(args) => report::run(args),
         }
     });
+    if telemetry.is_enabled() {
+        // Flushes spans and metrics; blocking, so off the runtime's threads.
+        let _ = runtime.block_on(tokio::task::spawn_blocking(move || telemetry.shutdown()));
+    }
     // `voidbox shell` leaves a blocking read of the terminal behind; do not
     // wait for it.
     runtime.shutdown_background();

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use void_box::agent::{AgentError, AgentEvent, EventSink, RunResult};
 use void_box::llm::TokenUsage;
+use void_box::observe::timeline::Timeline;
 use void_box::pipeline::{BoxStatus, PipelineError, PipelineResult};
 use void_box::spec::{OutputStream, Runnable, SandboxResult};
 use void_box::workflow::{StepAction, WorkflowError, WorkflowResult};
@@ -42,6 +43,9 @@ pub struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     output: OutputFormat,
+    /// Also write the run's events as JSON lines to FILE (for `voidbox report`).
+    #[arg(long, value_name = "FILE")]
+    save_run: Option<PathBuf>,
 }
 
 /// The live progress display, when there is one: log lines go above it
@@ -102,6 +106,15 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         // Before the progress lines exist, so it does not tear them.
         eprintln!("voidbox: running {}", spec.summary());
     }
+    // One trace per run; its id goes on every JSON line and in the summary.
+    let span = tracing::info_span!(
+        "run",
+        otel.name = %format!("voidbox run {}", spec.name()),
+        voidbox.kind = %spec.kind(),
+        voidbox.spec = %spec.name(),
+    );
+    let trace_id = span.in_scope(void_box::observe::trace_id);
+    let mut recorder = Recorder::new(args.save_run.as_deref(), trace_id.clone())?;
     let mut display: Box<dyn Display> = match args.output {
         OutputFormat::Human => Box::new(Human::new(&units)),
         OutputFormat::Json => Box::new(JsonLines),
@@ -120,32 +133,39 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         }
     });
     // Boxed so that Ctrl-C can drop it: dropping the run kills every VM.
-    let mut execution = Box::pin(async move {
-        let input = input.as_deref();
-        match &runnable {
-            Runnable::Agent(a) => Outcome::Agent(a.run_with(input, sink).await),
-            Runnable::Pipeline(p) => Outcome::Pipeline(p.run_with(input, sink).await),
-            Runnable::Workflow(w) => Outcome::Workflow(
-                w.run_with(input, sink, &void_box::sandbox::VmProvider)
-                    .await,
-            ),
-            Runnable::Sandbox(s) => {
-                let name = s.name().to_string();
-                let on_output = move |stream: OutputStream, data: &[u8]| {
-                    let _ = output_tx.send(Feed::Output(name.clone(), stream, data.to_vec()));
-                };
-                Outcome::Sandbox(s.run_with(input, sink, &on_output).await)
+    let mut execution = Box::pin(tracing::Instrument::instrument(
+        async move {
+            let input = input.as_deref();
+            match &runnable {
+                Runnable::Agent(a) => Outcome::Agent(a.run_with(input, sink).await),
+                Runnable::Pipeline(p) => Outcome::Pipeline(p.run_with(input, sink).await),
+                Runnable::Workflow(w) => Outcome::Workflow(
+                    w.run_with(input, sink, &void_box::sandbox::VmProvider)
+                        .await,
+                ),
+                Runnable::Sandbox(s) => {
+                    let name = s.name().to_string();
+                    let on_output = move |stream: OutputStream, data: &[u8]| {
+                        let _ = output_tx.send(Feed::Output(name.clone(), stream, data.to_vec()));
+                    };
+                    Outcome::Sandbox(s.run_with(input, sink, &on_output).await)
+                }
             }
-        }
-    });
+        },
+        span,
+    ));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let outcome = loop {
         tokio::select! {
             outcome = &mut execution => break outcome,
-            Some(feed) = rx.recv() => display.feed(feed),
+            Some(feed) = rx.recv() => {
+                let line = recorder.record(&feed);
+                display.feed(feed, line);
+            }
             _ = &mut ctrl_c => {
                 drop(execution);
+                recorder.write(json!({"event": "cancelled"}));
                 display.cancelled();
                 return Ok(ExitCode::from(130));
             }
@@ -154,9 +174,83 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     // What was sent before the run ended is still queued; show it first.
     tokio::time::sleep(Duration::from_millis(20)).await;
     while let Ok(feed) = rx.try_recv() {
-        display.feed(feed);
+        let line = recorder.record(&feed);
+        display.feed(feed, line);
     }
-    Ok(display.finish(outcome))
+    let timeline = Timeline::from_events(recorder.events.iter());
+    display.set_timeline(timeline.render_text(48), trace_id);
+    let code = display.finish(outcome);
+    recorder
+        .write(json!({"event": "result", "name": spec.name(), "kind": spec.kind().to_string()}));
+    Ok(code)
+}
+
+/// Every event of the run as the JSON line `--output json` prints (with
+/// `ts_ms` and, when traced, `trace_id`), kept for the timeline and
+/// written to `--save-run`.
+struct Recorder {
+    events: Vec<Value>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    trace_id: Option<String>,
+}
+
+impl Recorder {
+    fn new(path: Option<&std::path::Path>, trace_id: Option<String>) -> Result<Self> {
+        let file = match path {
+            None => None,
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            )),
+        };
+        Ok(Recorder {
+            events: Vec::new(),
+            file,
+            trace_id,
+        })
+    }
+
+    fn stamp(&self, mut value: Value) -> Value {
+        if let Value::Object(map) = &mut value {
+            map.insert("ts_ms".into(), now_ms().into());
+            if let Some(id) = &self.trace_id {
+                map.insert("trace_id".into(), id.clone().into());
+            }
+        }
+        value
+    }
+
+    /// Stamps a feed; the display prints exactly this value in JSON mode.
+    fn record(&mut self, feed: &Feed) -> Value {
+        let value = self.stamp(feed_value(feed));
+        self.events.push(value.clone());
+        self.save(&value);
+        value
+    }
+
+    /// A line only the saved run gets.
+    fn write(&mut self, value: Value) {
+        let value = self.stamp(value);
+        self.save(&value);
+    }
+
+    fn save(&mut self, value: &Value) {
+        if let Some(file) = &mut self.file {
+            // A full disk loses the saved copy, not the run.
+            let _ = writeln!(file, "{value}").and_then(|_| file.flush());
+        }
+    }
+}
+
+fn feed_value(feed: &Feed) -> Value {
+    match feed {
+        Feed::Event(e) => serde_json::to_value(e).unwrap_or(Value::Null),
+        Feed::Output(name, stream, data) => json!({
+            "event": "output",
+            "box_name": name,
+            "stream": stream,
+            "text": String::from_utf8_lossy(data),
+        }),
+    }
 }
 
 /// Box or step names in run order, for the progress lines.
@@ -188,7 +282,10 @@ fn unit_names(runnable: &Runnable) -> Vec<String> {
 }
 
 trait Display {
-    fn feed(&mut self, feed: Feed);
+    /// One event, with the JSON line the recorder made of it.
+    fn feed(&mut self, feed: Feed, line: Value);
+    /// The run's timeline and trace id, shown with the summary.
+    fn set_timeline(&mut self, _timeline: String, _trace_id: Option<String>) {}
     fn cancelled(&mut self);
     fn finish(&mut self, outcome: Outcome) -> ExitCode;
 }
@@ -207,7 +304,7 @@ struct JsonLines;
 impl JsonLines {
     fn emit(&self, mut value: Value) {
         if let Value::Object(map) = &mut value {
-            map.insert("ts_ms".into(), now_ms().into());
+            map.entry("ts_ms").or_insert_with(|| now_ms().into());
         }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{value}");
@@ -216,16 +313,8 @@ impl JsonLines {
 }
 
 impl Display for JsonLines {
-    fn feed(&mut self, feed: Feed) {
-        match feed {
-            Feed::Event(e) => self.emit(serde_json::to_value(&e).unwrap_or(Value::Null)),
-            Feed::Output(name, stream, data) => self.emit(json!({
-                "event": "output",
-                "box_name": name,
-                "stream": stream,
-                "text": String::from_utf8_lossy(&data),
-            })),
-        }
+    fn feed(&mut self, _feed: Feed, line: Value) {
+        self.emit(line);
     }
 
     fn cancelled(&mut self) {
@@ -322,6 +411,8 @@ struct Human {
     /// Text not yet ended by a newline, per box (and stream).
     partial: HashMap<String, String>,
     width: usize,
+    /// The timeline picture and trace id, printed under the summary.
+    timeline: Option<(String, Option<String>)>,
 }
 
 impl Human {
@@ -348,6 +439,7 @@ impl Human {
             units: HashMap::new(),
             partial: HashMap::new(),
             width,
+            timeline: None,
         }
     }
 
@@ -520,7 +612,11 @@ fn brief(v: &Value, max: usize) -> String {
 }
 
 impl Display for Human {
-    fn feed(&mut self, feed: Feed) {
+    fn set_timeline(&mut self, timeline: String, trace_id: Option<String>) {
+        self.timeline = Some((timeline, trace_id));
+    }
+
+    fn feed(&mut self, feed: Feed, _line: Value) {
         let event = match feed {
             Feed::Output(name, stream, data) => {
                 let key = format!("{name}\u{0}{stream:?}");
@@ -718,6 +814,13 @@ impl Display for Human {
         }
         if !rows.is_empty() {
             self.summary(&rows);
+        }
+        if let Some((picture, trace_id)) = self.timeline.take() {
+            eprintln!();
+            eprint!("{picture}");
+            if let Some(id) = trace_id {
+                eprintln!("trace {id}");
+            }
         }
         if let Some(out) = output.filter(|o| !o.is_empty()) {
             eprintln!();
