@@ -7,12 +7,12 @@
 //! a stray background process cannot hold the output streams open.
 
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use rustix::process::{Pid, Resource, Rlimit, Signal};
+use rustix::fs::{Mode, OFlags};
+use rustix::pipe::PipeFlags;
+use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,6 +25,7 @@ use crate::init::{SANDBOX_GID, SANDBOX_UID};
 use crate::policy;
 use crate::pty::{self, PtyMaster};
 use crate::server::{AgentContext, Reply};
+use crate::spawn;
 
 /// After the leader exits, how long output may stall (no credit from the
 /// host, or a process that escaped the group holding a pipe) before the
@@ -219,122 +220,106 @@ fn spawn(
     tokio::sync::oneshot::Receiver<crate::reaper::ChildExit>,
     ProcessIo,
 )> {
-    let mut cmd = Command::new(&req.program);
-    cmd.args(&req.args)
-        .env_clear()
-        .envs(BASE_ENV)
-        .envs(ctx.config.env.iter().map(|(k, v)| (k, v)))
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(req.cwd.as_deref().unwrap_or("/workspace"))
-        .uid(SANDBOX_UID)
-        .gid(SANDBOX_GID);
+    let env = environment(&ctx.config.env, &req.env);
+    let cwd = req.cwd.as_deref().unwrap_or("/workspace");
+    let pipe = || rustix::pipe::pipe_with(PipeFlags::CLOEXEC);
+    let spawn_with = |stdio: [BorrowedFd<'_>; 3], controlling_tty| {
+        let registration = ctx.reaper.register();
+        let pid = spawn::spawn(&spawn::Spawn {
+            program: &req.program,
+            args: &req.args,
+            env: &env,
+            cwd,
+            stdio,
+            uid: SANDBOX_UID,
+            gid: SANDBOX_GID,
+            limits,
+            controlling_tty,
+        })?;
+        io::Result::Ok((pid, registration.watch(pid)))
+    };
 
-    let pty_pair = match req.pty {
-        Some(size) => Some(pty::open(size)?),
+    if let Some(size) = req.pty {
+        let (master, slave) = pty::open(size)?;
+        let slave = slave.as_fd();
+        let (pid, exit_rx) = spawn_with([slave, slave, slave], true)?;
+        let resize_fd = master.try_clone()?;
+        let (reader, writer) = tokio::io::split(PtyMaster::new(master)?);
+        let io = ProcessIo {
+            outputs: vec![(Box::new(reader), GuestMsg::Stdout)],
+            stdin: Some(Box::new(writer)),
+            pty: Some(resize_fd),
+        };
+        return Ok((pid, exit_rx, io));
+    }
+
+    // The child's ends are closed here once it has exec'd.
+    let (stdin_child, stdin_ours) = if req.stdin {
+        let (read, write) = pipe()?;
+        (read, Some(write))
+    } else {
+        let null = rustix::fs::open(
+            c"/dev/null",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        (null, None)
+    };
+    let (stdout_ours, stdout_child) = pipe()?;
+    let (stderr_ours, stderr_child) = pipe()?;
+    let (pid, exit_rx) = spawn_with(
+        [
+            stdin_child.as_fd(),
+            stdout_child.as_fd(),
+            stderr_child.as_fd(),
+        ],
+        false,
+    )?;
+    let stdin = match stdin_ours {
+        Some(fd) => {
+            Some(Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?) as BoxedWriter)
+        }
         None => None,
     };
-    match &pty_pair {
-        Some((_, slave)) => {
-            cmd.stdin(Stdio::from(slave.try_clone()?))
-                .stdout(Stdio::from(slave.try_clone()?))
-                .stderr(Stdio::from(slave.try_clone()?));
-        }
-        None => {
-            cmd.stdin(if req.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        }
-    }
-    let controlling_tty = pty_pair.is_some();
-    // SAFETY: the closure runs between fork and exec and only makes raw
-    // syscalls (setsid, ioctl, setrlimit); it allocates nothing and takes
-    // no locks.
-    unsafe {
-        cmd.pre_exec(move || child_setup(limits, controlling_tty));
-    }
-
-    let registration = ctx.reaper.register();
-    let mut child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    let exit_rx = registration.watch(pid);
-    drop(cmd); // closes the parent's copies of the slave
-
-    let io = match pty_pair {
-        Some((master, _slave)) => {
-            let resize_fd = master.try_clone()?;
-            let (reader, writer) = tokio::io::split(PtyMaster::new(master)?);
-            ProcessIo {
-                outputs: vec![(Box::new(reader), GuestMsg::Stdout)],
-                stdin: Some(Box::new(writer)),
-                pty: Some(resize_fd),
-            }
-        }
-        None => {
-            let stdout = child.stdout.take().expect("stdout is piped");
-            let stderr = child.stderr.take().expect("stderr is piped");
-            let stdin = match child.stdin.take() {
-                Some(stdin) => Some(Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(
-                    OwnedFd::from(stdin),
-                )?) as BoxedWriter),
-                None => None,
-            };
-            ProcessIo {
-                outputs: vec![
-                    (
-                        Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
-                            OwnedFd::from(stdout),
-                        )?),
-                        GuestMsg::Stdout,
-                    ),
-                    (
-                        Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
-                            OwnedFd::from(stderr),
-                        )?),
-                        GuestMsg::Stderr,
-                    ),
-                ],
-                stdin,
-                pty: None,
-            }
-        }
+    let io = ProcessIo {
+        outputs: vec![
+            (
+                Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+                    stdout_ours,
+                )?),
+                GuestMsg::Stdout,
+            ),
+            (
+                Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+                    stderr_ours,
+                )?),
+                GuestMsg::Stderr,
+            ),
+        ],
+        stdin,
+        pty: None,
     };
     Ok((pid, exit_rx, io))
 }
 
-/// Runs in the child after fork (already as the sandbox user).
-fn child_setup(limits: ResourceLimits, controlling_tty: bool) -> io::Result<()> {
-    rustix::process::setsid()?;
-    if controlling_tty {
-        rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
-    }
-    let set = |resource, value: Option<u64>| -> io::Result<()> {
-        if let Some(v) = value {
-            // The child is no longer root and cannot raise a hard limit;
-            // the kernel's default may be lower than asked (NPROC scales
-            // with guest memory), so ask for at most what is allowed.
-            let allowed = rustix::process::getrlimit(resource)
-                .maximum
-                .unwrap_or(u64::MAX);
-            let v = v.min(allowed);
-            rustix::process::setrlimit(
-                resource,
-                Rlimit {
-                    current: Some(v),
-                    maximum: Some(v),
-                },
-            )?;
+/// The command's environment: the base, then the sandbox's, then the
+/// request's; a later value replaces an earlier one.
+fn environment(
+    sandbox: &[(String, String)],
+    request: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let base = BASE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    for (k, v) in base
+        .chain(sandbox.iter().cloned())
+        .chain(request.iter().cloned())
+    {
+        match env.iter_mut().find(|(key, _)| *key == k) {
+            Some(slot) => slot.1 = v,
+            None => env.push((k, v)),
         }
-        Ok(())
-    };
-    set(Resource::Nofile, limits.nofile)?;
-    set(Resource::Nproc, limits.nproc)?;
-    set(Resource::Fsize, limits.fsize_bytes)?;
-    set(Resource::Cpu, limits.cpu_secs)?;
-    Ok(())
+    }
+    env
 }
 
 /// Copies one output stream to the host, spending credit per chunk.

@@ -13,6 +13,7 @@ mod policy;
 mod pty;
 mod reaper;
 mod server;
+mod spawn;
 mod telemetry;
 
 use std::sync::Arc;

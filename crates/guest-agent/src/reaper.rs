@@ -2,7 +2,7 @@
 //!
 //! As PID 1 the agent inherits every orphan in the guest, so it must reap
 //! with `waitpid(-1)`. That rules out tokio's own child handling (which waits
-//! per pid); instead the agent spawns with `std::process::Command` and
+//! per pid); instead the agent spawns with its own [`crate::spawn`] and
 //! registers the pid here while holding the table lock, so an exit can never
 //! be reaped before its waiter is registered.
 

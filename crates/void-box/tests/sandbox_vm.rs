@@ -64,6 +64,20 @@ async fn exit_codes_and_signals() {
     // `env` is allowed, /workspace/env does not exist.
     let missing = sb.exec(Exec::new("/workspace/env")).await.unwrap_err();
     assert_eq!(missing.guest_kind(), Some(ErrorKind::NotFound), "{missing}");
+    let no_dir = sb
+        .exec(Exec::new("true").cwd("/nowhere"))
+        .await
+        .unwrap_err();
+    assert_eq!(no_dir.guest_kind(), Some(ErrorKind::NotFound), "{no_dir}");
+    // A script without `#!` runs under /bin/sh, as with execvp.
+    sb.write_file_mode("/workspace/env", b"echo script $1\n", 0o755)
+        .await
+        .unwrap();
+    let script = sb
+        .exec(Exec::new("/workspace/env").arg("arg"))
+        .await
+        .unwrap();
+    assert_eq!(script.stdout_text(), "script arg\n");
     sb.shutdown().await.unwrap();
 }
 
