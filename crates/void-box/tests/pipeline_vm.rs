@@ -257,3 +257,35 @@ async fn workflow_failure_skips_dependents_and_retries() {
         "workflow `cyclic`: dependency cycle between steps `a`, `b`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_output_file_is_the_stage_output() {
+    let writer = VoidBox::new("writer")
+        .llm(LlmProvider::mock(MockScript::new(vec![
+            MockTurn::default().call(
+                "write",
+                json!({"path": "out/report.md", "content": "# Report\nall good\n"}),
+            ),
+            MockTurn::text("I wrote the report."),
+        ])))
+        .output_file("out/report.md")
+        .build()
+        .unwrap();
+    let result = Pipeline::named("files", writer).run().await.unwrap();
+    let run = result.boxes().next().unwrap().result.clone().unwrap();
+    assert_eq!(run.text, "I wrote the report.");
+    assert_eq!(run.file.as_deref(), Some("# Report\nall good\n"));
+    assert_eq!(result.output.as_deref(), Some("# Report\nall good\n"));
+
+    let forgetful = VoidBox::new("forgetful")
+        .llm(LlmProvider::mock(MockScript::reply("done")))
+        .output_file("missing.md")
+        .build()
+        .unwrap();
+    let err = Pipeline::named("files", forgetful).run().await.unwrap_err();
+    assert!(
+        err.cause
+            .contains("/workspace/missing.md could not be read"),
+        "{err}"
+    );
+}

@@ -351,9 +351,9 @@ impl Display for JsonLines {
         let output = result
             .as_ref()
             .and_then(|r| {
-                // Pipeline/workflow `output`, an agent's schema `output` or
-                // else its `text`, a command's `stdout`.
-                ["output", "text", "stdout"]
+                // An agent's output file, else pipeline/workflow `output` or
+                // an agent's schema `output`, else its `text`; a command's `stdout`.
+                ["file", "output", "text", "stdout"]
                     .iter()
                     .find_map(|k| r.get(*k).filter(|v| !v.is_null()))
             })

@@ -175,6 +175,7 @@ pub(super) async fn run(
                 box_name: name.to_string(),
                 text,
                 output,
+                file: None,
                 tool_calls: records,
                 usage,
                 cost_usd: cost,

@@ -375,6 +375,7 @@ pub(super) async fn run(
         box_name: box_name.into(),
         text,
         output,
+        file: None,
         tool_calls: parser.records,
         usage: parser.usage,
         cost_usd,

@@ -110,6 +110,7 @@ struct Config {
     post_hooks: Vec<PostToolHook>,
     files: Vec<GuestFile>,
     claude_code_command: String,
+    output_file: Option<String>,
     image: Option<GuestImage>,
     accel: Option<Accel>,
     boot_timeout: Duration,
@@ -279,6 +280,14 @@ impl VoidBoxBuilder {
         self
     }
 
+    /// A guest file (relative paths are under `/workspace`) whose contents
+    /// are the box's output: read before the VM stops, returned as
+    /// [`RunResult::file`] and handed to the next stage.
+    pub fn output_file(mut self, path: &str) -> Self {
+        self.config.output_file = Some(tools::guest_path(path));
+        self
+    }
+
     /// The claude-code program in the guest (default `claude`).
     pub fn claude_code_command(mut self, command: &str) -> Self {
         self.config.claude_code_command = command.into();
@@ -426,6 +435,7 @@ impl VoidBox {
                 post_hooks: Vec::new(),
                 files: Vec::new(),
                 claude_code_command: "claude".into(),
+                output_file: None,
                 image: None,
                 accel: None,
                 boot_timeout: Duration::from_secs(30),
@@ -651,13 +661,25 @@ impl VoidBox {
                 box_name: c.name.clone(),
                 source,
             })?;
-        let result = match self.inner.engine {
+        let mut result = match self.inner.engine {
             Engine::Builtin => builtin::run(self, sandbox, &provisioned, input, events).await,
             Engine::ClaudeCode => {
                 claude_code::run(self, sandbox, &provisioned, input, events).await
             }
         };
         provisioned.close().await;
+        if let (Ok(r), Some(path)) = (&mut result, &c.output_file) {
+            match sandbox.read_file(path).await {
+                Ok(data) => r.file = Some(String::from_utf8_lossy(&data).into_owned()),
+                Err(e) => {
+                    return Err(AgentError::Engine {
+                        box_name: c.name.clone(),
+                        engine: "output_file",
+                        message: format!("the declared output file {path} could not be read: {e}"),
+                    })
+                }
+            }
+        }
         result
     }
 

@@ -35,6 +35,9 @@ pub struct RunResult {
     pub text: String,
     /// The validated JSON answer, when the box has an output schema.
     pub output: Option<Value>,
+    /// The contents of the box's declared output file, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// Every tool call, in order.
     pub tool_calls: Vec<ToolCallRecord>,
     /// Tokens used.
@@ -51,12 +54,13 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// What the next stage receives: the JSON output when there is one,
-    /// else the text.
+    /// What the next stage receives: the declared output file's contents,
+    /// else the JSON output, else the text.
     pub fn handoff(&self) -> String {
-        match &self.output {
-            Some(v) => v.to_string(),
-            None => self.text.clone(),
+        match (&self.file, &self.output) {
+            (Some(file), _) => file.clone(),
+            (None, Some(v)) => v.to_string(),
+            (None, None) => self.text.clone(),
         }
     }
 }

@@ -309,10 +309,10 @@ fn stage_output(stage: &Stage, reports: &[BoxReport]) -> Option<String> {
             let items: Vec<Value> = reports
                 .iter()
                 .map(|r| match &r.result {
-                    Some(result) => result
-                        .output
-                        .clone()
-                        .unwrap_or_else(|| Value::String(result.text.clone())),
+                    Some(result) => match (&result.file, &result.output) {
+                        (None, Some(json)) => json.clone(),
+                        _ => Value::String(result.handoff()),
+                    },
                     None => serde_json::json!({
                         "box": r.box_name,
                         "error": r.error.clone().unwrap_or_default(),

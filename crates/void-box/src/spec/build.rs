@@ -248,6 +248,9 @@ fn make_box(
     if let Some(n) = input.max_turns {
         vbox = vbox.max_turns(n);
     }
+    if let Some(path) = input.output_file {
+        vbox = vbox.output_file(path);
+    }
     if let Some(image) = &base.image {
         vbox = vbox.image(image.clone());
     }
@@ -460,7 +463,7 @@ pub(super) fn build(spec: &Spec, env: Env) -> Result<(Runnable, Resolved), SpecE
                     timeout_secs: b.timeout_secs,
                     output_schema: b.output_schema.as_ref(),
                     max_turns: b.max_turns.as_ref().map(|m| m.value),
-                    output_file: None,
+                    output_file: b.output_file.as_deref(),
                 };
                 let (vbox, view) = make_box(spec, env, input, &base)?;
                 built.push(vbox);

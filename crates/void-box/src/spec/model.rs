@@ -244,6 +244,8 @@ pub(crate) struct BoxSpec {
     pub output_schema: Option<Sp<Value>>,
     #[serde(default)]
     pub max_turns: Option<Sp<u32>>,
+    #[serde(default)]
+    pub output_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -5,18 +5,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::agent::tools::guest_path;
 use crate::agent::{AgentError, AgentEvent, EventSink, RunResult, VoidBox};
 use crate::{Exec, ExecEvent, SandboxBuilder};
 
-/// `kind: agent`: a box, and optionally the guest file that holds its
-/// output (`agent.output_file`).
+/// `kind: agent`: a box (its `output_file`, if any, is already part of it).
 #[derive(Debug, Clone)]
 pub struct AgentRun {
     /// The box.
     pub vbox: VoidBox,
-    /// When set, the run's text is this guest file's contents, read
-    /// before the VM stops (which is why this is not a plain `VoidBox`).
+    /// The guest file that holds the output (`agent.output_file`), as
+    /// declared; the box reads it before its VM stops.
     pub output_file: Option<String>,
 }
 
@@ -28,62 +26,7 @@ impl AgentRun {
         input: Option<&str>,
         events: EventSink,
     ) -> Result<RunResult, AgentError> {
-        let Some(file) = &self.output_file else {
-            return self.vbox.run_with(input, events).await;
-        };
-        let name = self.vbox.name().to_string();
-        let started = Instant::now();
-        events.emit(AgentEvent::StageStarted {
-            box_name: name.clone(),
-        });
-        let sandbox_err = |source| AgentError::Sandbox {
-            box_name: name.clone(),
-            source,
-        };
-        let run = async {
-            let sandbox = self
-                .vbox
-                .sandbox_builder()
-                .build()
-                .await
-                .map_err(sandbox_err)?;
-            events.emit(AgentEvent::SandboxReady {
-                box_name: name.clone(),
-                boot: sandbox.boot_time(),
-            });
-            let mut result = self.vbox.run_in(&sandbox, input, events.clone()).await;
-            if let Ok(r) = &mut result {
-                match sandbox.read_file(&guest_path(file)).await {
-                    Ok(data) => r.text = String::from_utf8_lossy(&data).into_owned(),
-                    Err(source) => result = Err(sandbox_err(source)),
-                }
-            }
-            if let Err(e) = sandbox.shutdown().await {
-                tracing::debug!(box_name = %name, "sandbox shutdown: {e}");
-            }
-            result.map(|mut r| {
-                r.duration = started.elapsed();
-                r
-            })
-        };
-        let result = match self.vbox.timeout() {
-            None => run.await,
-            Some(limit) => {
-                tokio::time::timeout(limit, run)
-                    .await
-                    .unwrap_or(Err(AgentError::Timeout {
-                        box_name: name.clone(),
-                        after: limit,
-                    }))
-            }
-        };
-        events.emit(AgentEvent::StageFinished {
-            box_name: name,
-            success: result.is_ok(),
-            duration: started.elapsed(),
-            error: result.as_ref().err().map(|e| e.to_string()),
-        });
-        result
+        self.vbox.run_with(input, events).await
     }
 }
 
