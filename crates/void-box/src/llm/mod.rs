@@ -107,6 +107,20 @@ impl LlmProvider {
         Self::new(ProviderKind::OpenAi, model, base_url, None)
     }
 
+    /// The provider for demos that run anywhere: Anthropic (`model`, default
+    /// `claude-sonnet-4-5`) when `ANTHROPIC_API_KEY` is set, else Ollama with
+    /// `OLLAMA_MODEL` when that is set, else the scripted `offline` model.
+    pub fn auto(model: Option<&str>, offline: MockScript) -> Self {
+        let set = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+        if set("ANTHROPIC_API_KEY").is_some() {
+            Self::anthropic(model.unwrap_or("claude-sonnet-4-5"))
+        } else if let Some(ollama) = set("OLLAMA_MODEL") {
+            Self::ollama(&ollama)
+        } else {
+            Self::mock(offline)
+        }
+    }
+
     /// The scripted mock provider.
     pub fn mock(script: MockScript) -> Self {
         Self::new(ProviderKind::Mock(script), "mock", "", None)
