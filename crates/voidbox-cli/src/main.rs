@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     });
     if telemetry.is_enabled() {
         // Flushes spans and metrics; blocking, so off the runtime's threads.
-        let _ = runtime.block_on(tokio::task::spawn_blocking(move || telemetry.shutdown()));
+        let _ = runtime.block_on(runtime.spawn_blocking(move || telemetry.shutdown()));
     }
     // `voidbox shell` leaves a blocking read of the terminal behind; do not
     // wait for it.

@@ -117,7 +117,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let mut recorder = Recorder::new(args.save_run.as_deref(), trace_id.clone())?;
     let mut display: Box<dyn Display> = match args.output {
         OutputFormat::Human => Box::new(Human::new(&units)),
-        OutputFormat::Json => Box::new(JsonLines),
+        OutputFormat::Json => Box::new(JsonLines {
+            trace_id: trace_id.clone(),
+        }),
     };
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Feed>();
@@ -299,12 +301,18 @@ fn now_ms() -> u64 {
 
 // ---------------------------------------------------------------- JSON
 
-struct JsonLines;
+/// Prints JSON lines; knows the trace id for the lines it makes itself.
+struct JsonLines {
+    trace_id: Option<String>,
+}
 
 impl JsonLines {
     fn emit(&self, mut value: Value) {
         if let Value::Object(map) = &mut value {
             map.entry("ts_ms").or_insert_with(|| now_ms().into());
+            if let Some(id) = &self.trace_id {
+                map.entry("trace_id").or_insert_with(|| id.clone().into());
+            }
         }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{value}");
