@@ -248,6 +248,28 @@ async fn workflow_failure_skips_dependents_and_retries() {
         }
         other => panic!("unexpected: {other}"),
     }
+    // A failure cancels steps in flight and skips the rest.
+    let workflow = Workflow::named("parallel-failure")
+        .step(Step::shell("slow", "sleep 30"))
+        .step(Step::shell("fails", "sleep 1; exit 1"))
+        .step(Step::shell("later", "true").depends_on(["slow"]))
+        .max_parallel(2);
+    let started = Instant::now();
+    match workflow.run().await.unwrap_err() {
+        WorkflowError::StepFailed { step, report, .. } => {
+            assert_eq!(step, "fails");
+            let status: Vec<BoxStatus> = report.steps.iter().map(|s| s.status).collect();
+            assert_eq!(
+                status,
+                [BoxStatus::Cancelled, BoxStatus::Failed, BoxStatus::Skipped]
+            );
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the slow step was not cancelled"
+    );
     let cyclic = Workflow::named("cyclic")
         .step(Step::shell("a", "true").depends_on(["b"]))
         .step(Step::shell("b", "true").depends_on(["a"]));

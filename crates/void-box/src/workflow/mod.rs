@@ -41,7 +41,8 @@ pub struct StepOutputs {
 pub struct StepReport {
     /// Step name.
     pub name: String,
-    /// How it ended (`skipped`: a dependency failed or the run stopped).
+    /// How it ended (`cancelled`: in flight when another step failed;
+    /// `skipped`: never started).
     pub status: BoxStatus,
     /// Attempts made.
     pub attempts: u32,
@@ -233,12 +234,14 @@ impl Workflow {
             .collect();
         let mut outputs: Vec<Option<Arc<StepOutputs>>> = vec![None; self.steps.len()];
         let mut reports: Vec<Option<StepReport>> = vec![None; self.steps.len()];
+        let mut launched = vec![false; self.steps.len()];
         let mut failure: Option<(String, String)> = None;
         let mut running = FuturesUnordered::new();
 
         loop {
             while failure.is_none() && running.len() < self.max_parallel {
                 let Some(i) = ready.pop_front() else { break };
+                launched[i] = true;
                 let step = &self.steps[i];
                 let inputs: run_step::Inputs = step
                     .depends_on
@@ -281,10 +284,22 @@ impl Workflow {
         }
         drop(running);
 
+        // A step that started but has no report was in flight when the run
+        // stopped: it was cancelled (its VM killed), not skipped.
         let steps: Vec<StepReport> = reports
             .into_iter()
             .zip(&self.steps)
-            .map(|(r, s)| r.unwrap_or_else(|| StepReport::not_run(&s.name)))
+            .zip(launched)
+            .map(|((r, s), launched)| {
+                r.unwrap_or_else(|| {
+                    let status = if launched {
+                        BoxStatus::Cancelled
+                    } else {
+                        BoxStatus::Skipped
+                    };
+                    StepReport::not_run(&s.name, status)
+                })
+            })
             .collect();
         let output_step = self
             .output_step
@@ -398,10 +413,10 @@ async fn run_with_retries(
 }
 
 impl StepReport {
-    fn not_run(name: &str) -> StepReport {
+    fn not_run(name: &str, status: BoxStatus) -> StepReport {
         StepReport {
             name: name.into(),
-            status: BoxStatus::Skipped,
+            status,
             attempts: 0,
             duration: Duration::ZERO,
             exit_code: None,
