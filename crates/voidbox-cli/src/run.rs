@@ -102,11 +102,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         None => None,
     };
     let units = unit_names(&runnable);
-    if args.output == OutputFormat::Human {
-        // Before the progress lines exist, so it does not tear them.
-        eprintln!("voidbox: running {}", spec.summary());
-    }
-    // One trace per run; its id goes on every JSON line and in the summary.
+    // One trace per run; its id goes on every JSON line, in the header and
+    // under the summary, so logs and traces can be joined.
     let span = tracing::info_span!(
         "run",
         otel.name = %format!("voidbox run {}", spec.name()),
@@ -114,6 +111,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         voidbox.spec = %spec.name(),
     );
     let trace_id = span.in_scope(void_box::observe::trace_id);
+    if args.output == OutputFormat::Human {
+        // Before the progress lines exist, so it does not tear them.
+        match &trace_id {
+            Some(id) => eprintln!("voidbox: running {} (trace {id})", spec.summary()),
+            None => eprintln!("voidbox: running {}", spec.summary()),
+        }
+    }
     let mut recorder = Recorder::new(args.save_run.as_deref(), trace_id.clone())?;
     let mut display: Box<dyn Display> = match args.output {
         OutputFormat::Human => Box::new(Human::new(&units)),
