@@ -21,7 +21,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 pub use run_step::input_path;
-pub use step::{CommandStep, Step, StepAction};
+pub use step::{CommandStep, Step, StepAction, DEFAULT_STEP_TIMEOUT};
 
 use crate::agent::{AgentEvent, EventSink, RunResult};
 use crate::pipeline::BoxStatus;

@@ -27,6 +27,10 @@ pub struct CommandStep {
     pub sandbox: SandboxBuilder,
 }
 
+/// How long one attempt of a step may take unless it says otherwise:
+/// every wait has a deadline, even for a command that never ends.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// One node of a workflow.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -48,7 +52,7 @@ impl Step {
             outputs: Vec::new(),
             retries: 0,
             retry_backoff: Duration::from_secs(1),
-            timeout: None,
+            timeout: Some(DEFAULT_STEP_TIMEOUT),
         }
     }
 
@@ -108,7 +112,7 @@ impl Step {
         self
     }
 
-    /// Deadline of one attempt, boot included.
+    /// Deadline of one attempt, boot included (default 30 minutes).
     pub fn timeout(mut self, timeout: Duration) -> Step {
         self.timeout = Some(timeout);
         self
