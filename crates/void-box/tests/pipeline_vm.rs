@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use common::mock_llm::{turn, MockLlmServer, Wire};
 
 use serde_json::json;
-use void_box::agent::VoidBox;
+use void_box::agent::{AgentEvent, EventSink, OutputStream, VoidBox};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
 use void_box::pipeline::{BoxStatus, FailurePolicy, Pipeline};
+use void_box::sandbox::VmProvider;
 use void_box::workflow::{Step, Workflow, WorkflowError};
 
 fn scripted(name: &str, turns: Vec<MockTurn>) -> VoidBox {
@@ -215,7 +216,27 @@ async fn workflow_steps_pass_files_and_stdout_to_dependents() {
         )
         .output_step("total")
         .max_parallel(2);
-    let result = workflow.run().await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = workflow
+        .run_with(None, EventSink::channel(tx), &VmProvider)
+        .await
+        .unwrap();
+    // Each step's output was streamed under its name, and each booted a VM.
+    let mut streamed = String::new();
+    let mut booted = 0;
+    while let Ok(event) = rx.try_recv() {
+        match event {
+            AgentEvent::Output {
+                box_name,
+                stream: OutputStream::Stdout,
+                text,
+            } if box_name == "square" => streamed.push_str(&text),
+            AgentEvent::SandboxReady { .. } => booted += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(streamed, "1\n4\n9\n16\n25\n");
+    assert_eq!(booted, 4);
     assert!(result.success);
     assert_eq!(result.output.as_deref(), Some("55\n5\nproduced\n"));
     let square = &result.steps[1];

@@ -664,6 +664,15 @@ impl Display for Human {
                 self.unit(&box_name).state = format!("turn {turn}");
                 self.update(&box_name);
             }
+            AgentEvent::Output {
+                box_name,
+                stream,
+                text,
+            } => {
+                // Keyed by stream so that stdout and stderr lines never mix.
+                let key = format!("{box_name}\u{0}{stream:?}");
+                self.stream(key, &box_name, &text);
+            }
             AgentEvent::TextDelta { box_name, text } => {
                 self.stream(box_name.clone(), &box_name, &text);
             }

@@ -76,6 +76,16 @@ pub enum AgentEvent {
         /// Cost so far, when the model's price is known.
         cost_usd: Option<f64>,
     },
+    /// Output of a command a workflow step or sandbox spec runs, as it
+    /// is produced.
+    Output {
+        /// Step or box name.
+        box_name: String,
+        /// Which stream.
+        stream: OutputStream,
+        /// The text (lossily decoded).
+        text: String,
+    },
     /// The stage ended.
     StageFinished {
         /// Box name.
@@ -88,6 +98,16 @@ pub enum AgentEvent {
         /// The error, when it failed.
         error: Option<String>,
     },
+}
+
+/// Which stream a chunk of command output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
 }
 
 mod millis {

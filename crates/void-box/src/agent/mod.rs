@@ -39,7 +39,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tracing::Instrument;
 
-pub use events::{AgentEvent, EventSink};
+pub use events::{AgentEvent, EventSink, OutputStream};
 pub use hooks::{PostToolAction, PostToolHook, PreToolAction, PreToolHook, ToolCall};
 pub use output::{extract_json, OutputSchema};
 pub use permissions::{AskHook, Decision, PermissionPolicy, ToolRequest, Verdict};

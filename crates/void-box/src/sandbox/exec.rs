@@ -158,6 +158,9 @@ pub enum ExecEvent {
     Exit(ExitStatus),
 }
 
+/// Receives output chunks: `(is_stderr, bytes)`.
+pub type OutputSink<'a> = &'a (dyn Fn(bool, &[u8]) + Send + Sync);
+
 /// A running command whose output arrives as it is produced.
 ///
 /// Output is flow-controlled: the guest sends more only as [`next`](Self::next)
@@ -250,13 +253,25 @@ impl ExecStream {
     }
 
     /// Collects everything until the command ends.
-    pub async fn collect(mut self) -> Result<Output> {
+    pub async fn collect(self) -> Result<Output> {
+        self.collect_with(&|_, _| {}).await
+    }
+
+    /// Like [`collect`](Self::collect), also passing each chunk to
+    /// `on_output` as it arrives (`false`: stdout, `true`: stderr).
+    pub async fn collect_with(mut self, on_output: OutputSink<'_>) -> Result<Output> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         while let Some(event) = self.next().await? {
             match event {
-                ExecEvent::Stdout(d) => stdout.extend_from_slice(&d),
-                ExecEvent::Stderr(d) => stderr.extend_from_slice(&d),
+                ExecEvent::Stdout(d) => {
+                    on_output(false, &d);
+                    stdout.extend_from_slice(&d)
+                }
+                ExecEvent::Stderr(d) => {
+                    on_output(true, &d);
+                    stderr.extend_from_slice(&d)
+                }
                 ExecEvent::Exit(status) => {
                     return Ok(Output {
                         status,

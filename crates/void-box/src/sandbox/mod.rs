@@ -15,7 +15,7 @@ use void_box_protocol::{
     AGENT_VSOCK_PORT,
 };
 
-pub use exec::{Exec, ExecEvent, ExecStream, Output, StdinWriter};
+pub use exec::{Exec, ExecEvent, ExecStream, Output, OutputSink, StdinWriter};
 pub use provider::{GuestSession, SandboxProvider, VmProvider};
 
 use crate::vm::image::{config_initramfs, GuestImage};
@@ -436,6 +436,16 @@ impl Sandbox {
     /// passes and the result says `timed_out`; the host gives up waiting
     /// 10 s after that in case the guest cannot.
     pub async fn exec(&self, cmd: impl Into<Exec>) -> Result<Output> {
+        self.exec_with_output(cmd, &|_, _| {}).await
+    }
+
+    /// Like [`exec`](Self::exec), also passing each output chunk to
+    /// `on_output` as it arrives (`(is_stderr, bytes)`).
+    pub async fn exec_with_output(
+        &self,
+        cmd: impl Into<Exec>,
+        on_output: OutputSink<'_>,
+    ) -> Result<Output> {
         let mut cmd = cmd.into();
         let stdin = cmd.stdin.take();
         let host_deadline = cmd
@@ -454,7 +464,7 @@ impl Sandbox {
                     }
                 });
             }
-            stream.collect().await
+            stream.collect_with(on_output).await
         };
         let output = match host_deadline {
             Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {

@@ -5,13 +5,30 @@
 
 use futures::future::BoxFuture;
 
-use super::{Exec, Output, Sandbox, SandboxBuilder};
+use super::{Exec, Output, OutputSink, Sandbox, SandboxBuilder};
 use crate::Result;
 
 /// The part of a sandbox that workflow steps use.
 pub trait GuestSession: Send + Sync {
     /// Runs a command to completion.
     fn exec(&self, cmd: Exec) -> BoxFuture<'_, Result<Output>>;
+    /// Runs a command to completion, passing output to `on_output` as it
+    /// arrives. A double may pass it all at the end (the default).
+    fn exec_streaming<'a>(
+        &'a self,
+        cmd: Exec,
+        on_output: OutputSink<'a>,
+    ) -> BoxFuture<'a, Result<Output>> {
+        Box::pin(async move {
+            let out = self.exec(cmd).await?;
+            for (is_stderr, data) in [(false, &out.stdout), (true, &out.stderr)] {
+                if !data.is_empty() {
+                    on_output(is_stderr, data);
+                }
+            }
+            Ok(out)
+        })
+    }
     /// Writes a whole file.
     fn write_file<'a>(&'a self, path: &'a str, data: &'a [u8]) -> BoxFuture<'a, Result<()>>;
     /// Reads a whole file.
@@ -50,6 +67,14 @@ impl SandboxProvider for VmProvider {
 impl GuestSession for Sandbox {
     fn exec(&self, cmd: Exec) -> BoxFuture<'_, Result<Output>> {
         Box::pin(Sandbox::exec(self, cmd))
+    }
+
+    fn exec_streaming<'a>(
+        &'a self,
+        cmd: Exec,
+        on_output: OutputSink<'a>,
+    ) -> BoxFuture<'a, Result<Output>> {
+        Box::pin(Sandbox::exec_with_output(self, cmd, on_output))
     }
 
     fn write_file<'a>(&'a self, path: &'a str, data: &'a [u8]) -> BoxFuture<'a, Result<()>> {

@@ -30,15 +30,7 @@ impl AgentRun {
     }
 }
 
-/// Which stream a chunk of command output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputStream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
+pub use crate::agent::OutputStream;
 
 /// `kind: sandbox`: one command in a fresh sandbox.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::step::{CommandStep, Step, StepAction};
 use super::StepOutputs;
-use crate::agent::{tools::WORKDIR, EventSink};
+use crate::agent::{tools::WORKDIR, AgentEvent, EventSink, OutputStream};
 use crate::sandbox::{GuestSession, SandboxProvider};
 use crate::{Exec, Sandbox};
 
@@ -68,7 +68,9 @@ pub async fn attempt(
     events: &EventSink,
 ) -> Result<Attempt, String> {
     match &step.action {
-        StepAction::Command(cmd) => command(step, cmd, provider, inputs, workflow_input).await,
+        StepAction::Command(cmd) => {
+            command(step, cmd, provider, inputs, workflow_input, events).await
+        }
         StepAction::Agent(vbox) => {
             let sandbox = vbox
                 .sandbox_builder()
@@ -90,11 +92,17 @@ async fn command(
     provider: &dyn SandboxProvider,
     inputs: &Inputs,
     workflow_input: Option<&str>,
+    events: &EventSink,
 ) -> Result<Attempt, String> {
+    let booting = Instant::now();
     let session = provider
         .boot(&cmd.sandbox)
         .await
         .map_err(|e| format!("sandbox: {e}"))?;
+    events.emit(AgentEvent::SandboxReady {
+        box_name: step.name.clone(),
+        boot: booting.elapsed(),
+    });
     let outcome = async {
         place_inputs(session.as_ref(), inputs)
             .await
@@ -117,7 +125,21 @@ async fn command(
         if let Some(limit) = step.timeout {
             exec = exec.timeout(limit);
         }
-        let out = session.exec(exec).await.map_err(|e| e.to_string())?;
+        let on_output = |is_stderr: bool, data: &[u8]| {
+            events.emit(AgentEvent::Output {
+                box_name: step.name.clone(),
+                stream: if is_stderr {
+                    OutputStream::Stderr
+                } else {
+                    OutputStream::Stdout
+                },
+                text: String::from_utf8_lossy(data).into_owned(),
+            })
+        };
+        let out = session
+            .exec_streaming(exec, &on_output)
+            .await
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
             let how = match (out.status.code, out.status.signal, out.status.timed_out) {
                 (_, _, true) => "timed out".to_string(),
