@@ -262,7 +262,7 @@ fn feed_value(feed: &Feed) -> Value {
 /// Box or step names in run order, for the progress lines.
 fn unit_names(runnable: &Runnable) -> Vec<String> {
     match runnable {
-        Runnable::Agent(a) => vec![a.vbox.name().to_string()],
+        Runnable::Agent(a) => vec![a.name().to_string()],
         Runnable::Pipeline(p) => p
             .stages()
             .iter()

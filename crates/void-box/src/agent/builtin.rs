@@ -203,8 +203,8 @@ pub(super) async fn run(
                 .instrument(tool_span.clone())
                 .await;
             tool_span.record("voidbox.is_error", record.1.is_error);
-            if let Some(code) = exit_code(&tool, &record.1) {
-                tool_span.record("voidbox.exit_code", code);
+            if let Some(code) = record.1.exit_code {
+                tool_span.record("voidbox.exit_code", i64::from(code));
             }
             if record.1.is_error {
                 tool_span.record("otel.status_code", "ERROR");
@@ -314,22 +314,6 @@ async fn call_tool(
     (record, outcome)
 }
 
-/// The exit code a `bash` result reports (0 when it reports none).
-fn exit_code(tool: &str, outcome: &ToolOutcome) -> Option<i64> {
-    if tool != "bash" {
-        return None;
-    }
-    let tail = outcome.content.rsplit('\n').next().unwrap_or("");
-    match tail
-        .strip_prefix("[exit code ")
-        .and_then(|t| t.strip_suffix(']'))
-    {
-        Some(code) => code.parse().ok(),
-        None if outcome.is_error => None,
-        None => Some(0),
-    }
-}
-
 fn denied(tool: &str, why: &str) -> ToolOutcome {
     ToolOutcome::error(format!(
         "Permission denied: the call to `{tool}` {why}. Do not retry it; find another way or explain what you need."
@@ -381,6 +365,7 @@ async fn execute(
                 Ok(r) => ToolOutcome {
                     content: r.text,
                     is_error: r.is_error,
+                    exit_code: None,
                 },
                 Err(e) => ToolOutcome::error(format!("MCP call failed: {e}")),
             };

@@ -24,6 +24,8 @@ pub struct ToolOutcome {
     pub content: String,
     /// Failed, timed out or refused.
     pub is_error: bool,
+    /// The exit code of the command a tool ran (`bash`), when it exited.
+    pub exit_code: Option<i32>,
 }
 
 impl ToolOutcome {
@@ -32,6 +34,7 @@ impl ToolOutcome {
         ToolOutcome {
             content: content.into(),
             is_error: false,
+            exit_code: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl ToolOutcome {
         ToolOutcome {
             content: content.into(),
             is_error: true,
+            exit_code: None,
         }
     }
 }
@@ -261,6 +265,7 @@ async fn bash(sandbox: &Sandbox, a: BashArgs, cap: Duration) -> crate::Result<To
     Ok(ToolOutcome {
         content: text,
         is_error: !status.success(),
+        exit_code: status.code,
     })
 }
 

@@ -14,7 +14,7 @@ use super::resolved::{
     Resolved, ResolvedBox, ResolvedCommand, ResolvedLlm, ResolvedPipeline, ResolvedSandbox,
     ResolvedStep, ResolvedWorkflow,
 };
-use super::run::{AgentRun, SandboxRun};
+use super::run::SandboxRun;
 use super::{Kind, Runnable, Spec, SpecError};
 use crate::agent::{AgentError, VoidBox};
 use crate::llm::{LlmProvider, MockScript};
@@ -443,10 +443,7 @@ pub(super) fn build(spec: &Spec, env: Env) -> Result<(Runnable, Resolved), SpecE
             let a = &raw.agent.as_ref().expect("checked").value;
             let (vbox, view) = make_box(spec, env, BoxInput::agent(name, name_at, a), &base)?;
             resolved.agent = Some(view);
-            Runnable::Agent(AgentRun {
-                vbox,
-                output_file: a.output_file.clone(),
-            })
+            Runnable::Agent(vbox)
         }
         Kind::Pipeline => {
             let p = &raw.pipeline.as_ref().expect("checked").value;

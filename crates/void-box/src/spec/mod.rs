@@ -42,8 +42,9 @@ pub use resolved::{
     Resolved, ResolvedBox, ResolvedCommand, ResolvedLlm, ResolvedPipeline, ResolvedSandbox,
     ResolvedStep, ResolvedWorkflow,
 };
-pub use run::{AgentRun, OutputStream, SandboxResult, SandboxRun};
+pub use run::{OutputStream, SandboxResult, SandboxRun};
 
+use crate::agent::VoidBox;
 use crate::pipeline::Pipeline;
 use crate::workflow::Workflow;
 use model::{RawSpec, Sp};
@@ -76,8 +77,8 @@ impl fmt::Display for Kind {
 /// A spec's runnable form, built by [`Spec::runnable`].
 #[derive(Debug, Clone)]
 pub enum Runnable {
-    /// `kind: agent`.
-    Agent(AgentRun),
+    /// `kind: agent` (its `output_file`, if any, is part of the box).
+    Agent(VoidBox),
     /// `kind: pipeline`.
     Pipeline(Pipeline),
     /// `kind: workflow`.

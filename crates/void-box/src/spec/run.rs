@@ -1,34 +1,11 @@
-//! Running the kinds that are not a plain pipeline or workflow: an agent
-//! whose output is a guest file, and one command in a sandbox.
+//! Running `kind: sandbox`: one command in a fresh sandbox.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::agent::{AgentError, AgentEvent, EventSink, RunResult, VoidBox};
+use crate::agent::{AgentEvent, EventSink};
 use crate::{Exec, ExecEvent, SandboxBuilder};
-
-/// `kind: agent`: a box (its `output_file`, if any, is already part of it).
-#[derive(Debug, Clone)]
-pub struct AgentRun {
-    /// The box.
-    pub vbox: VoidBox,
-    /// The guest file that holds the output (`agent.output_file`), as
-    /// declared; the box reads it before its VM stops.
-    pub output_file: Option<String>,
-}
-
-impl AgentRun {
-    /// Runs the box on `input`, sending its events to `events`. Dropping
-    /// the future kills the VM.
-    pub async fn run_with(
-        &self,
-        input: Option<&str>,
-        events: EventSink,
-    ) -> Result<RunResult, AgentError> {
-        self.vbox.run_with(input, events).await
-    }
-}
 
 pub use crate::agent::OutputStream;
 

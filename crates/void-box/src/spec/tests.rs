@@ -360,10 +360,7 @@ agent:
     let Runnable::Agent(run) = build_with(&spec, &[]).unwrap().0 else {
         panic!("an agent")
     };
-    assert!(matches!(
-        run.vbox.llm().unwrap().kind(),
-        ProviderKind::Mock(_)
-    ));
+    assert!(matches!(run.llm().unwrap().kind(), ProviderKind::Mock(_)));
 
     // No llm anywhere is `auto`; with nothing to fall back on, it says so.
     let bare = parse("kind: agent\nname: a\nagent:\n  prompt: hi\n", "spec.yaml").unwrap();
