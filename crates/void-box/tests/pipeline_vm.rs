@@ -214,6 +214,24 @@ async fn workflow_steps_pass_files_and_stdout_to_dependents() {
                 .depends_on(["square", "count"])
                 .stdin_from("count"),
         )
+        // An agent step: reads a dependency's file in its own VM, writes one
+        // that its dependent reads.
+        .step(
+            Step::agent(
+                "note",
+                scripted(
+                    "noter",
+                    vec![
+                        MockTurn::default().call("read", json!({"path": "out/numbers.txt"})),
+                        MockTurn::default().call("write", json!({"path": "note.txt", "content": "five numbers\n"})),
+                        MockTurn::text("noted"),
+                    ],
+                ),
+            )
+            .depends_on(["produce"])
+            .output("note.txt"),
+        )
+        .step(Step::shell("show", "cat note.txt /workspace/inputs/note/stdout").depends_on(["note"]))
         .output_step("total")
         .max_parallel(2);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -236,9 +254,19 @@ async fn workflow_steps_pass_files_and_stdout_to_dependents() {
         }
     }
     assert_eq!(streamed, "1\n4\n9\n16\n25\n");
-    assert_eq!(booted, 4);
+    assert_eq!(booted, 6);
     assert!(result.success);
     assert_eq!(result.output.as_deref(), Some("55\n5\nproduced\n"));
+    let note = &result.steps[4];
+    let read = &note.result.as_ref().unwrap().tool_calls[0];
+    assert_eq!(
+        (read.name.as_str(), read.summary.as_str()),
+        ("read", "1 (+4 lines)")
+    );
+    assert_eq!(
+        result.steps[5].stdout.as_deref(),
+        Some("five numbers\nnoted")
+    );
     let square = &result.steps[1];
     assert_eq!(square.stdout.as_deref(), Some("1\n4\n9\n16\n25\n"));
     assert_eq!(square.exit_code, Some(0));

@@ -77,6 +77,10 @@ pub async fn attempt(
                 .build()
                 .await
                 .map_err(|e| format!("sandbox: {e}"))?;
+            events.emit(AgentEvent::SandboxReady {
+                box_name: step.name.clone(),
+                boot: sandbox.boot_time(),
+            });
             let outcome = agent(step, vbox, &sandbox, inputs, workflow_input, events).await;
             if let Err(e) = sandbox.shutdown().await {
                 tracing::debug!(step = step.name, "sandbox shutdown: {e}");
