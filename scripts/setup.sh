@@ -15,9 +15,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 packages=(
   qemu-system-x86       # the VMM (microvm machine, vhost-user-vsock)
-  busybox-static        # the guest's userland
+  busybox-static        # a stock guest userland (`voidbox image build`'s default)
   linux-source-6.12     # the guest kernel's source
   build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils  # kernel build
+  musl-tools curl bzip2 # the guest's musl busybox (scripts/build-busybox.sh)
 )
 if $with_test_tools; then
   packages+=(chromium)   # renders `voidbox report` pages in the report test
@@ -38,4 +39,6 @@ fi
 
 cargo build --release --locked -p voidbox-cli
 scripts/build-guest.sh >/dev/null
-target/release/voidbox image build --agent target/x86_64-unknown-linux-gnu/release/guest-agent
+scripts/build-busybox.sh >/dev/null
+target/release/voidbox image build --agent target/x86_64-unknown-linux-gnu/release/guest-agent \
+  --busybox target/guest/busybox
