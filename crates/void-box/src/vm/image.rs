@@ -4,8 +4,11 @@
 //! - Kernel: `linux-source-6.12` (`/usr/src/linux-source-6.12.tar.xz`),
 //!   `make tinyconfig` plus the fragment in `images/kernel/voidbox.config`,
 //!   built into an uncompressed `vmlinux` that QEMU boots through PVH.
-//! - Initramfs: the guest agent as `/init`, busybox (from `busybox-static`)
-//!   with its applets, the sandbox user, and the writable roots.
+//! - Initramfs: the guest agent as `/init`, a static busybox with its
+//!   applets, the sandbox user, and the writable roots. The default busybox
+//!   is Debian's `busybox-static`; `scripts/setup.sh` passes a musl build of
+//!   the same source and configuration (`scripts/build-busybox.sh`), whose
+//!   start-up costs far less under emulation.
 //!
 //! Layout of the cache (`VOIDBOX_CACHE_DIR`, else `$XDG_CACHE_HOME/voidbox`,
 //! else `~/.cache/voidbox`):
@@ -30,7 +33,8 @@ pub const KERNEL_CONFIG_FRAGMENT: &str = include_str!("../../../../images/kernel
 const BUILDER_VERSION: &str = "voidbox-image-1";
 /// Where Debian's `linux-source-6.12` puts its tarball.
 pub const DEFAULT_KERNEL_SOURCE: &str = "/usr/src/linux-source-6.12.tar.xz";
-/// Where Debian's `busybox-static` installs busybox.
+/// Where Debian's `busybox-static` installs busybox (the default; see the
+/// module documentation for the musl build `scripts/setup.sh` uses).
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 
 /// A kernel and initramfs pair to boot.
