@@ -75,6 +75,11 @@ mkdir -p "$headers"
 for dir in linux asm-generic mtd; do ln -s "/usr/include/$dir" "$headers/$dir"; done
 ln -s "/usr/include/$(gcc -dumpmachine)/asm" "$headers/asm"
 
+# The build date busybox prints is the Debian upload's, as in Debian's own
+# builds, so the same inputs give the same binary (and image hash).
+SOURCE_DATE_EPOCH=$(date -d "$(sed -n 's/^ -- .*>  //p' "$src/debian/changelog" | head -n 1)" +%s)
+export SOURCE_DATE_EPOCH
+
 log="$build/build.log"
 # oldconfig asks about options neither file names; `yes ''` takes their
 # defaults (fed through a process substitution: under pipefail, yes's
