@@ -5,8 +5,8 @@
 #
 # Why: every command the guest runs through busybox pays the C library's
 # start-up, and under TCG glibc's static start-up (IRELATIVE relocations,
-# tunables, a 2 MiB image to fault in) costs about 0.9 ms of emulated work
-# per exec; musl's is nearly free. See docs/benchmarks.md.
+# CPU feature probing, TLS set-up) costs about 1 ms of emulated work per
+# exec; musl's about 0.1 ms. See docs/benchmarks.md.
 #
 # Output: target/guest/busybox, rebuilt only when this script, the config
 # fragment or musl change. Sources are fetched from the Debian archive and
@@ -29,6 +29,13 @@ downloads="$out/downloads"
 build="$out/busybox-build"
 src="$build/busybox-$version"
 stamp="$out/busybox.inputs"
+
+for tool in musl-gcc curl bzip2 patch; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "build-busybox: $tool not found (scripts/setup.sh installs it)" >&2
+    exit 1
+  fi
+done
 
 inputs=$( (cat "$0" "$fragment"; dpkg-query -W -f='${Version}' musl-dev) | sha256sum | cut -d' ' -f1)
 if [ -x "$out/busybox" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$inputs" ]; then
@@ -63,7 +70,7 @@ done <"$src/debian/patches/series"
 # Debian's static configuration, then our fragment: every option it names
 # is removed and re-added with our value.
 cp "$src/debian/config/pkg/static" "$src/.config"
-grep -oE 'CONFIG_[A-Z0-9_]+' "$fragment" | while read -r option; do
+grep -E '^(CONFIG_|# CONFIG_)' "$fragment" | grep -oE 'CONFIG_[A-Z0-9_]+' | while read -r option; do
   sed -i -E "/^(# )?$option[= ]/d" "$src/.config"
 done
 grep -E '^(CONFIG_|# CONFIG_)' "$fragment" >>"$src/.config"
