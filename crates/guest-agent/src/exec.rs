@@ -21,11 +21,12 @@ use void_box_protocol::{
     ErrorKind, ExecRequest, ExitStatus, GuestMsg, HostMsg, ResourceLimits, CHUNK_LEN,
 };
 
+use crate::context::AgentContext;
 use crate::init::{SANDBOX_GID, SANDBOX_UID};
-use crate::policy;
 use crate::pty::{self, PtyMaster};
-use crate::server::{AgentContext, Reply};
+use crate::reply::Reply;
 use crate::spawn;
+use void_box_protocol::policy;
 
 /// After the leader exits, how long output may stall (no credit from the
 /// host, or a process that escaped the group holding a pipe) before the
@@ -221,7 +222,10 @@ fn spawn(
     ProcessIo,
 )> {
     let env = environment(&ctx.config.env, &req.env);
-    let cwd = req.cwd.as_deref().unwrap_or("/workspace");
+    let cwd = req
+        .cwd
+        .as_deref()
+        .unwrap_or(void_box_protocol::WORKSPACE_DIR);
     let pipe = || rustix::pipe::pipe_with(PipeFlags::CLOEXEC);
     let spawn_with = |stdio: [BorrowedFd<'_>; 3], controlling_tty| {
         let registration = ctx.reaper.register();

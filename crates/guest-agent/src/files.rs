@@ -13,13 +13,12 @@ use std::path::{Component, Path};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use tokio::sync::mpsc;
 use void_box_protocol::flow::{RecvWindow, SendWindow};
-use void_box_protocol::{DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN};
+use void_box_protocol::{
+    DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN, WRITABLE_ROOTS,
+};
 
 use crate::init::{SANDBOX_GID, SANDBOX_UID};
-use crate::server::{AgentContext, Reply};
-
-/// Directories the file API may touch.
-pub const WRITABLE_ROOTS: [&str; 2] = ["/workspace", "/tmp"];
+use crate::reply::Reply;
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
 
@@ -251,13 +250,13 @@ pub async fn send_result(reply: &Reply, result: Result<GuestMsg, FileError>) {
 
 /// Receives a file in chunks, crediting the host as each chunk is written.
 pub async fn write(
-    ctx: &AgentContext,
+    roots: &Roots,
     path: &str,
     mode: u32,
     mut rx: mpsc::UnboundedReceiver<HostMsg>,
     reply: Reply,
 ) {
-    let mut file = match ctx.roots.create(path, mode) {
+    let mut file = match roots.create(path, mode) {
         Ok(f) => f,
         Err(e) => return send_result(&reply, Err(e)).await,
     };
@@ -301,13 +300,12 @@ pub async fn write(
 
 /// Streams a file to the host, waiting for credit between chunks.
 pub async fn read(
-    ctx: &AgentContext,
+    roots: &Roots,
     path: &str,
     mut rx: mpsc::UnboundedReceiver<HostMsg>,
     reply: Reply,
 ) {
-    let mut file = match ctx
-        .roots
+    let mut file = match roots
         .open_at(path, OFlags::RDONLY | OFlags::NOFOLLOW, 0)
         .map(File::from)
     {

@@ -6,12 +6,13 @@
 //! exiting panics the guest kernel, so fatal errors reboot the VM instead
 //! (QEMU runs with `-no-reboot`, so a reboot ends it).
 
+mod context;
 mod exec;
 mod files;
 mod init;
-mod policy;
 mod pty;
 mod reaper;
+mod reply;
 mod server;
 mod spawn;
 mod telemetry;
@@ -33,7 +34,7 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         let reaper = reaper::Reaper::start()?;
-        let ctx = Arc::new(server::AgentContext::new(config, reaper)?);
+        let ctx = Arc::new(context::AgentContext::new(config, reaper)?);
         server::serve(ctx).await
     });
     match result {

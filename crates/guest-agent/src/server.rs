@@ -15,55 +15,18 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 use void_box_protocol::{
-    secret_matches, ErrorKind, ErrorReply, Frame, FrameCodec, GuestConfig, GuestMsg, HostMsg,
-    AGENT_VSOCK_PORT, PROTOCOL_VERSION,
+    secret_matches, ErrorKind, ErrorReply, Frame, FrameCodec, GuestMsg, HostMsg, AGENT_VSOCK_PORT,
+    PROTOCOL_VERSION,
 };
 
-use crate::files::Roots;
-use crate::reaper::Reaper;
+use crate::context::AgentContext;
+use crate::reply::Reply;
 use crate::{exec, files, init, telemetry};
 
 /// How long a new connection has to complete the handshake.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Frames queued for the writer before senders wait.
 const OUTBOX_DEPTH: usize = 64;
-
-/// State shared by every connection.
-pub struct AgentContext {
-    pub config: GuestConfig,
-    pub reaper: Reaper,
-    pub roots: Roots,
-}
-
-impl AgentContext {
-    pub fn new(config: GuestConfig, reaper: Reaper) -> io::Result<Self> {
-        Ok(Self {
-            config,
-            reaper,
-            roots: Roots::open()?,
-        })
-    }
-}
-
-/// Sends frames of one request back to the host.
-#[derive(Clone)]
-pub struct Reply {
-    id: u32,
-    outbox: mpsc::Sender<Frame<GuestMsg>>,
-}
-
-impl Reply {
-    /// Sends a message; false when the connection is gone.
-    pub async fn send(&self, msg: GuestMsg) -> bool {
-        self.outbox.send(Frame::new(self.id, msg)).await.is_ok()
-    }
-
-    /// Sends an error reply.
-    pub async fn error(&self, kind: ErrorKind, message: impl Into<String>) -> bool {
-        self.send(GuestMsg::Error(ErrorReply::new(kind, message)))
-            .await
-    }
-}
 
 /// Accepts connections forever.
 pub async fn serve(ctx: Arc<AgentContext>) -> io::Result<()> {
@@ -152,10 +115,7 @@ async fn handle_connection(
             Some(Err(e)) => break Err(format!("bad frame from host: {e}")),
             None => break Ok(()),
         };
-        let reply = Reply {
-            id: frame.id,
-            outbox: outbox.clone(),
-        };
+        let reply = Reply::new(frame.id, outbox.clone());
         match frame.msg {
             HostMsg::Ping => {
                 let _ = reply.send(GuestMsg::Pong).await;
@@ -209,8 +169,8 @@ async fn handle_request(
 ) {
     match request {
         HostMsg::Exec(req) => exec::run(&ctx, req, rx, reply).await,
-        HostMsg::WriteFile { path, mode } => files::write(&ctx, &path, mode, rx, reply).await,
-        HostMsg::ReadFile { path } => files::read(&ctx, &path, rx, reply).await,
+        HostMsg::WriteFile { path, mode } => files::write(&ctx.roots, &path, mode, rx, reply).await,
+        HostMsg::ReadFile { path } => files::read(&ctx.roots, &path, rx, reply).await,
         HostMsg::Stat { path } => {
             let result = ctx.roots.stat(&path).map(GuestMsg::Stat);
             files::send_result(&reply, result).await;

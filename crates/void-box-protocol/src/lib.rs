@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod flow;
 pub mod message;
+pub mod policy;
 
 pub use codec::{FrameCodec, ProtocolError};
 pub use message::*;
@@ -34,6 +35,11 @@ pub const CHUNK_LEN: usize = 64 * 1024;
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
 /// Where the host places the guest configuration inside the initramfs.
 pub const GUEST_CONFIG_PATH: &str = "/.voidbox/config";
+/// The commands' default working directory, and where relative paths of
+/// the agent tools point.
+pub const WORKSPACE_DIR: &str = "/workspace";
+/// The guest directories the file requests may write under.
+pub const WRITABLE_ROOTS: [&str; 2] = [WORKSPACE_DIR, "/tmp"];
 
 /// A per-sandbox secret.
 pub type Secret = [u8; SECRET_LEN];

@@ -211,6 +211,20 @@ impl ExitStatus {
     }
 }
 
+impl std::fmt::Display for ExitStatus {
+    /// How the process ended, as a sentence's predicate: `exited with code
+    /// 3`, `was killed by signal 9`, `timed out`, `was cancelled`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            _ if self.timed_out => f.write_str("timed out"),
+            _ if self.cancelled => f.write_str("was cancelled"),
+            (Some(code), _) => write!(f, "exited with code {code}"),
+            (None, Some(signal)) => write!(f, "was killed by signal {signal}"),
+            (None, None) => f.write_str("ended without a status"),
+        }
+    }
+}
+
 /// Kind of a filesystem entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {

@@ -1,87 +1,21 @@
-//! Scheduling cost of a 500-step workflow, measured against a `Sandbox`
-//! test double that answers instantly, so the figures are the scheduler's
+//! Scheduling cost of a 500-step workflow, measured against the in-process
+//! guest double (`sandbox::fake`, the real protocol over a socket pair,
+//! answering every command at once), so the figures are the scheduler's
 //! own (ordering, input hand-off, events, reports). The floor is the same
 //! 500 steps driven through the double one after another with no
 //! scheduler at all.
 //!
 //! `cargo bench -p void-box --bench dag_schedule`
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-use void_box::sandbox::{GuestSession, SandboxProvider};
+use void_box::sandbox::fake::FakeProvider;
+use void_box::sandbox::SandboxProvider;
 use void_box::workflow::{Step, Workflow};
-use void_box::{Exec, ExitStatus, Output, SandboxBuilder};
+use void_box::{Exec, SandboxConfig};
 
 const STEPS: usize = 500;
 const RUNS: usize = 15;
-
-/// A guest that keeps files in memory and answers every command by
-/// echoing its stdin.
-#[derive(Default)]
-struct FakeGuest {
-    files: Mutex<HashMap<String, Vec<u8>>>,
-}
-
-impl GuestSession for FakeGuest {
-    fn exec(&self, cmd: Exec) -> BoxFuture<'_, void_box::Result<Output>> {
-        let stdin = cmd.stdin_data().map(<[u8]>::to_vec).unwrap_or_default();
-        Box::pin(async move {
-            Ok(Output {
-                status: ExitStatus {
-                    code: Some(0),
-                    ..Default::default()
-                },
-                stdout: stdin,
-                stderr: Vec::new(),
-            })
-        })
-    }
-
-    fn write_file<'a>(
-        &'a self,
-        path: &'a str,
-        data: &'a [u8],
-    ) -> BoxFuture<'a, void_box::Result<()>> {
-        self.files
-            .lock()
-            .unwrap()
-            .insert(path.into(), data.to_vec());
-        Box::pin(async { Ok(()) })
-    }
-
-    fn read_file<'a>(&'a self, path: &'a str) -> BoxFuture<'a, void_box::Result<Vec<u8>>> {
-        let data = self
-            .files
-            .lock()
-            .unwrap()
-            .get(path)
-            .cloned()
-            .unwrap_or_default();
-        Box::pin(async move { Ok(data) })
-    }
-
-    fn mkdir<'a>(&'a self, _path: &'a str) -> BoxFuture<'a, void_box::Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn shutdown(self: Box<Self>) -> BoxFuture<'static, void_box::Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
-struct FakeProvider;
-
-impl SandboxProvider for FakeProvider {
-    fn boot<'a>(
-        &'a self,
-        _b: &'a SandboxBuilder,
-    ) -> BoxFuture<'a, void_box::Result<Box<dyn GuestSession>>> {
-        Box::pin(async { Ok(Box::new(FakeGuest::default()) as Box<dyn GuestSession>) })
-    }
-}
 
 /// Deterministic pseudo-random numbers (xorshift), so every run schedules
 /// the same graph.
@@ -141,13 +75,14 @@ fn main() {
         .build()
         .unwrap();
     // Floor: the double driven directly, step after step.
-    let builder = SandboxBuilder::default();
+    let provider = FakeProvider::default();
+    let config = SandboxConfig::default();
     let floor = p50((0..RUNS)
         .map(|_| {
             let started = Instant::now();
             rt.block_on(async {
                 for _ in 0..STEPS {
-                    let guest = FakeProvider.boot(&builder).await.unwrap();
+                    let guest = provider.boot(&config).await.unwrap();
                     guest
                         .write_file("/workspace/inputs/x/stdout", b"x")
                         .await
@@ -174,7 +109,7 @@ fn main() {
                 .map(|_| {
                     let started = Instant::now();
                     let result = rt
-                        .block_on(workflow.run_with(Some("in"), Default::default(), &FakeProvider))
+                        .block_on(workflow.run_on(&provider, Some("in"), Default::default()))
                         .unwrap();
                     assert_eq!(result.steps.len(), STEPS);
                     started.elapsed()

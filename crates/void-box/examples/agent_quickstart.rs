@@ -5,7 +5,8 @@
 
 use serde_json::json;
 use tokio::sync::mpsc;
-use void_box::agent::{AgentEvent, EventSink, VoidBox};
+use void_box::agent::VoidBox;
+use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
 use void_box::skill::Skill;
 
@@ -41,15 +42,15 @@ async fn main() -> anyhow::Result<()> {
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             match event {
-                AgentEvent::SandboxReady { boot, .. } => {
+                RunEvent::SandboxReady { boot, .. } => {
                     println!("[vm:sysinfo] booted in {boot:?}")
                 }
-                AgentEvent::ToolCallStarted {
+                RunEvent::ToolCallStarted {
                     name, arguments, ..
                 } => {
                     println!("[vm:sysinfo] → {name} {arguments}")
                 }
-                AgentEvent::ToolCallFinished { summary, .. } => {
+                RunEvent::ToolCallFinished { summary, .. } => {
                     println!("[vm:sysinfo] ← {summary}")
                 }
                 _ => {}

@@ -8,6 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong driving a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The sandbox configuration cannot boot.
+    #[error(transparent)]
+    Config(#[from] crate::sandbox::ConfigError),
     /// The guest image is missing or unusable.
     #[error("guest image: {0}")]
     Image(String),

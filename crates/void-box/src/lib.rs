@@ -23,19 +23,26 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+mod cache;
 pub mod error;
+pub mod event;
 pub mod llm;
+pub(crate) mod millis;
 pub mod observe;
 pub mod pipeline;
 pub mod sandbox;
 pub mod skill;
 pub mod spec;
+mod stage;
 pub mod vm;
 pub mod workflow;
 
+pub use cache::cache_dir;
 pub use error::{Error, Result};
-pub use sandbox::{Exec, ExecEvent, ExecStream, Output, Sandbox, SandboxBuilder, StdinWriter};
+pub use sandbox::{
+    Exec, ExecEvent, ExecStream, Output, OutputStream, Sandbox, SandboxConfig, StdinWriter,
+};
 pub use void_box_protocol::{
     DirEntry, ErrorKind, ExitStatus, FileKind, FileStat, PtySize, ResourceLimits,
-    TelemetrySnapshot, AGENT_VSOCK_PORT,
+    TelemetrySnapshot, AGENT_VSOCK_PORT, WORKSPACE_DIR,
 };

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::mock_llm::{turn, MockLlmServer, Reply, Wire};
 use serde_json::{json, Value};
-use void_box::agent::{AgentError, EventSink, VoidBox};
+use void_box::agent::{AgentError, VoidBox};
+use void_box::event::EventSink;
 use void_box::skill::Skill;
 use void_box::{Exec, Sandbox};
 
@@ -132,7 +133,7 @@ async fn anthropic_agent_reads_edits_runs_and_returns_schema_json() {
         .prompt("Fix the status line of report.txt, then count the ok lines.")
         .build()
         .unwrap();
-    let sandbox = agent.sandbox_builder().build().await.unwrap();
+    let sandbox = agent.sandbox_config().build().await.unwrap();
     let result = agent
         .run_in(
             &sandbox,
@@ -217,7 +218,7 @@ async fn openai_denied_tool_is_refused_and_the_model_is_told() {
         .prompt("Delete the data directory.")
         .build()
         .unwrap();
-    let sandbox = agent.sandbox_builder().build().await.unwrap();
+    let sandbox = agent.sandbox_config().build().await.unwrap();
     let result = agent
         .run_in(&sandbox, None, EventSink::none())
         .await

@@ -6,10 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use tokio::sync::mpsc;
-use void_box::agent::{
-    AgentError, AgentEvent, Decision, EventSink, PostToolAction, PreToolAction, ToolOutcome,
-    VoidBox,
-};
+use void_box::agent::{AgentError, Decision, PostToolAction, PreToolAction, ToolOutcome, VoidBox};
+use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
 use void_box::skill::Skill;
 
@@ -49,7 +47,7 @@ async fn reads_edits_runs_and_returns_schema_valid_json() {
         .prompt("Bump the count in notes.txt")
         .build()
         .unwrap();
-    let sandbox = agent.sandbox_builder().build().await.unwrap();
+    let sandbox = agent.sandbox_config().build().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let result = agent
         .run_in(&sandbox, None, EventSink::channel(tx))
@@ -81,17 +79,17 @@ async fn reads_edits_runs_and_returns_schema_valid_json() {
     }
     let started = events
         .iter()
-        .filter(|e| matches!(e, AgentEvent::ToolCallStarted { .. }))
+        .filter(|e| matches!(e, RunEvent::ToolCallStarted { .. }))
         .count();
     let finished = events
         .iter()
-        .filter(|e| matches!(e, AgentEvent::ToolCallFinished { .. }))
+        .filter(|e| matches!(e, RunEvent::ToolCallFinished { .. }))
         .count();
     assert_eq!((started, finished), (3, 3));
     assert!(events
         .iter()
-        .any(|e| matches!(e, AgentEvent::TextDelta { text, .. } if text == "Editing.")));
-    assert!(events.iter().any(|e| matches!(e, AgentEvent::Usage { .. })));
+        .any(|e| matches!(e, RunEvent::TextDelta { text, .. } if text == "Editing.")));
+    assert!(events.iter().any(|e| matches!(e, RunEvent::Usage { .. })));
     sandbox.shutdown().await.unwrap();
 }
 
@@ -172,7 +170,7 @@ async fn permissions_hooks_and_truncation() {
         .prompt("try things")
         .build()
         .unwrap();
-    let sandbox = agent.sandbox_builder().build().await.unwrap();
+    let sandbox = agent.sandbox_config().build().await.unwrap();
     let result = agent
         .run_in(&sandbox, None, EventSink::none())
         .await
@@ -229,7 +227,7 @@ async fn skills_exist_only_when_declared() {
         .prompt("list skills")
         .build()
         .unwrap();
-    let sandbox = agent.sandbox_builder().build().await.unwrap();
+    let sandbox = agent.sandbox_config().build().await.unwrap();
     let result = agent
         .run_in(&sandbox, None, EventSink::none())
         .await
@@ -250,7 +248,7 @@ async fn skills_exist_only_when_declared() {
         .llm(mock(vec![MockTurn::text("ok")]))
         .build()
         .unwrap();
-    let bare_sandbox = bare.sandbox_builder().build().await.unwrap();
+    let bare_sandbox = bare.sandbox_config().build().await.unwrap();
     bare.run_in(&bare_sandbox, None, EventSink::none())
         .await
         .unwrap();
@@ -303,7 +301,7 @@ async fn claude_code_engine_parses_stream_json() {
         .prompt("What skills do you have?")
         .build()
         .unwrap();
-    let sandbox = agent.sandbox_builder().build().await.unwrap();
+    let sandbox = agent.sandbox_config().build().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let result = agent
         .run_in(&sandbox, Some("from stage one"), EventSink::channel(tx))
@@ -323,10 +321,10 @@ async fn claude_code_engine_parses_stream_json() {
     let mut kinds = Vec::new();
     while let Ok(e) = rx.try_recv() {
         kinds.push(match e {
-            AgentEvent::TextDelta { .. } => "text",
-            AgentEvent::ToolCallStarted { .. } => "tool_start",
-            AgentEvent::ToolCallFinished { .. } => "tool_end",
-            AgentEvent::Usage { .. } => "usage",
+            RunEvent::TextDelta { .. } => "text",
+            RunEvent::ToolCallStarted { .. } => "tool_start",
+            RunEvent::ToolCallFinished { .. } => "tool_end",
+            RunEvent::Usage { .. } => "usage",
             _ => "other",
         });
     }
@@ -437,7 +435,7 @@ async fn remote_skills_are_pinned_by_hash_and_cached() {
         .llm(mock(vec![MockTurn::text("ok")]))
         .build()
         .unwrap();
-    let sandbox = agent.sandbox_builder().build().await.unwrap();
+    let sandbox = agent.sandbox_config().build().await.unwrap();
     agent
         .run_in(&sandbox, None, EventSink::none())
         .await

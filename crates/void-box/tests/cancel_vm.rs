@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::mpsc;
-use void_box::agent::{AgentEvent, EventSink, VoidBox};
+use void_box::agent::VoidBox;
+use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
 use void_box::pipeline::Pipeline;
 
@@ -80,7 +81,7 @@ async fn cancelling_a_run_leaves_no_vm_or_temp_dir() {
             result = &mut run => panic!("the run ended early: {result:?}"),
             _ = &mut deadline => panic!("the boxes never started sleeping"),
             Some(event) = rx.recv() => {
-                if matches!(event, AgentEvent::ToolCallStarted { .. }) {
+                if matches!(event, RunEvent::ToolCallStarted { .. }) {
                     sleeping += 1;
                 }
             }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use common::mock_llm::{turn, MockLlmServer, Wire};
 
 use serde_json::json;
-use void_box::agent::{AgentEvent, EventSink, OutputStream, VoidBox};
+use void_box::agent::VoidBox;
+use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
 use void_box::pipeline::{BoxStatus, FailurePolicy, Pipeline};
-use void_box::sandbox::VmProvider;
 use void_box::workflow::{Step, Workflow, WorkflowError};
+use void_box::OutputStream;
 
 fn scripted(name: &str, turns: Vec<MockTurn>) -> VoidBox {
     VoidBox::new(name)
@@ -236,7 +237,7 @@ async fn workflow_steps_pass_files_and_stdout_to_dependents() {
         .max_parallel(2);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let result = workflow
-        .run_with(None, EventSink::channel(tx), &VmProvider)
+        .run_with(None, EventSink::channel(tx))
         .await
         .unwrap();
     // Each step's output was streamed under its name, and each booted a VM.
@@ -244,12 +245,12 @@ async fn workflow_steps_pass_files_and_stdout_to_dependents() {
     let mut booted = 0;
     while let Ok(event) = rx.try_recv() {
         match event {
-            AgentEvent::Output {
+            RunEvent::Output {
                 box_name,
                 stream: OutputStream::Stdout,
                 text,
             } if box_name == "square" => streamed.push_str(&text),
-            AgentEvent::SandboxReady { .. } => booted += 1,
+            RunEvent::SandboxReady { .. } => booted += 1,
             _ => {}
         }
     }

@@ -515,7 +515,7 @@ async fn failed_boot_reports_reason_and_console() {
     std::fs::write(bogus.path(), b"not a kernel").unwrap();
     let image = void_box::vm::image::GuestImage::resolve().unwrap();
     let err = match Sandbox::builder()
-        .image(void_box::vm::image::GuestImage {
+        .guest_image(void_box::sandbox::GuestImage {
             kernel: bogus.path().to_path_buf(),
             initramfs: image.initramfs,
         })

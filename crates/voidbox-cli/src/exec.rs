@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tokio::io::AsyncReadExt;
-use void_box::{Exec, ExecEvent, Sandbox, SandboxBuilder};
+use void_box::{Exec, ExecEvent, Sandbox, SandboxConfig};
 
 /// Sandbox options shared by `exec` and `shell`.
 #[derive(Args, Debug, Clone)]
@@ -29,10 +28,11 @@ pub struct SandboxArgs {
 impl SandboxArgs {
     /// Boots a sandbox with these options.
     pub async fn boot(&self) -> Result<Sandbox> {
-        self.builder().build().await.context("starting the sandbox")
+        self.config().build().await.context("starting the sandbox")
     }
 
-    fn builder(&self) -> SandboxBuilder {
+    /// The sandbox configuration these options describe.
+    pub fn config(&self) -> SandboxConfig {
         let mut builder = Sandbox::builder()
             .memory_mb(self.memory_mb)
             .vcpus(self.vcpus);
@@ -87,21 +87,7 @@ async fn stream_command(sandbox: &Sandbox, cmd: Exec, forward_stdin: bool) -> Re
     let mut stream = sandbox.exec_stream(cmd).await?;
     if forward_stdin {
         let writer = stream.stdin();
-        tokio::spawn(async move {
-            let mut input = tokio::io::stdin();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match input.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if writer.write(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = writer.close();
-        });
+        tokio::spawn(async move { writer.copy_from(tokio::io::stdin()).await });
     }
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();

@@ -63,7 +63,7 @@ pub async fn run(cmd: ImageCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Info { json } => {
-            let cache = image::cache_dir();
+            let cache = void_box::cache_dir();
             let files = image::cached_files(&cache);
             if json {
                 println!("{}", serde_json::to_string_pretty(&files)?);

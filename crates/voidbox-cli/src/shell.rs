@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use crossterm::terminal;
-use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use void_box::{Exec, ExecEvent};
 
@@ -51,23 +50,7 @@ pub async fn run(args: ShellArgs) -> Result<ExitCode> {
 
     // Keystrokes go to the PTY as they are typed (Ctrl-C included: the
     // guest's line discipline turns it into SIGINT for the foreground job).
-    let input = tokio::spawn(async move {
-        let mut host_stdin = tokio::io::stdin();
-        let mut buf = [0u8; 4096];
-        loop {
-            match host_stdin.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = stdin.close();
-                    break;
-                }
-                Ok(n) => {
-                    if stdin.write(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let input = tokio::spawn(async move { stdin.copy_from(tokio::io::stdin()).await });
     let mut winch = signal(SignalKind::window_change())?;
     let mut stdout = std::io::stdout();
     let status = loop {

@@ -9,13 +9,14 @@ use tracing::Instrument;
 
 use super::hooks::{PostToolAction, PreToolAction, ToolCall};
 use super::permissions::{Decision, ToolRequest, Verdict};
-use super::tools::{self, builtin_specs, summarize, truncate_output, ToolOutcome, WORKDIR};
-use super::{AgentError, AgentEvent, EventSink, RunResult, ToolCallRecord, VoidBox};
+use super::tools::{self, builtin_specs, summarize, truncate_output, ToolOutcome};
+use super::{AgentError, RunResult, ToolCallRecord, VoidBox};
+use crate::event::{EventSink, RunEvent};
 use crate::llm::{
     price_per_million, ChatRequest, ContentBlock, Message, Role, TokenUsage, ToolSpec,
 };
 use crate::skill::Provisioned;
-use crate::Sandbox;
+use crate::{Sandbox, WORKSPACE_DIR};
 
 pub(super) async fn run(
     vbox: &VoidBox,
@@ -48,7 +49,7 @@ pub(super) async fn run(
     let mut records = Vec::new();
     let mut invalid_answers = 0;
     let on_text = |text: &str| {
-        events.emit(AgentEvent::TextDelta {
+        events.emit(RunEvent::TextDelta {
             box_name: name.to_string(),
             text: text.to_string(),
         })
@@ -56,7 +57,7 @@ pub(super) async fn run(
 
     for turn in 1..=c.max_turns {
         let turn_span = tracing::info_span!("agent.turn", otel.name = %format!("turn {turn}"), voidbox.turn = i64::from(turn));
-        events.emit(AgentEvent::TurnStarted {
+        events.emit(RunEvent::TurnStarted {
             box_name: name.to_string(),
             turn,
         });
@@ -133,7 +134,7 @@ pub(super) async fn run(
         );
         usage += response.usage;
         let cost = price.map(|p| p.cost(usage.input_tokens, usage.output_tokens));
-        events.emit(AgentEvent::Usage {
+        events.emit(RunEvent::Usage {
             box_name: name.to_string(),
             total: usage,
             cost_usd: cost,
@@ -242,7 +243,7 @@ async fn call_tool(
     let c = &vbox.inner.config;
     let box_name = c.name.as_str();
     let started = Instant::now();
-    events.emit(AgentEvent::ToolCallStarted {
+    events.emit(RunEvent::ToolCallStarted {
         box_name: box_name.to_string(),
         id: id.to_string(),
         name: tool.to_string(),
@@ -295,7 +296,7 @@ async fn call_tool(
     let duration = started.elapsed();
     let summary = summarize(&outcome.content);
     tracing::debug!(box_name, tool, %args, is_error = outcome.is_error, ?duration, %summary, "tool call");
-    events.emit(AgentEvent::ToolCallFinished {
+    events.emit(RunEvent::ToolCallFinished {
         box_name: box_name.to_string(),
         id: id.to_string(),
         name: tool.to_string(),
@@ -378,7 +379,7 @@ fn system_prompt(vbox: &VoidBox, skills: &Provisioned) -> String {
     let c = &vbox.inner.config;
     let mut s = format!(
         "You are `{}`, an AI agent working inside an isolated Linux micro-VM with its own kernel \
-         and no network. Your working directory is {WORKDIR}. Use the tools to inspect and change \
+         and no network. Your working directory is {WORKSPACE_DIR}. Use the tools to inspect and change \
          files and to run commands; they run inside the VM. When the task is done, reply with \
          your final answer and no tool calls.\n",
         c.name

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::tools::{summarize, WORKDIR};
-use super::{AgentError, AgentEvent, Decision, EventSink, RunResult, ToolCallRecord, VoidBox};
+use super::tools::summarize;
+use super::{AgentError, Decision, RunResult, ToolCallRecord, VoidBox};
+use crate::event::{EventSink, RunEvent};
 use crate::llm::{price_per_million, ProviderKind, TokenUsage};
 use crate::skill::Provisioned;
-use crate::{Exec, ExecEvent, Sandbox};
+use crate::{Exec, ExecEvent, Sandbox, WORKSPACE_DIR};
 
 const ENGINE: &str = "claude-code";
 /// A stream-json line longer than this is a broken stream, not a message.
@@ -133,7 +134,7 @@ impl Parser<'_> {
                         Some("text") => {
                             let text = block["text"].as_str().unwrap_or_default().to_string();
                             self.text = text.clone();
-                            self.events.emit(AgentEvent::TextDelta {
+                            self.events.emit(RunEvent::TextDelta {
                                 box_name: self.box_name.into(),
                                 text,
                             });
@@ -142,7 +143,7 @@ impl Parser<'_> {
                             let id = block["id"].as_str().unwrap_or_default().to_string();
                             let name = block["name"].as_str().unwrap_or_default().to_string();
                             let input = block.get("input").cloned().unwrap_or(Value::Null);
-                            self.events.emit(AgentEvent::ToolCallStarted {
+                            self.events.emit(RunEvent::ToolCallStarted {
                                 box_name: self.box_name.into(),
                                 id: id.clone(),
                                 name: name.clone(),
@@ -166,7 +167,7 @@ impl Parser<'_> {
                     let summary = summarize(&result_text(&block["content"]));
                     let is_error = block["is_error"].as_bool().unwrap_or(false);
                     let duration = started.elapsed();
-                    self.events.emit(AgentEvent::ToolCallFinished {
+                    self.events.emit(RunEvent::ToolCallFinished {
                         box_name: self.box_name.into(),
                         id: id.into(),
                         name: name.clone(),
@@ -191,7 +192,7 @@ impl Parser<'_> {
     }
 
     fn emit_usage(&self) {
-        self.events.emit(AgentEvent::Usage {
+        self.events.emit(RunEvent::Usage {
             box_name: self.box_name.into(),
             total: self.usage,
             cost_usd: price_per_million(&self.model)
@@ -287,7 +288,7 @@ pub(super) async fn run(
         .exec_stream(
             Exec::new(command)
                 .args(argv(vbox, skills, input))
-                .cwd(WORKDIR)
+                .cwd(WORKSPACE_DIR)
                 .env("HOME", "/home/sandbox")
                 .timeout(limit),
         )

@@ -22,7 +22,7 @@ pub struct ToolCallRecord {
     /// Failed or refused.
     pub is_error: bool,
     /// Wall time.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "crate::millis::serialize")]
     pub duration: Duration,
 }
 
@@ -47,7 +47,7 @@ pub struct RunResult {
     /// Model turns taken.
     pub turns: u32,
     /// Wall time, boot included.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "crate::millis::serialize")]
     pub duration: Duration,
     /// The model that answered.
     pub model: String,
@@ -63,10 +63,6 @@ impl RunResult {
             (None, None) => self.text.clone(),
         }
     }
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }
 
 /// Why a box could not be built or run.

@@ -7,10 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::llm::ToolSpec;
-use crate::{Exec, FileKind, Sandbox};
-
-/// Where relative paths point, and the shell's working directory.
-pub const WORKDIR: &str = "/workspace";
+use crate::{Exec, FileKind, Sandbox, WORKSPACE_DIR};
 
 /// Files larger than this are not read into the conversation.
 const MAX_READ_BYTES: u64 = 8 << 20;
@@ -132,12 +129,12 @@ pub fn primary_argument(tool: &str, args: &Value) -> Option<String> {
     args.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// Resolves a model-given path against [`WORKDIR`].
+/// Resolves a model-given path against [`WORKSPACE_DIR`].
 pub fn guest_path(path: &str) -> String {
     if path.starts_with('/') {
         path.to_string()
     } else {
-        format!("{WORKDIR}/{}", path.trim_start_matches("./"))
+        format!("{WORKSPACE_DIR}/{}", path.trim_start_matches("./"))
     }
 }
 
@@ -237,7 +234,7 @@ async fn bash(sandbox: &Sandbox, a: BashArgs, cap: Duration) -> crate::Result<To
         .timeout_secs
         .map_or(cap, |s| Duration::from_secs(s).min(cap));
     let out = sandbox
-        .exec(Exec::shell(&a.command).cwd(WORKDIR).timeout(timeout))
+        .exec(Exec::shell(&a.command).cwd(WORKSPACE_DIR).timeout(timeout))
         .await?;
     let mut text = out.stdout_text();
     let stderr = out.stderr_text();
@@ -254,10 +251,8 @@ async fn bash(sandbox: &Sandbox, a: BashArgs, cap: Duration) -> crate::Result<To
             "\n[killed: timed out after {}s]",
             timeout.as_secs()
         ));
-    } else if let Some(sig) = status.signal {
-        text.push_str(&format!("\n[killed by signal {sig}]"));
-    } else if status.code != Some(0) {
-        text.push_str(&format!("\n[exit code {}]", status.code.unwrap_or(-1)));
+    } else if !status.success() {
+        text.push_str(&format!("\n[{status}]"));
     }
     if text.is_empty() {
         text.push_str("(no output)");
@@ -351,7 +346,7 @@ async fn edit(sandbox: &Sandbox, a: EditArgs) -> crate::Result<ToolOutcome> {
 }
 
 async fn grep(sandbox: &Sandbox, a: GrepArgs, timeout: Duration) -> crate::Result<ToolOutcome> {
-    let path = guest_path(a.path.as_deref().unwrap_or(WORKDIR));
+    let path = guest_path(a.path.as_deref().unwrap_or(WORKSPACE_DIR));
     let mut cmd = Exec::new("grep").arg("-rnE");
     if a.ignore_case {
         cmd = cmd.arg("-i");
@@ -362,7 +357,7 @@ async fn grep(sandbox: &Sandbox, a: GrepArgs, timeout: Duration) -> crate::Resul
                 .arg(&a.pattern)
                 .arg("--")
                 .arg(&path)
-                .cwd(WORKDIR)
+                .cwd(WORKSPACE_DIR)
                 .timeout(timeout),
         )
         .await?;
@@ -374,7 +369,7 @@ async fn grep(sandbox: &Sandbox, a: GrepArgs, timeout: Duration) -> crate::Resul
 }
 
 async fn glob(sandbox: &Sandbox, a: GlobArgs, timeout: Duration) -> crate::Result<ToolOutcome> {
-    let root = guest_path(a.path.as_deref().unwrap_or(WORKDIR));
+    let root = guest_path(a.path.as_deref().unwrap_or(WORKSPACE_DIR));
     let matcher = match globset::GlobBuilder::new(&a.pattern)
         .literal_separator(true)
         .build()
@@ -417,7 +412,7 @@ async fn glob(sandbox: &Sandbox, a: GlobArgs, timeout: Duration) -> crate::Resul
 }
 
 async fn ls(sandbox: &Sandbox, a: LsArgs) -> crate::Result<ToolOutcome> {
-    let path = guest_path(a.path.as_deref().unwrap_or(WORKDIR));
+    let path = guest_path(a.path.as_deref().unwrap_or(WORKSPACE_DIR));
     let mut entries = sandbox.list(&path).await?;
     entries.sort_by(|x, y| x.name.cmp(&y.name));
     let lines: Vec<String> = entries

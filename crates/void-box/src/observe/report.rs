@@ -139,17 +139,14 @@ td.ok {{ color: #2a7a3b; }} td.failed {{ color: #c0392b; font-weight: 600; }}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn page_names_every_stage_and_escapes() {
-        let events = [
-            json!({"event": "stage_started", "box_name": "a<b>", "ts_ms": 0}),
-            json!({"event": "stage_finished", "box_name": "a<b>", "success": true, "ts_ms": 1500}),
-            json!({"event": "stage_started", "box_name": "second", "ts_ms": 1500}),
-            json!({"event": "stage_finished", "box_name": "second", "success": false, "error": "x & y", "ts_ms": 2000}),
-        ];
-        let html = render_html("demo", &Timeline::from_events(events.iter()));
+        let run = r#"{"event": "stage_started", "box_name": "a<b>", "ts_ms": 0}
+{"event": "stage_finished", "box_name": "a<b>", "success": true, "duration": 1500, "error": null, "ts_ms": 1500}
+{"event": "stage_started", "box_name": "second", "ts_ms": 1500}
+{"event": "stage_finished", "box_name": "second", "success": false, "duration": 500, "error": "x & y", "ts_ms": 2000}"#;
+        let html = render_html("demo", &Timeline::from_jsonl(run));
         assert!(html.contains("<td>a&lt;b&gt;</td>"));
         assert!(html.contains("<td>second</td><td class=\"failed\">failed</td>"));
         assert!(html.contains("x &amp; y"));

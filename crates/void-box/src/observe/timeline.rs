@@ -3,7 +3,8 @@
 //! at the end of `voidbox run` and as HTML by `voidbox report`.
 
 use serde::Serialize;
-use serde_json::Value;
+
+use crate::event::{EventLine, RunEvent};
 
 /// What a stretch of a stage's time was spent on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,42 +66,24 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Rebuilds the timeline from JSON event objects (the lines of
-    /// `voidbox run --output json`): each has an `event` tag, a `box_name`
-    /// and a `ts_ms` timestamp. Unknown events and lines are skipped.
-    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Value>) -> Timeline {
-        let events: Vec<&Value> = events
-            .into_iter()
-            .filter(|e| e.get("ts_ms").and_then(Value::as_u64).is_some())
-            .collect();
-        let origin = events
-            .iter()
-            .filter_map(|e| e["ts_ms"].as_u64())
-            .min()
-            .unwrap_or(0);
+    /// Rebuilds the timeline from a run's events, with times relative to
+    /// the first one.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a EventLine>) -> Timeline {
+        let events: Vec<&EventLine> = events.into_iter().collect();
+        let origin = events.iter().map(|e| e.ts_ms).min().unwrap_or(0);
         let mut timeline = Timeline::default();
         let mut open_turn: Vec<(String, u64, String)> = Vec::new();
         let mut open_tools: Vec<(String, String, u64, String)> = Vec::new();
-        for e in events {
-            let at = e["ts_ms"].as_u64().unwrap_or(origin) - origin;
+        for line in events {
+            let at = line.ts_ms - origin;
             timeline.duration_ms = timeline.duration_ms.max(at);
             if timeline.trace_id.is_none() {
-                timeline.trace_id = e
-                    .get("trace_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+                timeline.trace_id = line.trace_id.clone();
             }
-            let name = e
-                .get("box_name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let stage = |t: &mut Timeline| -> Option<usize> {
-                t.stages.iter().rposition(|s| s.name == name)
-            };
-            match e.get("event").and_then(Value::as_str).unwrap_or("") {
-                "stage_started" => timeline.stages.push(StageTimeline {
-                    name: name.clone(),
+            let stage = |t: &Timeline, name: &str| t.stages.iter().rposition(|s| s.name == name);
+            match &line.event {
+                RunEvent::StageStarted { box_name } => timeline.stages.push(StageTimeline {
+                    name: box_name.clone(),
                     start_ms: at,
                     end_ms: None,
                     success: None,
@@ -109,9 +92,9 @@ impl Timeline {
                     cost_usd: None,
                     segments: Vec::new(),
                 }),
-                "sandbox_ready" => {
-                    if let Some(i) = stage(&mut timeline) {
-                        let boot = e["boot"].as_u64().unwrap_or(0);
+                RunEvent::SandboxReady { box_name, boot } => {
+                    if let Some(i) = stage(&timeline, box_name) {
+                        let boot = u64::try_from(boot.as_millis()).unwrap_or(u64::MAX);
                         let s = &mut timeline.stages[i];
                         s.segments.push(Segment {
                             kind: SegmentKind::Boot,
@@ -122,15 +105,18 @@ impl Timeline {
                         });
                     }
                 }
-                "turn_started" => {
-                    let turn = e["turn"].as_u64().unwrap_or(0);
-                    open_turn.retain(|(n, _, _)| n != &name);
-                    open_turn.push((name.clone(), at, format!("turn {turn}")));
+                RunEvent::TurnStarted { box_name, turn } => {
+                    open_turn.retain(|(n, _, _)| n != box_name);
+                    open_turn.push((box_name.clone(), at, format!("turn {turn}")));
                 }
-                "usage" => {
-                    if let Some(pos) = open_turn.iter().position(|(n, _, _)| n == &name) {
+                RunEvent::Usage {
+                    box_name,
+                    total,
+                    cost_usd,
+                } => {
+                    if let Some(pos) = open_turn.iter().position(|(n, _, _)| n == box_name) {
                         let (_, start, label) = open_turn.remove(pos);
-                        if let Some(i) = stage(&mut timeline) {
+                        if let Some(i) = stage(&timeline, box_name) {
                             timeline.stages[i].segments.push(Segment {
                                 kind: SegmentKind::Llm,
                                 label,
@@ -140,47 +126,52 @@ impl Timeline {
                             });
                         }
                     }
-                    if let Some(i) = stage(&mut timeline) {
-                        let total = &e["total"];
-                        timeline.stages[i].tokens = (
-                            total["input_tokens"].as_u64().unwrap_or(0),
-                            total["output_tokens"].as_u64().unwrap_or(0),
-                        );
-                        timeline.stages[i].cost_usd = e["cost_usd"].as_f64();
+                    if let Some(i) = stage(&timeline, box_name) {
+                        timeline.stages[i].tokens = (total.input_tokens, total.output_tokens);
+                        timeline.stages[i].cost_usd = *cost_usd;
                     }
                 }
-                "tool_call_started" => {
-                    let id = e["id"].as_str().unwrap_or("").to_string();
-                    let tool = e["name"].as_str().unwrap_or("tool").to_string();
-                    open_tools.push((name.clone(), id, at, tool));
+                RunEvent::ToolCallStarted {
+                    box_name, id, name, ..
+                } => {
+                    open_tools.push((box_name.clone(), id.clone(), at, name.clone()));
                 }
-                "tool_call_finished" => {
-                    let id = e["id"].as_str().unwrap_or("");
+                RunEvent::ToolCallFinished {
+                    box_name,
+                    id,
+                    is_error,
+                    ..
+                } => {
                     if let Some(pos) = open_tools
                         .iter()
-                        .position(|(n, i, _, _)| n == &name && i == id)
+                        .position(|(n, i, _, _)| n == box_name && i == id)
                     {
                         let (_, _, start, tool) = open_tools.remove(pos);
-                        if let Some(i) = stage(&mut timeline) {
+                        if let Some(i) = stage(&timeline, box_name) {
                             timeline.stages[i].segments.push(Segment {
                                 kind: SegmentKind::Tool,
                                 label: tool,
                                 start_ms: start,
                                 end_ms: at,
-                                is_error: e["is_error"].as_bool().unwrap_or(false),
+                                is_error: *is_error,
                             });
                         }
                     }
                 }
-                "stage_finished" => {
-                    if let Some(i) = stage(&mut timeline) {
+                RunEvent::StageFinished {
+                    box_name,
+                    success,
+                    error,
+                    ..
+                } => {
+                    if let Some(i) = stage(&timeline, box_name) {
                         let s = &mut timeline.stages[i];
                         s.end_ms = Some(at);
-                        s.success = e["success"].as_bool();
-                        s.error = e["error"].as_str().map(str::to_string);
+                        s.success = Some(*success);
+                        s.error = error.clone();
                     }
                 }
-                _ => {}
+                RunEvent::TextDelta { .. } | RunEvent::Output { .. } => {}
             }
         }
         for s in &mut timeline.stages {
@@ -189,15 +180,15 @@ impl Timeline {
         timeline
     }
 
-    /// Reads a saved run: one JSON object per line; lines that are not
-    /// JSON objects are skipped.
+    /// Reads a saved run: one JSON object per line. Lines that are not
+    /// events (the `result` and `cancelled` lines, anything else) are
+    /// skipped.
     pub fn from_jsonl(text: &str) -> Timeline {
-        let values: Vec<Value> = text
+        let lines: Vec<EventLine> = text
             .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(Value::is_object)
+            .filter_map(|l| serde_json::from_str::<EventLine>(l).ok())
             .collect();
-        Timeline::from_events(values.iter())
+        Timeline::from_events(&lines)
     }
 
     /// A text picture for the terminal: one bar per stage over `width`
@@ -261,28 +252,26 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn run() -> Vec<Value> {
-        vec![
-            json!({"event": "stage_started", "box_name": "a", "ts_ms": 1000}),
-            json!({"event": "sandbox_ready", "box_name": "a", "boot": 2000, "ts_ms": 3000}),
-            json!({"event": "turn_started", "box_name": "a", "turn": 1, "ts_ms": 3000}),
-            json!({"event": "usage", "box_name": "a", "total": {"input_tokens": 10, "output_tokens": 2}, "cost_usd": 0.5, "ts_ms": 4000}),
-            json!({"event": "tool_call_started", "box_name": "a", "id": "t1", "name": "bash", "ts_ms": 4000}),
-            json!({"event": "tool_call_finished", "box_name": "a", "id": "t1", "name": "bash", "is_error": true, "ts_ms": 5000}),
-            json!({"event": "stage_finished", "box_name": "a", "success": false, "error": "boom", "ts_ms": 6000}),
-            json!({"event": "stage_started", "box_name": "b", "ts_ms": 6000}),
-            json!({"event": "stage_finished", "box_name": "b", "success": true, "ts_ms": 11000}),
-            json!({"event": "result", "ok": true}),
-        ]
-    }
+    /// A saved run as `--save-run` writes it, `result` line included.
+    const RUN: &str = r#"{"event": "stage_started", "box_name": "a", "ts_ms": 1000}
+{"event": "sandbox_ready", "box_name": "a", "boot": 2000, "ts_ms": 3000, "trace_id": "t-1"}
+{"event": "turn_started", "box_name": "a", "turn": 1, "ts_ms": 3000}
+{"event": "usage", "box_name": "a", "total": {"input_tokens": 10, "output_tokens": 2}, "cost_usd": 0.5, "ts_ms": 4000}
+{"event": "tool_call_started", "box_name": "a", "id": "t1", "name": "bash", "arguments": {}, "ts_ms": 4000}
+{"event": "tool_call_finished", "box_name": "a", "id": "t1", "name": "bash", "summary": "", "is_error": true, "duration": 1000, "ts_ms": 5000}
+{"event": "stage_finished", "box_name": "a", "success": false, "duration": 5000, "error": "boom", "ts_ms": 6000}
+{"event": "stage_started", "box_name": "b", "ts_ms": 6000}
+{"event": "stage_finished", "box_name": "b", "success": true, "duration": 5000, "error": null, "ts_ms": 11000}
+{"event": "result", "ok": true, "ts_ms": 11000}
+not json
+"#;
 
     #[test]
     fn rebuilds_segments_relative_to_the_start() {
-        let events = run();
-        let t = Timeline::from_events(events.iter());
+        let t = Timeline::from_jsonl(RUN);
         assert_eq!(t.duration_ms, 10_000);
+        assert_eq!(t.trace_id.as_deref(), Some("t-1"));
         assert_eq!(t.stages.len(), 2);
         let a = &t.stages[0];
         assert_eq!(
@@ -301,9 +290,28 @@ mod tests {
     }
 
     #[test]
+    fn saved_lines_are_the_typed_events() {
+        // What the CLI writes is what the timeline reads: a typed event
+        // round-trips through its JSON line.
+        let line = EventLine {
+            ts_ms: 5,
+            trace_id: None,
+            event: RunEvent::SandboxReady {
+                box_name: "a".into(),
+                boot: std::time::Duration::from_millis(1500),
+            },
+        };
+        let json = serde_json::to_string(&line).unwrap();
+        assert_eq!(
+            json,
+            r#"{"ts_ms":5,"event":"sandbox_ready","box_name":"a","boot":1500}"#
+        );
+        assert_eq!(serde_json::from_str::<EventLine>(&json).unwrap(), line);
+    }
+
+    #[test]
     fn text_render_draws_a_bar_per_stage() {
-        let events = run();
-        let text = Timeline::from_events(events.iter()).render_text(20);
+        let text = Timeline::from_jsonl(RUN).render_text(20);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("a │▒▒▒▒██▓▓"), "{text}");
         assert!(lines[0].ends_with("5.0s FAILED"), "{text}");

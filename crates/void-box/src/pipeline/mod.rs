@@ -24,7 +24,9 @@ use tracing::Instrument;
 
 pub use report::{BoxReport, BoxStatus, PipelineError, PipelineResult, StageReport};
 
-use crate::agent::{AgentError, AgentEvent, EventSink, RunResult, VoidBox};
+use crate::agent::{AgentError, RunResult, VoidBox};
+use crate::event::{EventSink, RunEvent};
+use crate::sandbox::{SandboxProvider, VmProvider};
 
 /// What a failed box does to the rest of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -154,10 +156,22 @@ impl Pipeline {
         }
     }
 
-    /// Runs the pipeline on `input`, sending every box's events to `events`.
-    /// Dropping the future cancels the run and kills every VM it started.
+    /// Runs the pipeline on `input` in micro-VMs, sending every box's
+    /// events to `events`. Dropping the future cancels the run and kills
+    /// every VM it started.
     pub async fn run_with(
         &self,
+        input: Option<&str>,
+        events: EventSink,
+    ) -> Result<PipelineResult, PipelineError> {
+        self.run_on(&VmProvider, input, events).await
+    }
+
+    /// Like [`run_with`](Self::run_with), booting every box's sandbox
+    /// through `provider`.
+    pub async fn run_on(
+        &self,
+        provider: &dyn SandboxProvider,
         input: Option<&str>,
         events: EventSink,
     ) -> Result<PipelineResult, PipelineError> {
@@ -167,11 +181,14 @@ impl Pipeline {
             voidbox.pipeline = %self.name,
             voidbox.stages = self.stages.len() as i64,
         );
-        self.run_stages(input, events).instrument(span).await
+        self.run_stages(provider, input, events)
+            .instrument(span)
+            .await
     }
 
     async fn run_stages(
         &self,
+        provider: &dyn SandboxProvider,
         input: Option<&str>,
         events: EventSink,
     ) -> Result<PipelineResult, PipelineError> {
@@ -185,8 +202,11 @@ impl Pipeline {
                 continue;
             }
             let reports = match stage {
-                Stage::Box(b) => vec![self.run_box(b, handoff.as_deref(), &events).await],
-                Stage::FanOut(boxes) => self.run_fan_out(boxes, handoff.as_deref(), &events).await,
+                Stage::Box(b) => vec![self.run_box(provider, b, handoff.as_deref(), &events).await],
+                Stage::FanOut(boxes) => {
+                    self.run_fan_out(provider, boxes, handoff.as_deref(), &events)
+                        .await
+                }
             };
             let stage_ok = reports.iter().all(|r| r.status == BoxStatus::Succeeded);
             if stage_ok || self.policy == FailurePolicy::Continue {
@@ -219,12 +239,18 @@ impl Pipeline {
     }
 
     /// One box, with the stage timeout and retries.
-    async fn run_box(&self, b: &VoidBox, input: Option<&str>, events: &EventSink) -> BoxReport {
+    async fn run_box(
+        &self,
+        provider: &dyn SandboxProvider,
+        b: &VoidBox,
+        input: Option<&str>,
+        events: &EventSink,
+    ) -> BoxReport {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let run = b.run_with(input, events.clone());
+            let run = b.run_on(provider, input, events.clone());
             let outcome = match self.stage_timeout {
                 None => run.await,
                 Some(limit) => match tokio::time::timeout(limit, run).await {
@@ -235,7 +261,7 @@ impl Pipeline {
                             box_name: b.name().into(),
                             after: limit,
                         };
-                        events.emit(AgentEvent::StageFinished {
+                        events.emit(RunEvent::StageFinished {
                             box_name: b.name().into(),
                             success: false,
                             duration: started.elapsed(),
@@ -268,6 +294,7 @@ impl Pipeline {
     /// (dropping a run kills its VM).
     async fn run_fan_out(
         &self,
+        provider: &dyn SandboxProvider,
         boxes: &[VoidBox],
         input: Option<&str>,
         events: &EventSink,
@@ -276,7 +303,7 @@ impl Pipeline {
         let mut running: FuturesUnordered<_> = boxes
             .iter()
             .enumerate()
-            .map(|(i, b)| async move { (i, self.run_box(b, input, events).await) })
+            .map(|(i, b)| async move { (i, self.run_box(provider, b, input, events).await) })
             .collect();
         while let Some((i, report)) = running.next().await {
             let failed = report.status != BoxStatus::Succeeded;
@@ -294,8 +321,8 @@ impl Pipeline {
     }
 }
 
-fn forward_text<F: Fn(&str, &str)>(event: &AgentEvent, on_output: &F) {
-    if let AgentEvent::TextDelta { box_name, text } = event {
+fn forward_text<F: Fn(&str, &str)>(event: &RunEvent, on_output: &F) {
+    if let RunEvent::TextDelta { box_name, text } = event {
         on_output(box_name, text);
     }
 }

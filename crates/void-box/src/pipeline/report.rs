@@ -31,7 +31,7 @@ pub struct BoxReport {
     /// Attempts made (retries + 1 at most).
     pub attempts: u32,
     /// Wall time of all attempts.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "crate::millis::serialize")]
     pub duration: Duration,
     /// The result, when it succeeded.
     pub result: Option<RunResult>,
@@ -122,7 +122,7 @@ pub struct PipelineResult {
     /// Every stage, in order.
     pub stages: Vec<StageReport>,
     /// Wall time.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "crate::millis::serialize")]
     pub duration: Duration,
 }
 
@@ -187,8 +187,4 @@ impl PipelineError {
             report: Box::new(report),
         }
     }
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }

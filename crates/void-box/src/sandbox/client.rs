@@ -20,7 +20,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use void_box_protocol::flow::SendWindow;
 use void_box_protocol::{Frame, FrameCodec, GuestMsg, HostMsg, Secret, PROTOCOL_VERSION};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 type Codec = FrameCodec<GuestMsg, HostMsg>;
 

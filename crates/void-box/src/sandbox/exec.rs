@@ -2,11 +2,15 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use void_box_protocol::flow::RecvWindow;
-use void_box_protocol::{ExecRequest, ExitStatus, GuestMsg, HostMsg, PtySize, ResourceLimits};
+use void_box_protocol::{
+    ExecRequest, ExitStatus, GuestMsg, HostMsg, PtySize, ResourceLimits, CHUNK_LEN,
+};
 
 use super::client::{Stream, StreamSender};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A command to run in the guest.
 #[derive(Debug, Clone, Default)]
@@ -158,8 +162,18 @@ pub enum ExecEvent {
     Exit(ExitStatus),
 }
 
-/// Receives output chunks: `(is_stderr, bytes)`.
-pub type OutputSink<'a> = &'a (dyn Fn(bool, &[u8]) + Send + Sync);
+/// Which stream a chunk of command output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    /// Standard output (or the PTY).
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives output chunks as they arrive.
+pub type OutputSink<'a> = &'a (dyn Fn(OutputStream, &[u8]) + Send + Sync);
 
 /// A running command whose output arrives as it is produced.
 ///
@@ -258,18 +272,18 @@ impl ExecStream {
     }
 
     /// Like [`collect`](Self::collect), also passing each chunk to
-    /// `on_output` as it arrives (`false`: stdout, `true`: stderr).
+    /// `on_output` as it arrives.
     pub async fn collect_with(mut self, on_output: OutputSink<'_>) -> Result<Output> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         while let Some(event) = self.next().await? {
             match event {
                 ExecEvent::Stdout(d) => {
-                    on_output(false, &d);
+                    on_output(OutputStream::Stdout, &d);
                     stdout.extend_from_slice(&d)
                 }
                 ExecEvent::Stderr(d) => {
-                    on_output(true, &d);
+                    on_output(OutputStream::Stderr, &d);
                     stderr.extend_from_slice(&d)
                 }
                 ExecEvent::Exit(status) => {
@@ -302,6 +316,35 @@ impl StdinWriter {
     /// Closes stdin (the command reads end-of-file).
     pub fn close(&self) -> Result<()> {
         self.sender.send(HostMsg::StdinEof)
+    }
+
+    /// Writes `data` and closes stdin from a task of its own, so a command
+    /// that reads late never stalls the caller reading its output. A
+    /// command that ends without reading just drops the rest.
+    pub fn write_all_and_close(&self, data: Vec<u8>) {
+        let writer = self.clone();
+        tokio::spawn(async move {
+            if writer.write(&data).await.is_ok() {
+                let _ = writer.close();
+            }
+        });
+    }
+
+    /// Copies `source` into stdin until it ends or fails, then closes
+    /// stdin (the command reads end-of-file either way). Stops early when
+    /// the command is gone.
+    pub async fn copy_from(&self, mut source: impl AsyncRead + Unpin) -> Result<()> {
+        let mut buf = vec![0u8; CHUNK_LEN];
+        loop {
+            match source.read(&mut buf).await {
+                Ok(0) => return self.close(),
+                Ok(n) => self.write(&buf[..n]).await?,
+                Err(e) => {
+                    let _ = self.close();
+                    return Err(Error::io("read the input for the command's stdin", e));
+                }
+            }
+        }
     }
 
     /// Kills the command's process group, like [`ExecStream::cancel`]: lets

@@ -1,8 +1,11 @@
 //! The `Sandbox` API: one fresh micro-VM, driven through its guest agent.
 
 mod client;
+mod config;
+mod defaults;
 mod exec;
-pub mod provider;
+pub mod fake;
+mod provider;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,305 +14,78 @@ use rand::RngCore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use void_box_protocol::{
-    DirEntry, FileStat, GuestConfig, GuestMsg, HostMsg, ResourceLimits, Secret, TelemetrySnapshot,
-    AGENT_VSOCK_PORT,
+    DirEntry, FileStat, GuestConfig, GuestMsg, HostMsg, Secret, TelemetrySnapshot, AGENT_VSOCK_PORT,
 };
 
-pub use exec::{Exec, ExecEvent, ExecStream, Output, OutputSink, StdinWriter};
-pub use provider::{GuestSession, SandboxProvider, VmProvider};
+pub use config::{ConfigError, SandboxConfig, MAX_MEMORY_MB, MAX_VCPUS, MIN_MEMORY_MB};
+pub use defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
+pub use exec::{Exec, ExecEvent, ExecStream, Output, OutputSink, OutputStream, StdinWriter};
+pub use provider::{SandboxProvider, VmProvider};
+// The sandbox's own knobs, so that the layers above never name `vm`.
+pub use crate::vm::image::GuestImage;
+pub use crate::vm::Accel;
 
-use crate::vm::image::{config_initramfs, GuestImage};
-use crate::vm::qemu::QemuBackend;
-use crate::vm::{Accel, VmBackend, VmInstance, VmSpec};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::vm::image::config_initramfs;
+use crate::vm::{VmBackend, VmInstance, VmSpec};
 use client::AgentClient;
 
-/// Commands allowed when the caller does not choose: a shell and the
-/// everyday tools of the base image.
-pub const DEFAULT_ALLOWED_COMMANDS: &[&str] = &[
-    "sh",
-    "ash",
-    "bash",
-    "env",
-    "true",
-    "false",
-    "echo",
-    "printf",
-    "cat",
-    "head",
-    "tail",
-    "tee",
-    "ls",
-    "stat",
-    "mkdir",
-    "rm",
-    "rmdir",
-    "cp",
-    "mv",
-    "ln",
-    "touch",
-    "chmod",
-    "find",
-    "xargs",
-    "grep",
-    "egrep",
-    "sed",
-    "awk",
-    "cut",
-    "tr",
-    "sort",
-    "uniq",
-    "wc",
-    "diff",
-    "cmp",
-    "test",
-    "[",
-    "expr",
-    "seq",
-    "sleep",
-    "date",
-    "uname",
-    "id",
-    "whoami",
-    "hostname",
-    "pwd",
-    "basename",
-    "dirname",
-    "realpath",
-    "readlink",
-    "du",
-    "df",
-    "ps",
-    "kill",
-    "free",
-    "uptime",
-    "dd",
-    "od",
-    "hexdump",
-    "md5sum",
-    "sha1sum",
-    "sha256sum",
-    "sha512sum",
-    "base64",
-    "gzip",
-    "gunzip",
-    "zcat",
-    "tar",
-    "python3",
-    "python",
-    "node",
-    "jq",
-    "git",
-    "curl",
-    "wget",
-    "make",
-];
-
-/// Resource limits when the caller does not choose.
-pub const DEFAULT_LIMITS: ResourceLimits = ResourceLimits {
-    nofile: Some(4096),
-    nproc: Some(1024),
-    fsize_bytes: Some(4 << 30),
-    cpu_secs: None,
-};
-
-/// Configures and boots a [`Sandbox`].
-#[derive(Debug, Clone)]
-pub struct SandboxBuilder {
-    memory_mb: u32,
-    vcpus: u32,
-    env: Vec<(String, String)>,
-    allowed_commands: Vec<String>,
-    limits: ResourceLimits,
-    boot_timeout: Duration,
-    liveness_timeout: Duration,
-    accel: Option<Accel>,
-    image: Option<GuestImage>,
-    hostname: String,
-}
-
-impl Default for SandboxBuilder {
-    fn default() -> Self {
-        Self {
-            memory_mb: 512,
-            vcpus: 1,
-            env: Vec::new(),
-            allowed_commands: DEFAULT_ALLOWED_COMMANDS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            limits: DEFAULT_LIMITS,
-            boot_timeout: Duration::from_secs(30),
-            liveness_timeout: Duration::from_secs(30),
-            accel: None,
-            image: None,
-            hostname: "voidbox".into(),
-        }
-    }
-}
-
-impl SandboxBuilder {
-    /// Guest RAM in MiB (default 512).
-    pub fn memory_mb(mut self, mb: u32) -> Self {
-        self.memory_mb = mb;
-        self
-    }
-
-    /// Guest CPUs (default 1).
-    pub fn vcpus(mut self, n: u32) -> Self {
-        self.vcpus = n.max(1);
-        self
-    }
-
-    /// Adds an environment variable for every command.
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// Replaces the command allowlist (basenames; `*` allows all).
-    pub fn allowed_commands<I, S>(mut self, commands: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.allowed_commands = commands.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Adds one command to the allowlist.
-    pub fn allow_command(mut self, command: impl Into<String>) -> Self {
-        self.allowed_commands.push(command.into());
-        self
-    }
-
-    /// Default resource limits of every command.
-    pub fn limits(mut self, limits: ResourceLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// How long booting may take (default 30 s).
-    pub fn boot_timeout(mut self, timeout: Duration) -> Self {
-        self.boot_timeout = timeout;
-        self
-    }
-
-    /// How long the guest agent may go without answering a heartbeat before
-    /// every call fails (default 30 s).
-    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
-        self.liveness_timeout = timeout;
-        self
-    }
-
-    /// Forces an accelerator (default: `VOIDBOX_ACCEL`, else auto-detect).
-    pub fn accel(mut self, accel: Accel) -> Self {
-        self.accel = Some(accel);
-        self
-    }
-
-    /// Boots this kernel and initramfs instead of the cached image.
-    pub fn image(mut self, image: GuestImage) -> Self {
-        self.image = Some(image);
-        self
-    }
-
-    /// Boots the sandbox and waits until its guest agent answers.
-    pub async fn build(self) -> Result<Sandbox> {
-        let backend = QemuBackend::from_env()?;
-        self.build_with(&backend).await
-    }
-
-    /// Like [`build`](Self::build) with a chosen VM backend.
-    pub async fn build_with(self, backend: &dyn VmBackend) -> Result<Sandbox> {
-        let span = tracing::info_span!(
-            "sandbox.boot",
-            voidbox.sandbox_id = tracing::field::Empty,
-            voidbox.accel = tracing::field::Empty,
-            voidbox.memory_mb = i64::from(self.memory_mb),
-            voidbox.vcpus = i64::from(self.vcpus),
-            voidbox.boot_ms = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
-        let result = self.boot(backend).instrument(span.clone()).await;
-        match &result {
-            Ok(sandbox) => {
-                span.record("voidbox.sandbox_id", sandbox.id());
-                span.record("voidbox.accel", sandbox.accel.to_string());
-                span.record("voidbox.boot_ms", sandbox.boot_time.as_millis() as i64);
-                crate::observe::metrics::sandbox_booted(sandbox.boot_time);
-            }
-            Err(_) => {
-                span.record("otel.status_code", "ERROR");
-            }
-        }
-        result
-    }
-
-    async fn boot(self, backend: &dyn VmBackend) -> Result<Sandbox> {
-        let started = Instant::now();
-        let image = match self.image {
-            Some(image) => image,
-            None => GuestImage::resolve()?,
-        };
-        let accel = match self.accel {
-            Some(a) => a,
-            None => Accel::from_env()?,
-        };
+/// Boots a sandbox on `backend`: makes its secret and guest
+/// configuration, launches the VM `spec` describes (kernel, initramfs,
+/// accelerator, already resolved by the provider) and waits until its
+/// guest agent answers the handshake.
+pub(crate) async fn launch(
+    config: &SandboxConfig,
+    mut spec: VmSpec,
+    backend: &dyn VmBackend,
+) -> Result<Sandbox> {
+    let span = tracing::info_span!(
+        "sandbox.boot",
+        voidbox.sandbox_id = tracing::field::Empty,
+        voidbox.accel = %spec.accel,
+        voidbox.memory_mb = i64::from(config.memory_mb),
+        voidbox.vcpus = i64::from(config.vcpus),
+        voidbox.boot_ms = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let boot = async {
+        config.validate()?;
         let mut secret: Secret = [0; 32];
         rand::rng().fill_bytes(&mut secret);
-        let config = GuestConfig {
+        let guest = GuestConfig {
             secret,
-            hostname: self.hostname.clone(),
-            env: self.env.clone(),
-            allowed_commands: self.allowed_commands.clone(),
-            limits: self.limits,
+            hostname: config.hostname.clone(),
+            env: config.env.clone(),
+            allowed_commands: config.allowed_commands.clone(),
+            limits: config.limits,
         };
-        let extra = config_initramfs(&config.to_bytes())
+        spec.extra_initramfs = config_initramfs(&guest.to_bytes())
             .map_err(|e| Error::io("write the guest config archive", e))?;
-        let spec = VmSpec {
-            kernel: image.kernel,
-            initramfs: image.initramfs,
-            extra_initramfs: extra,
-            memory_mb: self.memory_mb,
-            vcpus: self.vcpus,
-            accel,
-            cmdline_extra: String::new(),
-        };
+        spec.memory_mb = config.memory_mb;
+        spec.vcpus = config.vcpus;
         let vm: Arc<dyn VmInstance> = Arc::from(backend.launch(&spec).await?);
         let client = connect_agent(
             &*vm,
             &secret,
-            started + self.boot_timeout,
-            self.liveness_timeout,
+            started + config.boot_timeout,
+            config.liveness_timeout,
         )
         .await?;
-        let client = Arc::new(client);
-        // A VM that dies fails every pending call at once. The watcher holds
-        // no strong reference, so dropping the sandbox frees the VM at once.
-        let exit_watch = {
-            let exited = vm.wait_exit();
-            let vm = Arc::downgrade(&vm);
-            let client = Arc::downgrade(&client);
-            tokio::spawn(async move {
-                let exit = exited.await;
-                let console = vm
-                    .upgrade()
-                    .map(|vm| console_suffix(&*vm))
-                    .unwrap_or_default();
-                if let Some(client) = client.upgrade() {
-                    client.fail(format!("the VM exited ({}){console}", exit.status));
-                }
-            })
-        };
-        Ok(Sandbox {
-            vm,
-            client,
-            exit_watch,
-            accel,
-            boot_time: started.elapsed(),
-        })
+        Ok(Sandbox::watch(vm, client, spec.accel, started.elapsed()))
+    };
+    let result = boot.instrument(span.clone()).await;
+    match &result {
+        Ok(sandbox) => {
+            span.record("voidbox.sandbox_id", sandbox.id());
+            span.record("voidbox.boot_ms", sandbox.boot_time.as_millis() as i64);
+            crate::observe::metrics::sandbox_booted(sandbox.boot_time);
+        }
+        Err(_) => {
+            span.record("otel.status_code", "ERROR");
+        }
     }
+    result
 }
 
 fn console_suffix(vm: &dyn VmInstance) -> String {
@@ -381,9 +157,44 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Starts configuring a sandbox.
-    pub fn builder() -> SandboxBuilder {
-        SandboxBuilder::default()
+    /// Starts configuring a sandbox: the default [`SandboxConfig`], whose
+    /// setters chain and whose [`build`](SandboxConfig::build) boots it.
+    pub fn builder() -> SandboxConfig {
+        SandboxConfig::default()
+    }
+
+    /// Watches a freshly connected VM: a VM that dies fails every pending
+    /// call at once. The watcher holds no strong reference, so dropping the
+    /// sandbox frees the VM at once.
+    fn watch(
+        vm: Arc<dyn VmInstance>,
+        client: AgentClient,
+        accel: Accel,
+        boot_time: Duration,
+    ) -> Sandbox {
+        let client = Arc::new(client);
+        let exit_watch = {
+            let exited = vm.wait_exit();
+            let vm = Arc::downgrade(&vm);
+            let client = Arc::downgrade(&client);
+            tokio::spawn(async move {
+                let exit = exited.await;
+                let console = vm
+                    .upgrade()
+                    .map(|vm| console_suffix(&*vm))
+                    .unwrap_or_default();
+                if let Some(client) = client.upgrade() {
+                    client.fail(format!("the VM exited ({}){console}", exit.status));
+                }
+            })
+        };
+        Sandbox {
+            vm,
+            client,
+            exit_watch,
+            accel,
+            boot_time,
+        }
     }
 
     /// A short id for logs and traces (the name of its runtime directory).
@@ -440,7 +251,7 @@ impl Sandbox {
     }
 
     /// Like [`exec`](Self::exec), also passing each output chunk to
-    /// `on_output` as it arrives (`(is_stderr, bytes)`).
+    /// `on_output` as it arrives.
     pub async fn exec_with_output(
         &self,
         cmd: impl Into<Exec>,
@@ -457,12 +268,7 @@ impl Sandbox {
         let run = async {
             let stream = self.exec_stream(cmd).await?;
             if let Some(data) = stdin {
-                let writer = stream.stdin();
-                tokio::spawn(async move {
-                    if writer.write(&data).await.is_ok() {
-                        let _ = writer.close();
-                    }
-                });
+                stream.stdin().write_all_and_close(data);
             }
             stream.collect_with(on_output).await
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::vm::image::cache_dir;
+use crate::cache_dir;
 
 /// Remote skill documents larger than this are refused.
 const MAX_SKILL_BYTES: usize = 1 << 20;

@@ -21,7 +21,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::sandbox::{ExecEvent, ExecStream, StdinWriter};
-use crate::ExitStatus;
 
 /// Bytes each pipe holds before its writer waits.
 const PIPE_CAPACITY: usize = 64 * 1024;
@@ -151,16 +150,6 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn describe(status: ExitStatus) -> String {
-    match (status.code, status.signal) {
-        _ if status.cancelled => "was stopped".into(),
-        _ if status.timed_out => "was killed at its timeout".into(),
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        (None, None) => "ended".into(),
-    }
-}
-
 /// Stdout into the pipe, stderr into the tail, until the command ends.
 async fn pump_output(
     mut stream: ExecStream,
@@ -182,7 +171,7 @@ async fn pump_output(
                 }
             }
             Ok(Some(ExecEvent::Stderr(data))) => lock(&state).stderr.push(&data),
-            Ok(Some(ExecEvent::Exit(status))) => break describe(status),
+            Ok(Some(ExecEvent::Exit(status))) => break status.to_string(),
             Ok(None) => break "ended".into(),
             Err(e) => break format!("was lost ({e})"),
         }

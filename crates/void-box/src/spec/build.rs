@@ -19,11 +19,9 @@ use super::{Kind, Runnable, Spec, SpecError};
 use crate::agent::{AgentError, VoidBox};
 use crate::llm::{LlmProvider, MockScript};
 use crate::pipeline::{FailurePolicy, Pipeline};
+use crate::sandbox::{Accel, GuestImage, SandboxConfig};
 use crate::skill::SkillKind;
-use crate::vm::image::GuestImage;
-use crate::vm::Accel;
 use crate::workflow::{Step, Workflow};
-use crate::{Sandbox, SandboxBuilder};
 
 /// Looks up an environment variable (the host's, or a test's).
 pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -31,56 +29,52 @@ pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// The model `auto` and `anthropic` use when the spec names none.
 pub(super) const DEFAULT_ANTHROPIC_MODEL: &str = "claude-sonnet-4-5";
 const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
-const NO_NETWORK: &str = "network: true is not supported yet: sandboxes have no network device";
 
-/// The sandbox settings a box or step starts from.
+/// The sandbox a box or step starts from: the spec's `sandbox` section
+/// (a box's own `sandbox` overrides it) as one [`SandboxConfig`], plus
+/// what `inspect` shows and where errors point.
 #[derive(Clone)]
 struct Base {
     mode: &'static str,
-    memory_mb: u32,
-    vcpus: u32,
-    network: bool,
+    config: SandboxConfig,
     network_at: (usize, usize),
-    /// Key and value to pass; `None`: copy from the host, which lacks it.
-    env: BTreeMap<String, Option<String>>,
     /// What `inspect` shows for each variable.
     env_view: BTreeMap<String, String>,
-    image: Option<GuestImage>,
-    accel: Option<Accel>,
 }
 
 impl Base {
     fn view(&self) -> ResolvedSandbox {
+        let boot = self.config.boot.as_ref();
         ResolvedSandbox {
             mode: self.mode.into(),
-            memory_mb: self.memory_mb,
-            vcpus: self.vcpus,
-            network: self.network,
+            memory_mb: self.config.memory_mb,
+            vcpus: self.config.vcpus,
+            network: self.config.network,
             env: self.env_view.clone(),
-            kernel: self.image.as_ref().map(|i| i.kernel.display().to_string()),
-            initramfs: self
-                .image
-                .as_ref()
-                .map(|i| i.initramfs.display().to_string()),
+            kernel: boot.map(|i| i.kernel.display().to_string()),
+            initramfs: boot.map(|i| i.initramfs.display().to_string()),
         }
     }
 
     fn add_env(&mut self, vars: &BTreeMap<String, String>, env: Env) {
         for (k, v) in vars {
+            // A box's value replaces the spec's for the same name.
+            self.config.env.retain(|(key, _)| key != k);
             // As in the seeds: an empty value copies the host's variable.
             if v.is_empty() {
-                let host = env(k);
-                self.env_view.insert(
-                    k.clone(),
-                    match host {
-                        Some(_) => "(from host)".into(),
-                        None => "(from host: unset, not passed)".into(),
-                    },
-                );
-                self.env.insert(k.clone(), host);
+                match env(k) {
+                    Some(host) => {
+                        self.env_view.insert(k.clone(), "(from host)".into());
+                        self.config.env.push((k.clone(), host));
+                    }
+                    None => {
+                        self.env_view
+                            .insert(k.clone(), "(from host: unset, not passed)".into());
+                    }
+                }
             } else {
                 self.env_view.insert(k.clone(), v.clone());
-                self.env.insert(k.clone(), Some(v.clone()));
+                self.config.env.push((k.clone(), v.clone()));
             }
         }
     }
@@ -88,10 +82,10 @@ impl Base {
     fn with_override(&self, spec: &Spec, o: Option<&BoxSandbox>, env: Env) -> Base {
         let mut b = self.clone();
         if let Some(o) = o {
-            b.memory_mb = o.memory_mb.unwrap_or(b.memory_mb);
-            b.vcpus = o.vcpus.unwrap_or(b.vcpus);
+            b.config.memory_mb = o.memory_mb.unwrap_or(b.config.memory_mb);
+            b.config.vcpus = o.vcpus.unwrap_or(b.config.vcpus);
             if let Some(n) = &o.network {
-                b.network = n.value;
+                b.config.network = n.value;
                 b.network_at = spec.at(n, "network");
             }
             b.add_env(&o.env, env);
@@ -99,34 +93,25 @@ impl Base {
         b
     }
 
-    fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.env
-            .iter()
-            .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
+    /// Checks a sandbox this base produced, placing the error where the
+    /// offending value was written.
+    fn check(&self, spec: &Spec, config: &SandboxConfig) -> Result<(), SpecError> {
+        config.validate().map_err(|e| {
+            if e.field == "network" {
+                spec.error(self.network_at, e.to_string())
+                    .hint("set `network: false`; guest networking is not available yet")
+            } else {
+                spec.error(spec.key_at("sandbox", 0), e.to_string())
+            }
+        })
     }
 
     /// A sandbox for a command; the command joins the allowlist since the
     /// spec asked for it by name.
-    fn sandbox(&self, spec: &Spec, program: &str) -> Result<SandboxBuilder, SpecError> {
-        if self.network {
-            return Err(spec
-                .error(self.network_at, NO_NETWORK)
-                .hint("set `network: false`"));
-        }
-        let mut b = Sandbox::builder()
-            .memory_mb(self.memory_mb)
-            .vcpus(self.vcpus)
-            .allow_command(program.rsplit('/').next().unwrap_or(program));
-        for (k, v) in self.vars() {
-            b = b.env(k, v);
-        }
-        if let Some(image) = &self.image {
-            b = b.image(image.clone());
-        }
-        if let Some(accel) = self.accel {
-            b = b.accel(accel);
-        }
-        Ok(b)
+    fn command_sandbox(&self, spec: &Spec, program: &str) -> Result<SandboxConfig, SpecError> {
+        let config = self.config.clone().allow_command(program);
+        self.check(spec, &config)?;
+        Ok(config)
     }
 }
 
@@ -135,33 +120,34 @@ fn base(spec: &Spec, env: Env) -> Base {
     let mode = s
         .and_then(|s| s.mode.as_ref())
         .map_or(Mode::Auto, |m| m.value);
+    let config = SandboxConfig {
+        accel: match mode {
+            Mode::Kvm => Some(Accel::Kvm),
+            Mode::Tcg => Some(Accel::Tcg),
+            _ => None,
+        },
+        ..SandboxConfig::default()
+    };
     let mut b = Base {
         mode: match mode {
             Mode::Kvm => "kvm",
             Mode::Tcg => "tcg",
             _ => "auto",
         },
-        memory_mb: s.and_then(|s| s.memory_mb).unwrap_or(512),
-        vcpus: s.and_then(|s| s.vcpus).unwrap_or(1),
-        network: false,
+        config,
         network_at: (0, 0),
-        env: BTreeMap::new(),
         env_view: BTreeMap::new(),
-        image: None,
-        accel: match mode {
-            Mode::Kvm => Some(Accel::Kvm),
-            Mode::Tcg => Some(Accel::Tcg),
-            _ => None,
-        },
     };
     if let Some(s) = s {
+        b.config.memory_mb = s.memory_mb.unwrap_or(b.config.memory_mb);
+        b.config.vcpus = s.vcpus.unwrap_or(b.config.vcpus);
         if let Some(n) = &s.network {
-            b.network = n.value;
+            b.config.network = n.value;
             b.network_at = spec.at(n, "network");
         }
         b.add_env(&s.env, env);
         if let (Some(k), Some(i)) = (&s.kernel, &s.initramfs) {
-            b.image = Some(GuestImage {
+            b.config.boot = Some(GuestImage {
                 kernel: absolute(&spec.path(&k.value)),
                 initramfs: absolute(&spec.path(&i.value)),
             });
@@ -227,17 +213,12 @@ fn make_box(
     };
     let mut vbox = VoidBox::new(input.name)
         .prompt(input.prompt)
-        .memory_mb(base.memory_mb)
-        .vcpus(base.vcpus)
-        .network(base.network);
+        .sandbox(base.config.clone());
     for s in &skills {
         vbox = vbox.skill(s.clone());
     }
     if let Some((provider, _)) = &llm {
         vbox = vbox.llm(provider.clone());
-    }
-    for (k, v) in base.vars() {
-        vbox = vbox.env(k, v);
     }
     if let Some(secs) = input.timeout_secs {
         vbox = vbox.timeout(Duration::from_secs(secs));
@@ -251,23 +232,13 @@ fn make_box(
     if let Some(path) = input.output_file {
         vbox = vbox.output_file(path);
     }
-    if let Some(image) = &base.image {
-        vbox = vbox.image(image.clone());
-    }
-    if let Some(accel) = base.accel {
-        vbox = vbox.accel(accel);
-    }
+    base.check(spec, &base.config)?;
     let vbox = vbox.build().map_err(|e| {
         let message = match e {
             AgentError::Config { message, .. } => message,
             other => other.to_string(),
         };
-        if base.network {
-            spec.error(base.network_at, format!("box `{}`: {message}", input.name))
-                .hint("set `network: false`; guest networking is not available yet")
-        } else {
-            spec.error(input.at, format!("box `{}`: {message}", input.name))
-        }
+        spec.error(input.at, format!("box `{}`: {message}", input.name))
     })?;
     let view = ResolvedBox {
         name: input.name.into(),
@@ -280,9 +251,9 @@ fn make_box(
         .into(),
         llm: llm.map(|(_, view)| view),
         skills: skills.iter().map(|s| s.label()).collect(),
-        memory_mb: base.memory_mb,
-        vcpus: base.vcpus,
-        network: base.network,
+        memory_mb: base.config.memory_mb,
+        vcpus: base.config.vcpus,
+        network: base.config.network,
         env: base.env_view.clone(),
         timeout_secs: input.timeout_secs,
         max_turns: input.max_turns.unwrap_or(25),
@@ -537,7 +508,7 @@ pub(super) fn build(spec: &Spec, env: Env) -> Result<(Runnable, Resolved), SpecE
                     (Some(run), _) => {
                         let program = &run.program.value;
                         let mut step = Step::command(step_name, program, run.args.clone())
-                            .sandbox(base.sandbox(spec, program)?);
+                            .sandbox(base.command_sandbox(spec, program)?);
                         if let Some(from) = &run.stdin_from {
                             step = step.stdin_from(&from.value);
                         }
@@ -596,13 +567,13 @@ pub(super) fn build(spec: &Spec, env: Env) -> Result<(Runnable, Resolved), SpecE
         Kind::Sandbox => {
             let run = &raw.run.as_ref().expect("checked").value;
             let program = &run.program.value;
-            let builder = base.sandbox(spec, program)?;
+            let config = base.command_sandbox(spec, program)?;
             resolved.run = Some(ResolvedCommand {
                 program: program.clone(),
                 args: run.args.clone(),
                 stdin_from: None,
             });
-            Runnable::Sandbox(SandboxRun::new(name, builder, program, run.args.clone()))
+            Runnable::Sandbox(SandboxRun::new(name, config, program, run.args.clone()))
         }
     };
     Ok((runnable, resolved))

@@ -42,7 +42,7 @@ pub use resolved::{
     Resolved, ResolvedBox, ResolvedCommand, ResolvedLlm, ResolvedPipeline, ResolvedSandbox,
     ResolvedStep, ResolvedWorkflow,
 };
-pub use run::{OutputStream, SandboxResult, SandboxRun};
+pub use run::{SandboxResult, SandboxRun};
 
 use crate::agent::VoidBox;
 use crate::pipeline::Pipeline;

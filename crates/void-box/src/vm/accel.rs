@@ -5,10 +5,11 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Once;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A QEMU accelerator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Hardware virtualization through /dev/kvm.
     Kvm,

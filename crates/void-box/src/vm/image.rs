@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::initramfs::CpioWriter;
-use crate::{Error, Result};
+use crate::cache::cache_dir;
+use crate::error::{Error, Result};
 
 /// The kernel configuration fragment merged over `tinyconfig`.
 pub const KERNEL_CONFIG_FRAGMENT: &str = include_str!("../../../../images/kernel/voidbox.config");
@@ -56,18 +57,6 @@ pub struct ImageRecord {
     pub kernel_hash: String,
     /// Input hash of the initramfs.
     pub initramfs_hash: String,
-}
-
-/// The image cache directory.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VOIDBOX_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Path::new(&dir).join("voidbox");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    Path::new(&home).join(".cache/voidbox")
 }
 
 impl GuestImage {

@@ -18,7 +18,7 @@ use tokio::net::UnixStream;
 
 pub use accel::Accel;
 
-use crate::Result;
+use crate::error::Result;
 
 /// Everything needed to boot one VM.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use super::qmp::Qmp;
 use super::vsock::VsockDevice;
 use super::{Accel, VmBackend, VmExit, VmInstance, VmSpec};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Guest CID; each VM has its own vsock device, so they never collide.
 const GUEST_CID: u64 = 3;

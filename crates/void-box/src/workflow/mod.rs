@@ -23,7 +23,8 @@ use tracing::Instrument;
 pub use run_step::input_path;
 pub use step::{CommandStep, Step, StepAction, DEFAULT_STEP_TIMEOUT};
 
-use crate::agent::{AgentEvent, EventSink, RunResult};
+use crate::agent::RunResult;
+use crate::event::{EventSink, RunEvent};
 use crate::pipeline::BoxStatus;
 use crate::sandbox::{SandboxProvider, VmProvider};
 
@@ -47,7 +48,7 @@ pub struct StepReport {
     /// Attempts made.
     pub attempts: u32,
     /// Wall time of all attempts.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "crate::millis::serialize")]
     pub duration: Duration,
     /// Exit code of a command step.
     pub exit_code: Option<i32>,
@@ -71,7 +72,7 @@ pub struct WorkflowResult {
     /// Every step, in declaration order.
     pub steps: Vec<StepReport>,
     /// Wall time.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "crate::millis::serialize")]
     pub duration: Duration,
 }
 
@@ -184,18 +185,28 @@ impl Workflow {
 
     /// Runs every step in real VMs.
     pub async fn run(&self) -> Result<WorkflowResult, WorkflowError> {
-        self.run_with(None, EventSink::none(), &VmProvider).await
+        self.run_with(None, EventSink::none()).await
     }
 
-    /// Runs with `input` for the root steps, sending events (a step's start
-    /// and end as `StageStarted`/`StageFinished` under its name, plus its
-    /// agent's events) and booting command steps through `provider`.
-    /// Dropping the future cancels the run and kills every VM it started.
+    /// Runs in real VMs with `input` for the root steps, sending events (a
+    /// step's start and end as `StageStarted`/`StageFinished` under its
+    /// name, plus its agent's events). Dropping the future cancels the run
+    /// and kills every VM it started.
     pub async fn run_with(
         &self,
         input: Option<&str>,
         events: EventSink,
+    ) -> Result<WorkflowResult, WorkflowError> {
+        self.run_on(&VmProvider, input, events).await
+    }
+
+    /// Like [`run_with`](Self::run_with), booting every step's sandbox
+    /// (command and agent steps alike) through `provider`.
+    pub async fn run_on(
+        &self,
         provider: &dyn SandboxProvider,
+        input: Option<&str>,
+        events: EventSink,
     ) -> Result<WorkflowResult, WorkflowError> {
         self.validate()?;
         let span = tracing::info_span!(
@@ -345,7 +356,7 @@ async fn run_with_retries(
         voidbox.success = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    events.emit(AgentEvent::StageStarted {
+    events.emit(RunEvent::StageStarted {
         box_name: step.name.clone(),
     });
     let mut attempts = 0;
@@ -376,7 +387,7 @@ async fn run_with_retries(
         span.record("otel.status_code", "ERROR");
     }
     crate::observe::metrics::stage_finished(&step.name, outcome.is_ok(), duration);
-    events.emit(AgentEvent::StageFinished {
+    events.emit(RunEvent::StageFinished {
         box_name: step.name.clone(),
         success: outcome.is_ok(),
         duration,
@@ -425,8 +436,4 @@ impl StepReport {
             error: None,
         }
     }
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }

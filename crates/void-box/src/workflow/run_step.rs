@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use super::step::{CommandStep, Step, StepAction};
 use super::StepOutputs;
-use crate::agent::{tools::WORKDIR, AgentEvent, EventSink, OutputStream};
-use crate::sandbox::{GuestSession, SandboxProvider};
-use crate::{Exec, Sandbox};
+use crate::event::{EventSink, RunEvent};
+use crate::sandbox::{OutputStream, SandboxProvider};
+use crate::stage::in_fresh_sandbox;
+use crate::{Exec, Sandbox, WORKSPACE_DIR};
 
 /// Where a dependency's stdout (or agent answer) is placed.
 pub fn input_path(dep: &str) -> String {
-    format!("{WORKDIR}/inputs/{dep}/stdout")
+    format!("{WORKSPACE_DIR}/inputs/{dep}/stdout")
 }
 
 /// The finished attempt of a step.
@@ -25,14 +26,14 @@ pub struct Attempt {
 /// Inputs from finished dependencies, in `depends_on` order.
 pub type Inputs = Vec<(String, Arc<StepOutputs>)>;
 
-async fn place_inputs(session: &dyn GuestSession, inputs: &Inputs) -> crate::Result<()> {
+async fn place_inputs(sandbox: &Sandbox, inputs: &Inputs) -> crate::Result<()> {
     for (dep, out) in inputs {
         let path = input_path(dep);
-        session.mkdir(parent(&path)).await?;
-        session.write_file(&path, out.stdout.as_bytes()).await?;
+        sandbox.mkdir(parent(&path)).await?;
+        sandbox.write_file(&path, out.stdout.as_bytes()).await?;
         for (file, data) in &out.files {
-            session.mkdir(parent(file)).await?;
-            session.write_file(file, data).await?;
+            sandbox.mkdir(parent(file)).await?;
+            sandbox.write_file(file, data).await?;
         }
     }
     Ok(())
@@ -43,13 +44,10 @@ fn parent(path: &str) -> &str {
         .map_or("/", |(p, _)| if p.is_empty() { "/" } else { p })
 }
 
-async fn collect_outputs(
-    session: &dyn GuestSession,
-    step: &Step,
-) -> Result<Vec<(String, Vec<u8>)>, String> {
+async fn collect_outputs(sandbox: &Sandbox, step: &Step) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut files = Vec::new();
     for path in &step.outputs {
-        let data = session
+        let data = sandbox
             .read_file(path)
             .await
             .map_err(|e| format!("declared output {path} could not be read: {e}"))?;
@@ -67,117 +65,84 @@ pub async fn attempt(
     workflow_input: Option<&str>,
     events: &EventSink,
 ) -> Result<Attempt, String> {
-    match &step.action {
-        StepAction::Command(cmd) => {
-            command(step, cmd, provider, inputs, workflow_input, events).await
-        }
-        StepAction::Agent(vbox) => {
-            let sandbox = vbox
-                .sandbox_builder()
-                .build()
-                .await
-                .map_err(|e| format!("sandbox: {e}"))?;
-            events.emit(AgentEvent::SandboxReady {
-                box_name: step.name.clone(),
-                boot: sandbox.boot_time(),
-            });
-            let outcome = agent(step, vbox, &sandbox, inputs, workflow_input, events).await;
-            if let Err(e) = sandbox.shutdown().await {
-                tracing::debug!(step = step.name, "sandbox shutdown: {e}");
+    let config = match &step.action {
+        StepAction::Command(cmd) => cmd.sandbox.clone(),
+        StepAction::Agent(vbox) => vbox.sandbox_config(),
+    };
+    in_fresh_sandbox(
+        provider,
+        &config,
+        &step.name,
+        events,
+        async |sandbox| match &step.action {
+            StepAction::Command(cmd) => {
+                command(step, cmd, sandbox, inputs, workflow_input, events).await
             }
-            outcome
-        }
-    }
+            StepAction::Agent(vbox) => {
+                agent(step, vbox, sandbox, inputs, workflow_input, events).await
+            }
+        },
+    )
+    .await
+    .map_err(|e| format!("sandbox: {e}"))?
 }
 
 async fn command(
     step: &Step,
     cmd: &CommandStep,
-    provider: &dyn SandboxProvider,
+    sandbox: &Sandbox,
     inputs: &Inputs,
     workflow_input: Option<&str>,
     events: &EventSink,
 ) -> Result<Attempt, String> {
-    let booting = Instant::now();
-    let session = provider
-        .boot(&cmd.sandbox)
+    place_inputs(sandbox, inputs)
         .await
-        .map_err(|e| format!("sandbox: {e}"))?;
-    events.emit(AgentEvent::SandboxReady {
-        box_name: step.name.clone(),
-        boot: booting.elapsed(),
-    });
-    let outcome = async {
-        place_inputs(session.as_ref(), inputs)
-            .await
-            .map_err(|e| format!("placing inputs: {e}"))?;
-        let stdin = match &cmd.stdin_from {
-            Some(from) => inputs
-                .iter()
-                .find(|(d, _)| d == from)
-                .map(|(_, o)| o.stdout.clone()),
-            None if inputs.len() == 1 => Some(inputs[0].1.stdout.clone()),
-            None if inputs.is_empty() => workflow_input.map(str::to_string),
-            None => None,
-        };
-        let mut exec = Exec::new(&cmd.program)
-            .args(cmd.args.iter().cloned())
-            .cwd(WORKDIR);
-        if let Some(stdin) = stdin {
-            exec = exec.stdin_bytes(stdin.into_bytes());
-        }
-        if let Some(limit) = step.timeout {
-            exec = exec.timeout(limit);
-        }
-        let on_output = |is_stderr: bool, data: &[u8]| {
-            events.emit(AgentEvent::Output {
-                box_name: step.name.clone(),
-                stream: if is_stderr {
-                    OutputStream::Stderr
-                } else {
-                    OutputStream::Stdout
-                },
-                text: String::from_utf8_lossy(data).into_owned(),
-            })
-        };
-        let out = session
-            .exec_streaming(exec, &on_output)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            let how = match (out.status.code, out.status.signal, out.status.timed_out) {
-                (_, _, true) => "timed out".to_string(),
-                (Some(code), _, _) => format!("exited with code {code}"),
-                (_, Some(sig), _) => format!("killed by signal {sig}"),
-                _ => "failed".to_string(),
-            };
-            let stderr = out.stderr_text();
-            let tail: String = stderr
-                .trim()
-                .chars()
-                .rev()
-                .take(500)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            return Err(format!("`{}` {how}: {tail}", cmd.program));
-        }
-        let files = collect_outputs(session.as_ref(), step).await?;
-        Ok(Attempt {
-            outputs: StepOutputs {
-                stdout: out.stdout_text(),
-                files,
-            },
-            exit_code: out.status.code,
-            result: None,
+        .map_err(|e| format!("placing inputs: {e}"))?;
+    let stdin = match &cmd.stdin_from {
+        Some(from) => inputs
+            .iter()
+            .find(|(d, _)| d == from)
+            .map(|(_, o)| o.stdout.clone()),
+        None if inputs.len() == 1 => Some(inputs[0].1.stdout.clone()),
+        None if inputs.is_empty() => workflow_input.map(str::to_string),
+        None => None,
+    };
+    let mut exec = Exec::new(&cmd.program)
+        .args(cmd.args.iter().cloned())
+        .cwd(WORKSPACE_DIR);
+    if let Some(stdin) = stdin {
+        exec = exec.stdin_bytes(stdin.into_bytes());
+    }
+    if let Some(limit) = step.timeout {
+        exec = exec.timeout(limit);
+    }
+    let on_output = |stream: OutputStream, data: &[u8]| {
+        events.emit(RunEvent::Output {
+            box_name: step.name.clone(),
+            stream,
+            text: String::from_utf8_lossy(data).into_owned(),
         })
+    };
+    let out = sandbox
+        .exec_with_output(exec, &on_output)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let stderr = out.stderr_text();
+        let stderr = stderr.trim();
+        let start = stderr.char_indices().rev().nth(499).map_or(0, |(i, _)| i);
+        let tail = &stderr[start..];
+        return Err(format!("`{}` {}: {tail}", cmd.program, out.status));
     }
-    .await;
-    if let Err(e) = session.shutdown().await {
-        tracing::debug!(step = step.name, "sandbox shutdown: {e}");
-    }
-    outcome
+    let files = collect_outputs(sandbox, step).await?;
+    Ok(Attempt {
+        outputs: StepOutputs {
+            stdout: out.stdout_text(),
+            files,
+        },
+        exit_code: out.status.code,
+        result: None,
+    })
 }
 
 async fn agent(

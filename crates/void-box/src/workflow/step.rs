@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use crate::agent::VoidBox;
-use crate::SandboxBuilder;
+use crate::SandboxConfig;
 
 /// What a step does.
 #[derive(Debug, Clone)]
 pub enum StepAction {
     /// A command in a fresh sandbox.
     Command(Box<CommandStep>),
-    /// An agent box (always a real VM).
+    /// An agent box, in a fresh sandbox of its own configuration.
     Agent(VoidBox),
 }
 
@@ -24,7 +24,7 @@ pub struct CommandStep {
     /// Whose stdout becomes stdin (default: the only dependency's, if one).
     pub stdin_from: Option<String>,
     /// The sandbox it runs in.
-    pub sandbox: SandboxBuilder,
+    pub sandbox: SandboxConfig,
 }
 
 /// How long one attempt of a step may take unless it says otherwise:
@@ -68,7 +68,7 @@ impl Step {
                 program: program.into(),
                 args: args.into_iter().map(Into::into).collect(),
                 stdin_from: None,
-                sandbox: SandboxBuilder::default(),
+                sandbox: SandboxConfig::default(),
             })),
         )
     }
@@ -127,9 +127,9 @@ impl Step {
     }
 
     /// For a command step: the sandbox to run in.
-    pub fn sandbox(mut self, builder: SandboxBuilder) -> Step {
+    pub fn sandbox(mut self, config: SandboxConfig) -> Step {
         if let StepAction::Command(c) = &mut self.action {
-            c.sandbox = builder;
+            c.sandbox = config;
         }
         self
     }

@@ -1,18 +1,21 @@
-//! Typed events of a run, for callers and the layers above (pipelines,
-//! progress displays, traces).
+//! Typed events of a run, whatever runs: an agent box, a pipeline, a
+//! workflow or a sandbox command. Callers, progress displays, saved runs
+//! (`--save-run`) and the timeline all read this one type.
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::llm::TokenUsage;
+use crate::sandbox::OutputStream;
 
-/// Something that happened during a box's run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Something that happened during a run. `box_name` names the box, the
+/// workflow step or the sandbox spec it happened in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum AgentEvent {
+pub enum RunEvent {
     /// The box's stage began (before the sandbox boots).
     StageStarted {
         /// Box name.
@@ -23,7 +26,7 @@ pub enum AgentEvent {
         /// Box name.
         box_name: String,
         /// How long it took to boot.
-        #[serde(with = "millis")]
+        #[serde(with = "crate::millis")]
         boot: Duration,
     },
     /// A model turn begins.
@@ -64,7 +67,7 @@ pub enum AgentEvent {
         /// Failed or refused.
         is_error: bool,
         /// Wall time.
-        #[serde(with = "millis")]
+        #[serde(with = "crate::millis")]
         duration: Duration,
     },
     /// Token counts so far in this stage.
@@ -93,36 +96,18 @@ pub enum AgentEvent {
         /// Whether it succeeded.
         success: bool,
         /// Wall time.
-        #[serde(with = "millis")]
+        #[serde(with = "crate::millis")]
         duration: Duration,
         /// The error, when it failed.
         error: Option<String>,
     },
 }
 
-/// Which stream a chunk of command output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputStream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-mod millis {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-}
-
 /// Where a run sends its events; sending never blocks and never fails the
 /// run (a dropped receiver is fine).
 #[derive(Debug, Clone, Default)]
 pub struct EventSink {
-    tx: Option<UnboundedSender<AgentEvent>>,
+    tx: Option<UnboundedSender<RunEvent>>,
 }
 
 impl EventSink {
@@ -132,14 +117,28 @@ impl EventSink {
     }
 
     /// Events go to this channel.
-    pub fn channel(tx: UnboundedSender<AgentEvent>) -> Self {
+    pub fn channel(tx: UnboundedSender<RunEvent>) -> Self {
         EventSink { tx: Some(tx) }
     }
 
     /// Sends one event.
-    pub fn emit(&self, event: AgentEvent) {
+    pub fn emit(&self, event: RunEvent) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(event);
         }
     }
+}
+
+/// One event as a saved run holds it (a line of `voidbox run --output
+/// json`): when it happened and, when the run was traced, its trace id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLine {
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// The run's trace id, when it was traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The event.
+    #[serde(flatten)]
+    pub event: RunEvent,
 }

@@ -1,0 +1,306 @@
+//! The sandbox's configuration: one plain-data value that the Rust
+//! builder, boxes, pipelines, workflow steps and specs all hold and pass
+//! down. It is checked in one place, [`SandboxConfig::validate`], before
+//! anything boots.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use void_box_protocol::ResourceLimits;
+
+use super::defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
+use crate::vm::image::GuestImage;
+use crate::vm::Accel;
+
+/// Smallest guest RAM that boots the kernel and the agent with room for work.
+pub const MIN_MEMORY_MB: u32 = 64;
+/// Largest guest RAM a sandbox may ask for.
+pub const MAX_MEMORY_MB: u32 = 64 * 1024;
+/// Most guest CPUs a sandbox may ask for.
+pub const MAX_VCPUS: u32 = 64;
+
+/// Everything that shapes one sandbox. `Default` is the documented
+/// default sandbox (512 MiB, 1 vCPU, the default allowlist and limits,
+/// 30 s boot and liveness deadlines, no network).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Guest RAM in MiB.
+    pub memory_mb: u32,
+    /// Guest CPUs.
+    pub vcpus: u32,
+    /// Environment of every command, in order (later entries win).
+    pub env: Vec<(String, String)>,
+    /// Programs commands may run (basenames; `*` allows all).
+    pub allowed_commands: Vec<String>,
+    /// Default resource limits of every command.
+    pub limits: ResourceLimits,
+    /// How long booting may take.
+    #[serde(rename = "boot_timeout_ms", with = "crate::millis")]
+    pub boot_timeout: Duration,
+    /// How long the guest agent may go without answering a heartbeat
+    /// before every call fails.
+    #[serde(rename = "liveness_timeout_ms", with = "crate::millis")]
+    pub liveness_timeout: Duration,
+    /// The accelerator; `None`: `VOIDBOX_ACCEL`, else auto-detect.
+    pub accel: Option<Accel>,
+    /// Kernel and initramfs to boot instead of the cached guest image.
+    pub boot: Option<GuestImage>,
+    /// The guest's hostname.
+    pub hostname: String,
+    /// Guest networking. Sandboxes have no network device yet, so `true`
+    /// is refused by [`validate`](Self::validate) rather than ignored.
+    pub network: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            memory_mb: 512,
+            vcpus: 1,
+            env: Vec::new(),
+            allowed_commands: DEFAULT_ALLOWED_COMMANDS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            limits: DEFAULT_LIMITS,
+            boot_timeout: Duration::from_secs(30),
+            liveness_timeout: Duration::from_secs(30),
+            accel: None,
+            boot: None,
+            hostname: "voidbox".into(),
+            network: false,
+        }
+    }
+}
+
+/// A sandbox configuration that cannot boot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sandbox `{field}`: {message}")]
+pub struct ConfigError {
+    /// The field at fault, as serde names it (`memory_mb`, `env`, ...).
+    pub field: &'static str,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// Checks everything that can be checked without booting. Every boot
+    /// calls it; builders of boxes and specs call it early so that a bad
+    /// value fails before any VM starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return Err(ConfigError::new(
+                "memory_mb",
+                format!(
+                    "{} MiB is outside {MIN_MEMORY_MB}..={MAX_MEMORY_MB}",
+                    self.memory_mb
+                ),
+            ));
+        }
+        if !(1..=MAX_VCPUS).contains(&self.vcpus) {
+            return Err(ConfigError::new(
+                "vcpus",
+                format!("{} is outside 1..={MAX_VCPUS}", self.vcpus),
+            ));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+                return Err(ConfigError::new(
+                    "env",
+                    format!("`{key}` is not a valid variable (a name without `=` or NUL, a value without NUL)"),
+                ));
+            }
+        }
+        if let Some(bad) = self
+            .allowed_commands
+            .iter()
+            .find(|c| c.is_empty() || c.contains(['/', '\0']))
+        {
+            return Err(ConfigError::new(
+                "allowed_commands",
+                format!("`{bad}` is not a program basename"),
+            ));
+        }
+        if self.boot_timeout.is_zero() {
+            return Err(ConfigError::new("boot_timeout_ms", "must be more than 0"));
+        }
+        if self.liveness_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "liveness_timeout_ms",
+                "must be at least 100 ms",
+            ));
+        }
+        let valid_host = |h: &str| {
+            (1..=63).contains(&h.len())
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !h.starts_with('-')
+        };
+        if !valid_host(&self.hostname) {
+            return Err(ConfigError::new(
+                "hostname",
+                format!(
+                    "`{}` is not a hostname (1-63 of [A-Za-z0-9-])",
+                    self.hostname
+                ),
+            ));
+        }
+        if self.network {
+            return Err(ConfigError::new(
+                "network",
+                "guest networking is not supported yet: sandboxes have no network device",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Guest RAM in MiB (default 512).
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = mb;
+        self
+    }
+
+    /// Guest CPUs (default 1).
+    pub fn vcpus(mut self, n: u32) -> Self {
+        self.vcpus = n;
+        self
+    }
+
+    /// Adds an environment variable for every command. Never put secrets
+    /// here: the guest sees them.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Replaces the command allowlist (basenames; `*` allows all).
+    pub fn allowed_commands<I, S>(mut self, commands: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_commands = commands.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one command to the allowlist (a path is reduced to its
+    /// basename, which is what the guest matches).
+    pub fn allow_command(mut self, command: impl Into<String>) -> Self {
+        let command = command.into();
+        let name = void_box_protocol::policy::program_basename(&command).to_string();
+        if !self.allowed_commands.contains(&name) {
+            self.allowed_commands.push(name);
+        }
+        self
+    }
+
+    /// Default resource limits of every command.
+    pub fn limits(mut self, limits: ResourceLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long booting may take (default 30 s).
+    pub fn boot_timeout(mut self, timeout: Duration) -> Self {
+        self.boot_timeout = timeout;
+        self
+    }
+
+    /// How long the guest agent may go without answering a heartbeat before
+    /// every call fails (default 30 s).
+    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.liveness_timeout = timeout;
+        self
+    }
+
+    /// Forces an accelerator (default: `VOIDBOX_ACCEL`, else auto-detect).
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.accel = Some(accel);
+        self
+    }
+
+    /// Boots this kernel and initramfs instead of the cached guest image.
+    pub fn guest_image(mut self, image: GuestImage) -> Self {
+        self.boot = Some(image);
+        self
+    }
+
+    /// Guest networking (refused until sandboxes have a network device).
+    pub fn network(mut self, enabled: bool) -> Self {
+        self.network = enabled;
+        self
+    }
+
+    /// Boots a sandbox with this configuration as a real micro-VM.
+    pub async fn build(&self) -> crate::Result<super::Sandbox> {
+        super::SandboxProvider::boot(&super::VmProvider, self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_json() {
+        let config = SandboxConfig::default().env("A", "1").memory_mb(256);
+        config.validate().unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains("\"boot_timeout_ms\":30000"), "{json}");
+        let back: SandboxConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
+        // Every field has a default, so a partial value is a whole config.
+        let partial: SandboxConfig = serde_json::from_str(r#"{"vcpus": 2}"#).unwrap();
+        assert_eq!(partial, SandboxConfig::default().vcpus(2));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<SandboxConfig>(r#"{"memroy_mb": 1}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `memroy_mb`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let field = |c: SandboxConfig| c.validate().unwrap_err().field;
+        assert_eq!(field(SandboxConfig::default().memory_mb(8)), "memory_mb");
+        assert_eq!(
+            field(SandboxConfig::default().memory_mb(1 << 20)),
+            "memory_mb"
+        );
+        assert_eq!(field(SandboxConfig::default().vcpus(0)), "vcpus");
+        assert_eq!(field(SandboxConfig::default().env("A=B", "x")), "env");
+        assert_eq!(field(SandboxConfig::default().env("A", "x\0")), "env");
+        assert_eq!(
+            field(SandboxConfig::default().allowed_commands(["bin/sh"])),
+            "allowed_commands"
+        );
+        assert_eq!(field(SandboxConfig::default().network(true)), "network");
+        let bad_host = SandboxConfig {
+            hostname: "a b".into(),
+            ..Default::default()
+        };
+        assert_eq!(field(bad_host), "hostname");
+    }
+
+    #[test]
+    fn allow_command_keeps_basenames_once() {
+        let c = SandboxConfig::default()
+            .allowed_commands(["sh"])
+            .allow_command("/usr/bin/jq")
+            .allow_command("jq");
+        assert_eq!(c.allowed_commands, ["sh", "jq"]);
+    }
+}

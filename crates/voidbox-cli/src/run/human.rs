@@ -1,0 +1,456 @@
+//! The human display: progress lines per box or step, `[vm:NAME]` lines
+//! for the model's text, tool calls and command output, then a summary
+//! table, the timeline and the output.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use void_box::agent::RunResult;
+use void_box::event::{EventLine, RunEvent};
+use void_box::llm::TokenUsage;
+use void_box::pipeline::BoxStatus;
+use void_box::workflow::WorkflowError;
+
+use super::{exit_with, stderr_is_terminal, Display, Outcome, PROGRESS};
+
+/// Live state of one box or step.
+#[derive(Default, Clone)]
+struct Unit {
+    duration: Option<Duration>,
+    tokens: TokenUsage,
+    cost: Option<f64>,
+    state: String,
+}
+
+pub(super) struct Human {
+    multi: Option<MultiProgress>,
+    bars: HashMap<String, ProgressBar>,
+    units: HashMap<String, Unit>,
+    /// Text not yet ended by a newline, per box (and stream).
+    partial: HashMap<String, String>,
+    width: usize,
+    /// The timeline picture and trace id, printed under the summary.
+    timeline: Option<(String, Option<String>)>,
+}
+
+impl Human {
+    pub(super) fn new(names: &[String]) -> Self {
+        let tty = stderr_is_terminal();
+        let width = names.iter().map(|n| n.len()).max().unwrap_or(8).max(8);
+        let multi = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        if let Some(m) = &multi {
+            let _ = PROGRESS.set(m.clone());
+        }
+        let mut bars = HashMap::new();
+        if let Some(multi) = &multi {
+            for name in names {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style(width, false));
+                bar.set_prefix(name.clone());
+                bar.set_message("pending");
+                bars.insert(name.clone(), bar);
+            }
+        }
+        Human {
+            multi,
+            bars,
+            units: HashMap::new(),
+            partial: HashMap::new(),
+            width,
+            timeline: None,
+        }
+    }
+
+    /// A line above the progress lines (or straight to stderr).
+    fn line(&self, text: String) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn vm_line(&self, name: &str, text: &str) {
+        self.line(format!("[vm:{name}] {text}"));
+    }
+
+    /// Prints whole lines of streamed text; keeps the rest.
+    fn stream(&mut self, key: String, name: &str, text: &str) {
+        let buf = self.partial.entry(key).or_default();
+        buf.push_str(text);
+        let mut lines = Vec::new();
+        while let Some(i) = buf.find('\n') {
+            lines.push(buf[..i].to_string());
+            buf.drain(..=i);
+        }
+        for l in lines {
+            self.vm_line(name, &l);
+        }
+    }
+
+    fn flush(&mut self, name: &str) {
+        let keys: Vec<String> = self
+            .partial
+            .keys()
+            .filter(|k| k.split('\u{0}').next() == Some(name))
+            .cloned()
+            .collect();
+        for k in keys {
+            if let Some(rest) = self.partial.remove(&k) {
+                if !rest.trim().is_empty() {
+                    self.vm_line(name, &rest);
+                }
+            }
+        }
+    }
+
+    fn update(&mut self, name: &str) {
+        let Some(bar) = self.bars.get(name) else {
+            return;
+        };
+        let unit = self.units.get(name).cloned().unwrap_or_default();
+        let tokens = tokens_text(unit.tokens);
+        bar.set_message(format!("{:<18} {tokens}", unit.state));
+    }
+
+    fn unit(&mut self, name: &str) -> &mut Unit {
+        self.units.entry(name.to_string()).or_default()
+    }
+
+    fn summary(&self, rows: &[Row]) {
+        let name_w = rows
+            .iter()
+            .map(|r| r.stage.len())
+            .max()
+            .unwrap_or(5)
+            .max(self.width + 2)
+            .max(5);
+        let mut out = String::new();
+        out.push_str(&format!(
+            "\n{:<name_w$}  {:<10}  {:>9}  {:>15}  {:>8}\n",
+            "STAGE", "STATUS", "DURATION", "TOKENS (in/out)", "COST"
+        ));
+        for r in rows {
+            out.push_str(&format!(
+                "{:<name_w$}  {:<10}  {:>9}  {:>15}  {:>8}\n",
+                r.stage, r.status, r.duration, r.tokens, r.cost
+            ));
+        }
+        eprint!("{out}");
+    }
+
+    fn row(
+        &self,
+        stage: String,
+        name: &str,
+        status: &str,
+        duration: Duration,
+        result: Option<&RunResult>,
+    ) -> Row {
+        let live = self.units.get(name).cloned().unwrap_or_default();
+        let (tokens, cost) = match result {
+            Some(r) => (r.usage, r.cost_usd),
+            None => (live.tokens, live.cost),
+        };
+        let duration = if duration.is_zero() {
+            live.duration.unwrap_or_default()
+        } else {
+            duration
+        };
+        Row {
+            stage,
+            status: status.to_string(),
+            duration: if status == "skipped" || status == "cancelled" {
+                "-".into()
+            } else {
+                secs(duration)
+            },
+            tokens: if tokens == TokenUsage::default() {
+                "-".into()
+            } else {
+                format!("{}/{}", tokens.input_tokens, tokens.output_tokens)
+            },
+            cost: cost.map_or("-".into(), |c| format!("${c:.4}")),
+        }
+    }
+}
+
+struct Row {
+    stage: String,
+    status: String,
+    duration: String,
+    tokens: String,
+    cost: String,
+}
+
+fn style(width: usize, running: bool) -> ProgressStyle {
+    let template = if running {
+        format!("{{spinner:.cyan}} {{prefix:<{width}.bold}} {{msg}} {{elapsed:>4}}")
+    } else {
+        format!("  {{prefix:<{width}}} {{msg}}")
+    };
+    ProgressStyle::with_template(&template)
+        .expect("valid template")
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+}
+
+fn tokens_text(t: TokenUsage) -> String {
+    if t == TokenUsage::default() {
+        String::new()
+    } else {
+        format!("{}/{} tok", t.input_tokens, t.output_tokens)
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn status_text(s: BoxStatus) -> &'static str {
+    match s {
+        BoxStatus::Succeeded => "ok",
+        BoxStatus::Failed => "failed",
+        BoxStatus::Cancelled => "cancelled",
+        BoxStatus::Skipped => "skipped",
+    }
+}
+
+/// One line of a tool call's arguments.
+fn brief(v: &Value, max: usize) -> String {
+    let text = match v.get("command").and_then(Value::as_str) {
+        Some(cmd) => cmd.replace('\n', " "),
+        None => v.to_string(),
+    };
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    } else {
+        text
+    }
+}
+
+impl Display for Human {
+    fn set_timeline(&mut self, timeline: String, trace_id: Option<String>) {
+        self.timeline = Some((timeline, trace_id));
+    }
+
+    fn feed(&mut self, line: EventLine) {
+        match line.event {
+            RunEvent::StageStarted { box_name } => {
+                let unit = self.unit(&box_name);
+                *unit = Unit {
+                    state: "booting".into(),
+                    ..Unit::default()
+                };
+                if let Some(bar) = self.bars.get(&box_name) {
+                    bar.set_style(style(self.width, true));
+                    bar.reset_elapsed();
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                }
+                self.update(&box_name);
+                if self.multi.is_none() {
+                    self.vm_line(&box_name, "starting");
+                }
+            }
+            RunEvent::SandboxReady { box_name, boot } => {
+                self.unit(&box_name).state = "running".into();
+                self.update(&box_name);
+                self.vm_line(&box_name, &format!("booted in {}", secs(boot)));
+            }
+            RunEvent::TurnStarted { box_name, turn } => {
+                self.flush(&box_name);
+                self.unit(&box_name).state = format!("turn {turn}");
+                self.update(&box_name);
+            }
+            RunEvent::Output {
+                box_name,
+                stream,
+                text,
+            } => {
+                // Keyed by stream so that stdout and stderr lines never mix.
+                let key = format!("{box_name}\u{0}{stream:?}");
+                self.stream(key, &box_name, &text);
+            }
+            RunEvent::TextDelta { box_name, text } => {
+                self.stream(box_name.clone(), &box_name, &text);
+            }
+            RunEvent::ToolCallStarted {
+                box_name,
+                name,
+                arguments,
+                ..
+            } => {
+                self.flush(&box_name);
+                self.unit(&box_name).state = format!("tool {name}");
+                self.update(&box_name);
+                self.vm_line(&box_name, &format!("→ {name} {}", brief(&arguments, 100)));
+            }
+            RunEvent::ToolCallFinished {
+                box_name,
+                name,
+                summary,
+                is_error,
+                duration,
+                ..
+            } => {
+                let first = summary.lines().next().unwrap_or("").trim();
+                let first: String = first.chars().take(100).collect();
+                let how = if is_error { "error" } else { "ok" };
+                self.vm_line(
+                    &box_name,
+                    &format!("← {name} {how} ({}ms) {first}", duration.as_millis()),
+                );
+            }
+            RunEvent::Usage {
+                box_name,
+                total,
+                cost_usd,
+            } => {
+                let unit = self.unit(&box_name);
+                unit.tokens = total;
+                unit.cost = cost_usd;
+                self.update(&box_name);
+            }
+            RunEvent::StageFinished {
+                box_name,
+                success,
+                duration,
+                error,
+            } => {
+                self.flush(&box_name);
+                let unit = self.unit(&box_name);
+                unit.duration = Some(duration);
+                unit.state = if success { "done" } else { "failed" }.into();
+                let tokens = tokens_text(unit.tokens);
+                if let Some(bar) = self.bars.get(&box_name) {
+                    bar.set_style(style(self.width, false));
+                    let mark = if success { "✓ done" } else { "✗ failed" };
+                    bar.finish_with_message(format!("{mark:<18} {tokens} {}", secs(duration)));
+                }
+                match error {
+                    Some(e) => self.vm_line(&box_name, &format!("failed: {e}")),
+                    None => self.vm_line(&box_name, &format!("done in {}", secs(duration))),
+                }
+            }
+        }
+    }
+
+    fn cancelled(&mut self) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+        eprintln!("cancelled");
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> ExitCode {
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.set_style(style(self.width, false));
+                bar.finish_with_message("not run");
+            }
+        }
+        let rows = self.rows(&outcome);
+        let ending = outcome.ending();
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+        if !rows.is_empty() {
+            self.summary(&rows);
+        }
+        if let Some((picture, trace_id)) = self.timeline.take() {
+            eprintln!();
+            eprint!("{picture}");
+            if let Some(id) = trace_id {
+                eprintln!("trace {id}");
+            }
+        }
+        let output = match ending.output {
+            Some(Value::String(text)) => text,
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        if !output.is_empty() {
+            eprintln!();
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "{output}");
+            if !output.ends_with('\n') {
+                let _ = writeln!(stdout);
+            }
+            let _ = stdout.flush();
+        }
+        exit_with(ending.error)
+    }
+}
+
+impl Human {
+    /// The summary table's rows: one per box or step.
+    fn rows(&self, outcome: &Outcome) -> Vec<Row> {
+        let mut rows = Vec::new();
+        match outcome {
+            Outcome::Agent(Ok(result)) => rows.push(self.row(
+                result.box_name.clone(),
+                &result.box_name,
+                "ok",
+                result.duration,
+                Some(result),
+            )),
+            Outcome::Agent(Err(_)) => {
+                let name = self.units.keys().next().cloned().unwrap_or_default();
+                rows.push(self.row(name.clone(), &name, "failed", Duration::ZERO, None));
+            }
+            Outcome::Pipeline(r) => {
+                let report = match r {
+                    Ok(p) => p,
+                    Err(e) => &*e.report,
+                };
+                for stage in &report.stages {
+                    let fan = stage.boxes.len() > 1;
+                    for b in &stage.boxes {
+                        let label = if fan {
+                            format!("{}. {} ∥", stage.index + 1, b.box_name)
+                        } else {
+                            format!("{}. {}", stage.index + 1, b.box_name)
+                        };
+                        rows.push(self.row(
+                            label,
+                            &b.box_name,
+                            status_text(b.status),
+                            b.duration,
+                            b.result.as_ref(),
+                        ));
+                    }
+                }
+            }
+            Outcome::Workflow(r) => {
+                let report = match r {
+                    Ok(w) => Some(w),
+                    Err(WorkflowError::StepFailed { report, .. }) => Some(&**report),
+                    Err(_) => None,
+                };
+                for s in report.iter().flat_map(|w| &w.steps) {
+                    rows.push(self.row(
+                        s.name.clone(),
+                        &s.name,
+                        status_text(s.status),
+                        s.duration,
+                        s.result.as_ref(),
+                    ));
+                }
+            }
+            Outcome::Sandbox(Ok(s)) => {
+                let status = match (s.success, s.exit_code) {
+                    (true, _) => "ok".to_string(),
+                    (false, Some(c)) => format!("exit {c}"),
+                    (false, None) => "failed".into(),
+                };
+                rows.push(self.row(s.name.clone(), &s.name, &status, s.duration, None));
+            }
+            Outcome::Sandbox(Err(_)) => {}
+        }
+        rows
+    }
+}
