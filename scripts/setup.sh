@@ -21,7 +21,12 @@ packages=(
   musl-tools curl bzip2 # the guest's musl busybox (scripts/build-busybox.sh)
 )
 if $with_test_tools; then
-  packages+=(chromium)   # renders `voidbox report` pages in the report test
+  packages+=(
+    chromium             # renders `voidbox report` pages in the report test
+    erofs-utils          # fsck.erofs checks the images void-box writes
+    mmdebstrap gpg zstd  # the test images (scripts/build-test-images.sh)
+    docker-registry skopeo apache2-utils openssl  # a real registry on loopback (scripts/test-registry.sh)
+  )
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -30,6 +35,14 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's docker-registry package starts a system registry on :5000; the
+# tests start their own on other ports, and nothing else should listen.
+if $with_test_tools; then
+  if command -v systemctl >/dev/null && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+    $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
+  $SUDO pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' || true
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -42,3 +55,8 @@ scripts/build-guest.sh >/dev/null
 scripts/build-busybox.sh >/dev/null
 target/release/voidbox image build --agent target/x86_64-unknown-linux-gnu/release/guest-agent \
   --busybox target/guest/busybox
+# The OCI test images (a Debian rootfs with python3 and nodejs, and a small
+# multi-layer image), cached under target/test-images by their inputs.
+if $with_test_tools; then
+  scripts/build-test-images.sh >/dev/null
+fi

@@ -22,7 +22,6 @@ use void_box_protocol::{
 };
 
 use crate::context::AgentContext;
-use crate::init::{SANDBOX_GID, SANDBOX_UID};
 use crate::pty::{self, PtyMaster};
 use crate::reply::Reply;
 use crate::spawn;
@@ -225,6 +224,7 @@ fn spawn(
     let cwd = req
         .cwd
         .as_deref()
+        .or(ctx.config.workdir.as_deref())
         .unwrap_or(void_box_protocol::WORKSPACE_DIR);
     let pipe = || rustix::pipe::pipe_with(PipeFlags::CLOEXEC);
     let spawn_with = |stdio: [BorrowedFd<'_>; 3], controlling_tty| {
@@ -235,8 +235,10 @@ fn spawn(
             env: &env,
             cwd,
             stdio,
-            uid: SANDBOX_UID,
-            gid: SANDBOX_GID,
+            uid: ctx.user.uid,
+            gid: ctx.user.gid,
+            groups: &ctx.user.groups,
+            root: ctx.root.chroot.as_deref(),
             limits,
             controlling_tty,
         })?;

@@ -17,8 +17,8 @@ use void_box_protocol::{
     DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN, WRITABLE_ROOTS,
 };
 
-use crate::init::{SANDBOX_GID, SANDBOX_UID};
 use crate::reply::Reply;
+use crate::rootfs::CommandRoot;
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
 
@@ -53,25 +53,29 @@ impl FileError {
     }
 }
 
-/// Open descriptors of the writable roots.
+/// Open descriptors of the writable roots (inside the command root), and
+/// who owns what the file requests create there.
 pub struct Roots {
     roots: Vec<(&'static str, OwnedFd)>,
+    owner: (u32, u32),
 }
 
 impl Roots {
-    /// Creates (if needed) and opens the roots.
-    pub fn open() -> io::Result<Self> {
+    /// Creates (if needed) and opens the roots under `root`; files the host
+    /// writes belong to `owner` (the command user).
+    pub fn open(root: &CommandRoot, owner: (u32, u32)) -> io::Result<Self> {
         let mut roots = Vec::new();
-        for root in WRITABLE_ROOTS {
-            std::fs::create_dir_all(root)?;
+        for name in WRITABLE_ROOTS {
+            let dir = root.host_view(name);
+            std::fs::create_dir_all(&dir)?;
             let fd = rustix::fs::open(
-                root,
+                &dir,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            roots.push((root, fd));
+            roots.push((name, fd));
         }
-        Ok(Self { roots })
+        Ok(Self { roots, owner })
     }
 
     /// Splits an absolute path into its root descriptor and the relative rest.
@@ -133,7 +137,7 @@ impl Roots {
                     // used as the parent of the next component.
                     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
                     let created = open_beneath(&dir, name, flags, 0, path, "open")?;
-                    chown_to_sandbox(&created);
+                    chown_to(&created, self.owner);
                     created
                 }
                 Err(rustix::io::Errno::EXIST) => {
@@ -187,7 +191,7 @@ impl Roots {
         let dir = self.mkdir_all(parent)?;
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW;
         let fd = open_beneath(&dir, name, flags, mode & 0o7777, path, "create")?;
-        chown_to_sandbox(&fd);
+        chown_to(&fd, self.owner);
         Ok(File::from(fd))
     }
 }
@@ -212,13 +216,13 @@ fn open_beneath<P: rustix::path::Arg>(
     .map_err(|e| FileError::io(path, what, e))
 }
 
-fn chown_to_sandbox(fd: &OwnedFd) {
-    // Best effort: the sandbox user should own what the host puts in its
+fn chown_to(fd: &OwnedFd, (uid, gid): (u32, u32)) {
+    // Best effort: the command user should own what the host puts in its
     // roots, but a failure here must not fail the write.
     let _ = rustix::fs::fchown(
         fd.as_fd(),
-        Some(rustix::fs::Uid::from_raw(SANDBOX_UID)),
-        Some(rustix::fs::Gid::from_raw(SANDBOX_GID)),
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
     );
 }
 

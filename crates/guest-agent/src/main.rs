@@ -13,6 +13,7 @@ mod init;
 mod pty;
 mod reaper;
 mod reply;
+mod rootfs;
 mod server;
 mod spawn;
 mod telemetry;
@@ -25,6 +26,10 @@ fn main() {
         Ok(config) => config,
         Err(e) => init::fatal(&format!("guest preparation failed: {e}")),
     };
+    let root = match rootfs::prepare(&config) {
+        Ok(root) => root,
+        Err(e) => init::fatal(&format!("preparing the command root failed: {e}")),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,7 +39,7 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         let reaper = reaper::Reaper::start()?;
-        let ctx = Arc::new(context::AgentContext::new(config, reaper)?);
+        let ctx = Arc::new(context::AgentContext::new(config, root, reaper)?);
         server::serve(ctx).await
     });
     match result {

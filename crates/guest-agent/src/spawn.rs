@@ -45,6 +45,10 @@ pub struct Spawn<'a> {
     pub stdio: [BorrowedFd<'a>; 3],
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups.
+    pub groups: &'a [u32],
+    /// Directory to `chroot` into before anything else (an image's root).
+    pub root: Option<&'a std::ffi::CStr>,
     pub limits: ResourceLimits,
     /// Make stdin (a pty slave) the controlling terminal.
     pub controlling_tty: bool,
@@ -60,9 +64,11 @@ struct ChildArgs {
     script_argv: Vec<AtomicPtr<c_char>>,
     envp: Vec<*const c_char>,
     cwd: CString,
+    root: Option<CString>,
     stdio: [RawFd; 3],
     uid: Uid,
     gid: Gid,
+    groups: Vec<Gid>,
     limits: ResourceLimits,
     controlling_tty: bool,
     /// errno of the step that failed, 0 if the child exec'd.
@@ -107,9 +113,11 @@ pub fn spawn(req: &Spawn<'_>) -> io::Result<i32> {
             .collect(),
         envp: null_terminated(&env_c),
         cwd: nul(req.cwd)?,
+        root: req.root.map(CString::from),
         stdio: req.stdio.map(|fd| fd.as_raw_fd()),
         uid: Uid::from_raw(req.uid),
         gid: Gid::from_raw(req.gid),
+        groups: req.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
         limits: req.limits,
         controlling_tty: req.controlling_tty,
         error: AtomicI32::new(0),
@@ -190,9 +198,13 @@ fn child_setup(args: &ChildArgs) -> rustix::io::Result<()> {
     for (target, &fd) in args.stdio.iter().enumerate() {
         dup_to(fd, target as RawFd)?;
     }
+    // The image's root, before the working directory is looked up in it.
+    if let Some(root) = &args.root {
+        rustix::process::chroot(root.as_c_str())?;
+    }
     // rustix's thread variants are the raw system calls; glibc's setuid
     // would ask every thread of the (shared) agent to change identity.
-    rustix::thread::set_thread_groups(&[])?;
+    rustix::thread::set_thread_groups(&args.groups)?;
     rustix::thread::set_thread_gid(args.gid)?;
     rustix::thread::set_thread_uid(args.uid)?;
     rustix::process::chdir(args.cwd.as_c_str())?;

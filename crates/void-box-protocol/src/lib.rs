@@ -22,7 +22,7 @@ pub use codec::{FrameCodec, ProtocolError};
 pub use message::*;
 
 /// Version of this protocol; both sides must agree on it in the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The AF_VSOCK port the guest agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Length of the per-sandbox secret in bytes.

@@ -350,6 +350,66 @@ pub struct GuestConfig {
     pub allowed_commands: Vec<String>,
     /// Default resource limits of every process.
     pub limits: ResourceLimits,
+    /// The root filesystem commands run in: an image on a read-only disk
+    /// under a writable overlay. `None`: the initramfs itself.
+    pub rootfs: Option<RootFs>,
+    /// Filesystems mounted for commands (inside `rootfs` when there is
+    /// one), in order.
+    pub mounts: Vec<GuestMount>,
+    /// Who commands run as; `None`: the unprivileged sandbox user (1000).
+    pub user: Option<GuestUser>,
+    /// Working directory of commands that name none; `None`: `/workspace`.
+    pub workdir: Option<String>,
+}
+
+/// An image the guest mounts as the root of every command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootFs {
+    /// Serial of the read-only virtio-blk disk holding the erofs image.
+    pub disk: String,
+    /// Size limit of the writable overlay (a tmpfs) in MiB; `None`: the
+    /// tmpfs default, half the guest's RAM.
+    pub overlay_mb: Option<u32>,
+}
+
+/// A filesystem mounted at a path in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    /// Where it comes from.
+    pub source: MountSource,
+    /// Absolute guest path.
+    pub target: String,
+    /// Mounted read-only (the host enforces it too).
+    pub readonly: bool,
+    /// Hand the mount's root to the command user (volumes, whose
+    /// ownership the host keeps in xattrs for the guest).
+    pub own_root: bool,
+}
+
+/// The source of a [`GuestMount`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSource {
+    /// A host directory shared over virtio-9p, by its mount tag.
+    Share {
+        /// The 9p mount tag.
+        tag: String,
+    },
+    /// An erofs image on a read-only virtio-blk disk, by its serial.
+    Disk {
+        /// The disk's serial.
+        serial: String,
+    },
+}
+
+/// A numeric identity for commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub groups: Vec<u32>,
 }
 
 impl GuestConfig {

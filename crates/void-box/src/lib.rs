@@ -23,21 +23,23 @@
 #![warn(missing_docs)]
 
 pub mod agent;
-mod cache;
+mod dirs;
 pub mod error;
 pub mod event;
 pub mod llm;
 pub(crate) mod millis;
 pub mod observe;
+pub mod oci;
 pub mod pipeline;
 pub mod sandbox;
 pub mod skill;
 pub mod spec;
 mod stage;
 pub mod vm;
+pub mod volume;
 pub mod workflow;
 
-pub use cache::cache_dir;
+pub use dirs::{cache_dir, data_dir};
 pub use error::{Error, Result};
 pub use sandbox::{
     Exec, ExecEvent, ExecStream, Output, OutputStream, Sandbox, SandboxConfig, StdinWriter,

@@ -214,6 +214,8 @@ async fn floor_boot(
         vcpus: 1,
         accel,
         cmdline_extra: String::new(),
+        disks: Vec::new(),
+        shares: Vec::new(),
     };
     let started = Instant::now();
     let vm = backend.launch(&spec).await?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use void_box::sandbox::{Mount, VolumeMount};
 use void_box::{Exec, ExecEvent, Sandbox, SandboxConfig};
 
 /// Sandbox options shared by `exec` and `shell`.
@@ -23,12 +24,31 @@ pub struct SandboxArgs {
     /// Allow this command in addition to the default allowlist (repeatable; `*` allows all).
     #[arg(long = "allow", value_name = "CMD")]
     pub allow: Vec<String>,
+    /// Run in this OCI image (pulled and cached on first use).
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// Share a host directory (repeatable; read-only unless `:rw`).
+    #[arg(long = "mount", value_name = "HOST:GUEST[:ro|rw]", value_parser = Mount::parse)]
+    pub mounts: Vec<Mount>,
+    /// Mount a named volume (repeatable; created on first use).
+    #[arg(long = "volume", value_name = "NAME:GUEST[:ro]", value_parser = parse_volume)]
+    pub volumes: Vec<VolumeMount>,
+    /// Run commands as this user (`root`, `UID[:GID]`, a name from the image).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Size limit of the image's writable layer, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub overlay_mb: Option<u32>,
 }
 
 impl SandboxArgs {
-    /// Boots a sandbox with these options.
+    /// Boots a sandbox with these options, pulling its images first with
+    /// progress on stderr.
     pub async fn boot(&self) -> Result<Sandbox> {
-        self.config().build().await.context("starting the sandbox")
+        let config = self.config();
+        let images: Vec<String> = config.image.iter().cloned().collect();
+        crate::pull::ensure_all(&images, crate::pull::Show::Human).await?;
+        config.build().await.context("starting the sandbox")
     }
 
     /// The sandbox configuration these options describe.
@@ -42,11 +62,32 @@ impl SandboxArgs {
         for cmd in &self.allow {
             builder = builder.allow_command(cmd);
         }
+        builder.image = self.image.clone();
+        builder.mounts = self.mounts.clone();
+        builder.volumes = self.volumes.clone();
+        builder.user = self.user.clone();
+        builder.overlay_mb = self.overlay_mb;
         builder
     }
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
+fn parse_volume(s: &str) -> Result<VolumeMount, String> {
+    let (rest, readonly) = match s.strip_suffix(":ro") {
+        Some(rest) => (rest, true),
+        None => (s.strip_suffix(":rw").unwrap_or(s), false),
+    };
+    let (name, guest) = rest
+        .split_once(':')
+        .filter(|(n, g)| !n.is_empty() && !g.is_empty())
+        .ok_or_else(|| format!("expected NAME:GUEST[:ro], got `{s}`"))?;
+    Ok(VolumeMount {
+        name: name.into(),
+        guest: guest.into(),
+        readonly,
+    })
+}
+
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())

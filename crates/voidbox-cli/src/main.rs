@@ -3,10 +3,12 @@
 mod bench;
 mod exec;
 mod image;
+mod pull;
 mod report;
 mod run;
 mod shell;
 mod spec_cmd;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -33,9 +35,12 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Open an interactive shell in a fresh sandbox.
     Shell(shell::ShellArgs),
-    /// Build or inspect the guest image.
+    /// The guest image (build, info) and OCI images (pull, ls, rm, prune, import).
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Named volumes: storage that outlives sandboxes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Measure start-up and exec figures against the bare-VM floor.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
             Command::Exec(args) => exec::run(args).await,
             Command::Shell(args) => shell::run(args).await,
             Command::Image(cmd) => image::run(cmd).await,
+            Command::Volume(cmd) => volume::run(cmd),
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Run(args) => run::run(args).await,
             Command::Validate(args) => spec_cmd::validate(args),

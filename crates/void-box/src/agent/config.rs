@@ -14,7 +14,7 @@ use super::permissions::{AskHook, Decision, PermissionPolicy, ToolRequest};
 use super::tools::{self, ToolOutcome};
 use super::{AgentError, Inner, VoidBox};
 use crate::llm::LlmProvider;
-use crate::sandbox::{Accel, GuestImage, SandboxConfig};
+use crate::sandbox::{Accel, GuestImage, MountMode, SandboxConfig};
 use crate::skill::{Skill, SkillKind};
 
 /// The reasoning engine of a box.
@@ -99,6 +99,9 @@ impl Config {
             match &skill.kind {
                 SkillKind::Cli(program) => sandbox = sandbox.allow_command(program),
                 SkillKind::Mcp(server) => sandbox = sandbox.allow_command(&server.command),
+                SkillKind::Image { reference, mount } => {
+                    sandbox = sandbox.image_mount(reference.clone(), mount.clone())
+                }
                 _ => {}
             }
         }
@@ -183,6 +186,29 @@ impl VoidBoxBuilder {
     /// How long booting may take (default 30 s).
     pub fn boot_timeout(mut self, timeout: Duration) -> Self {
         self.config.sandbox.boot_timeout = timeout;
+        self
+    }
+
+    /// Runs the agent's tools in this OCI image (`python:3.12-slim`).
+    pub fn image(mut self, reference: &str) -> Self {
+        self.config.sandbox.image = Some(reference.into());
+        self
+    }
+
+    /// Shares a host directory at `guest` (read-only unless `mode` is `Rw`).
+    pub fn mount(
+        mut self,
+        host: impl Into<std::path::PathBuf>,
+        guest: &str,
+        mode: MountMode,
+    ) -> Self {
+        self.config.sandbox = self.config.sandbox.mount(host, guest, mode);
+        self
+    }
+
+    /// Mounts the named volume at `guest`.
+    pub fn volume(mut self, name: &str, guest: &str) -> Self {
+        self.config.sandbox = self.config.sandbox.volume(name, guest);
         self
     }
 

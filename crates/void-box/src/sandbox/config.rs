@@ -3,12 +3,16 @@
 //! down. It is checked in one place, [`SandboxConfig::validate`], before
 //! anything boots.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use void_box_protocol::ResourceLimits;
 
 use super::defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
+use super::mounts::{
+    check_guest_path, check_host_path, check_volume_name, ImageMount, Mount, MountMode, VolumeMount,
+};
 use crate::vm::image::GuestImage;
 use crate::vm::Accel;
 
@@ -51,6 +55,23 @@ pub struct SandboxConfig {
     /// Guest networking. Sandboxes have no network device yet, so `true`
     /// is refused by [`validate`](Self::validate) rather than ignored.
     pub network: bool,
+    /// An OCI image as the root filesystem of every command
+    /// (`python:3.12-slim`, `localhost:5000/x:y`); `None`: the guest's own
+    /// busybox userland.
+    pub image: Option<String>,
+    /// Size limit of the writable layer over the image, in MiB; `None`:
+    /// half the guest's RAM (a tmpfs only uses what is written).
+    pub overlay_mb: Option<u32>,
+    /// Who commands run as: `root`, `UID[:GID]`, or a name from the
+    /// image's `/etc/passwd` (`app`, `app:staff`). `None`: the image's
+    /// `User`, else the unprivileged sandbox user (uid 1000).
+    pub user: Option<String>,
+    /// Host directories shared into the guest.
+    pub mounts: Vec<Mount>,
+    /// Named volumes, created on first use, kept across sandboxes.
+    pub volumes: Vec<VolumeMount>,
+    /// Images mounted read-only at a path.
+    pub image_mounts: Vec<ImageMount>,
 }
 
 impl Default for SandboxConfig {
@@ -70,6 +91,12 @@ impl Default for SandboxConfig {
             boot: None,
             hostname: "voidbox".into(),
             network: false,
+            image: None,
+            overlay_mb: None,
+            user: None,
+            mounts: Vec::new(),
+            volumes: Vec::new(),
+            image_mounts: Vec::new(),
         }
     }
 }
@@ -160,6 +187,51 @@ impl SandboxConfig {
                 "guest networking is not supported yet: sandboxes have no network device",
             ));
         }
+        let images = self
+            .image
+            .iter()
+            .map(|i| ("image", i))
+            .chain(self.image_mounts.iter().map(|m| ("image_mounts", &m.image)));
+        for (field, reference) in images {
+            crate::oci::parse_reference(reference)
+                .map_err(|e| ConfigError::new(field, e.to_string()))?;
+        }
+        if self.overlay_mb.is_some_and(|mb| mb < 16) {
+            return Err(ConfigError::new("overlay_mb", "must be at least 16 MiB"));
+        }
+        if let Some(user) = &self.user {
+            if user.is_empty()
+                || user.contains(char::is_whitespace)
+                || user.matches(':').count() > 1
+            {
+                return Err(ConfigError::new(
+                    "user",
+                    format!("`{user}` is not `root`, `UID[:GID]` or `NAME[:GROUP]`"),
+                ));
+            }
+        }
+        let mut targets: Vec<&str> = Vec::new();
+        for m in &self.mounts {
+            check_host_path(&m.host).map_err(|e| ConfigError::new("mounts", e))?;
+            check_guest_path(&m.guest).map_err(|e| ConfigError::new("mounts", e))?;
+            targets.push(&m.guest);
+        }
+        for v in &self.volumes {
+            check_volume_name(&v.name).map_err(|e| ConfigError::new("volumes", e))?;
+            check_guest_path(&v.guest).map_err(|e| ConfigError::new("volumes", e))?;
+            targets.push(&v.guest);
+        }
+        for m in &self.image_mounts {
+            check_guest_path(&m.guest).map_err(|e| ConfigError::new("image_mounts", e))?;
+            targets.push(&m.guest);
+        }
+        targets.sort_unstable();
+        if let Some(twice) = targets.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::new(
+                "mounts",
+                format!("two mounts at `{}`", twice[0]),
+            ));
+        }
         Ok(())
     }
 
@@ -240,6 +312,58 @@ impl SandboxConfig {
         self
     }
 
+    /// Runs every command in this OCI image (`python:3.12-slim`).
+    pub fn image(mut self, reference: impl Into<String>) -> Self {
+        self.image = Some(reference.into());
+        self
+    }
+
+    /// Limits the writable layer over the image to `mb` MiB.
+    pub fn overlay_mb(mut self, mb: u32) -> Self {
+        self.overlay_mb = Some(mb);
+        self
+    }
+
+    /// Runs commands as this user (`root`, `UID[:GID]`, `NAME[:GROUP]`).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Shares a host directory at `guest`.
+    pub fn mount(
+        mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<String>,
+        mode: MountMode,
+    ) -> Self {
+        self.mounts.push(Mount {
+            host: host.into(),
+            guest: guest.into(),
+            mode,
+        });
+        self
+    }
+
+    /// Mounts the named volume at `guest`, read-write.
+    pub fn volume(mut self, name: impl Into<String>, guest: impl Into<String>) -> Self {
+        self.volumes.push(VolumeMount {
+            name: name.into(),
+            guest: guest.into(),
+            readonly: false,
+        });
+        self
+    }
+
+    /// Mounts an image's root read-only at `guest`.
+    pub fn image_mount(mut self, image: impl Into<String>, guest: impl Into<String>) -> Self {
+        self.image_mounts.push(ImageMount {
+            image: image.into(),
+            guest: guest.into(),
+        });
+        self
+    }
+
     /// Boots a sandbox with this configuration as a real micro-VM.
     pub async fn build(&self) -> crate::Result<super::Sandbox> {
         super::SandboxProvider::boot(&super::VmProvider, self).await
@@ -288,6 +412,24 @@ mod tests {
             "allowed_commands"
         );
         assert_eq!(field(SandboxConfig::default().network(true)), "network");
+        assert_eq!(field(SandboxConfig::default().image("Bad Ref")), "image");
+        assert_eq!(field(SandboxConfig::default().user("a b")), "user");
+        assert_eq!(
+            field(SandboxConfig::default().mount("/h", "/proc/x", MountMode::Ro)),
+            "mounts"
+        );
+        assert_eq!(
+            field(
+                SandboxConfig::default()
+                    .mount("/h", "/data", MountMode::Ro)
+                    .volume("v", "/data")
+            ),
+            "mounts"
+        );
+        assert_eq!(
+            field(SandboxConfig::default().volume("../x", "/v")),
+            "volumes"
+        );
         let bad_host = SandboxConfig {
             hostname: "a b".into(),
             ..Default::default()

@@ -15,7 +15,9 @@
 //!
 //! What it does not imitate: real processes (a handler returns a command's
 //! whole output at once, after reading all of its stdin), PTYs, vsock
-//! ports other than the agent's, and guest kernel behaviour.
+//! ports other than the agent's, guest kernel behaviour, and the images,
+//! mounts and volumes of a configuration (they are ignored: the double's
+//! files start empty).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> void_box::Result<()> {
@@ -196,8 +198,10 @@ impl SandboxProvider for FakeProvider {
                 vcpus: config.vcpus,
                 accel: config.accel.unwrap_or(Accel::Tcg),
                 cmdline_extra: String::new(),
+                disks: Vec::new(),
+                shares: Vec::new(),
             };
-            super::launch(config, spec, self).await
+            super::launch(config, super::plan::BootPlan::bare(spec), self).await
         })
     }
 }

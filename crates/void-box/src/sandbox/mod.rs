@@ -5,6 +5,8 @@ mod config;
 mod defaults;
 mod exec;
 pub mod fake;
+mod mounts;
+mod plan;
 mod provider;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use void_box_protocol::{
 pub use config::{ConfigError, SandboxConfig, MAX_MEMORY_MB, MAX_VCPUS, MIN_MEMORY_MB};
 pub use defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 pub use exec::{Exec, ExecEvent, ExecStream, Output, OutputSink, OutputStream, StdinWriter};
+pub use mounts::{check_guest_path, check_volume_name, ImageMount, Mount, MountMode, VolumeMount};
 pub use provider::{SandboxProvider, VmProvider};
 // The sandbox's own knobs, so that the layers above never name `vm`.
 pub use crate::vm::image::GuestImage;
@@ -27,18 +30,27 @@ pub use crate::vm::Accel;
 
 use crate::error::{Error, Result};
 use crate::vm::image::config_initramfs;
-use crate::vm::{VmBackend, VmInstance, VmSpec};
+use crate::vm::{VmBackend, VmInstance};
 use client::AgentClient;
+use plan::BootPlan;
 
 /// Boots a sandbox on `backend`: makes its secret and guest
-/// configuration, launches the VM `spec` describes (kernel, initramfs,
-/// accelerator, already resolved by the provider) and waits until its
-/// guest agent answers the handshake.
+/// configuration, launches the VM the plan describes (kernel, initramfs,
+/// accelerator, disks and shares, already resolved by the provider) and
+/// waits until its guest agent answers the handshake.
 pub(crate) async fn launch(
     config: &SandboxConfig,
-    mut spec: VmSpec,
+    plan: BootPlan,
     backend: &dyn VmBackend,
 ) -> Result<Sandbox> {
+    let BootPlan {
+        mut spec,
+        rootfs,
+        mounts,
+        user,
+        workdir,
+        base_env,
+    } = plan;
     let span = tracing::info_span!(
         "sandbox.boot",
         voidbox.sandbox_id = tracing::field::Empty,
@@ -56,9 +68,16 @@ pub(crate) async fn launch(
         let guest = GuestConfig {
             secret,
             hostname: config.hostname.clone(),
-            env: config.env.clone(),
+            env: base_env
+                .into_iter()
+                .chain(config.env.iter().cloned())
+                .collect(),
             allowed_commands: config.allowed_commands.clone(),
             limits: config.limits,
+            rootfs,
+            mounts,
+            user,
+            workdir,
         };
         spec.extra_initramfs = config_initramfs(&guest.to_bytes())
             .map_err(|e| Error::io("write the guest config archive", e))?;

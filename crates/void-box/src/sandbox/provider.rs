@@ -7,6 +7,7 @@
 
 use futures::future::BoxFuture;
 
+use super::plan::{self, BootPlan};
 use super::{launch, Sandbox, SandboxConfig};
 use crate::error::Result;
 use crate::vm::image::GuestImage;
@@ -21,7 +22,9 @@ pub trait SandboxProvider: Send + Sync {
 }
 
 /// Boots real micro-VMs with QEMU: resolves the guest image and the
-/// accelerator the configuration leaves open, then launches.
+/// accelerator the configuration leaves open, pulls the OCI images it
+/// names (once; they are cached), finds its mounts and volumes, then
+/// launches.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VmProvider;
 
@@ -45,8 +48,11 @@ impl SandboxProvider for VmProvider {
                 vcpus: config.vcpus,
                 accel,
                 cmdline_extra: String::new(),
+                disks: Vec::new(),
+                shares: Vec::new(),
             };
-            launch(config, spec, &QemuBackend::from_env()?).await
+            let plan = plan::resolve(config, BootPlan::bare(spec)).await?;
+            launch(config, plan, &QemuBackend::from_env()?).await
         })
     }
 }

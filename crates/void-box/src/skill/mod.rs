@@ -47,6 +47,14 @@ pub enum SkillKind {
     Mcp(McpServer),
     /// The reasoning engine.
     Agent(String),
+    /// An OCI image mounted read-only at a guest path (a toolchain, a
+    /// dataset, a tree of SKILL.md files).
+    Image {
+        /// The image reference.
+        reference: String,
+        /// Where its root appears in the guest.
+        mount: String,
+    },
 }
 
 /// How to start an MCP server in the guest.
@@ -140,6 +148,14 @@ impl Skill {
         self
     }
 
+    /// An OCI image whose root is mounted read-only at `mount` in the guest.
+    pub fn image(reference: &str, mount: &str) -> Skill {
+        Skill::of(SkillKind::Image {
+            reference: reference.into(),
+            mount: mount.into(),
+        })
+    }
+
     /// The reasoning engine: `builtin` (default) or `claude-code`.
     pub fn agent(engine: &str) -> Skill {
         Skill::of(SkillKind::Agent(engine.into()))
@@ -160,6 +176,7 @@ impl Skill {
             SkillKind::Cli(p) => format!("cli:{p}"),
             SkillKind::Mcp(s) => format!("mcp:{}", s.name),
             SkillKind::Agent(e) => format!("agent:{e}"),
+            SkillKind::Image { reference, mount } => format!("image:{reference}@{mount}"),
         }
     }
 }

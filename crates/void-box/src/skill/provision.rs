@@ -115,6 +115,8 @@ pub struct Provisioned {
     pub clis: Vec<String>,
     /// Running MCP servers.
     pub mcp: Vec<McpSession>,
+    /// Images mounted for the box: `(reference, guest path)`.
+    pub images: Vec<(String, String)>,
 }
 
 impl Provisioned {
@@ -139,6 +141,12 @@ impl Provisioned {
                     doc.description,
                     doc.guest_path()
                 ));
+            }
+        }
+        if !self.images.is_empty() {
+            text.push_str("Read-only images mounted in the sandbox:\n");
+            for (reference, mount) in &self.images {
+                text.push_str(&format!("- {mount}: {reference}\n"));
             }
         }
         if !self.clis.is_empty() {
@@ -228,6 +236,11 @@ async fn provision_into(
                         .await
                         .map_err(|e| guest_err(skill, e))?;
                 done.mcp.push(session);
+            }
+            SkillKind::Image { reference, mount } => {
+                // Mounted at boot from the box's sandbox configuration (a
+                // mount that fails fails the boot); here it is announced.
+                done.images.push((reference.clone(), mount.clone()));
             }
             _ => {}
         }

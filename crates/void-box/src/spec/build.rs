@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::check::skill;
 use super::model::{
-    AgentSpec, BoxSandbox, LlmSpec, MockSpec, Mode, Policy, Provider, SkillEntry, Sp, StageType,
+    AgentSpec, BoxSandbox, LlmSpec, MockSpec, Mode, MountSpec, Policy, Provider, SkillEntry, Sp,
+    StageType, VolumeSpec,
 };
 use super::resolved::{
     Resolved, ResolvedBox, ResolvedCommand, ResolvedLlm, ResolvedPipeline, ResolvedSandbox,
@@ -19,7 +20,7 @@ use super::{Kind, Runnable, Spec, SpecError};
 use crate::agent::{AgentError, VoidBox};
 use crate::llm::{LlmProvider, MockScript};
 use crate::pipeline::{FailurePolicy, Pipeline};
-use crate::sandbox::{Accel, GuestImage, SandboxConfig};
+use crate::sandbox::{Accel, GuestImage, Mount, SandboxConfig, VolumeMount};
 use crate::skill::SkillKind;
 use crate::workflow::{Step, Workflow};
 
@@ -53,6 +54,42 @@ impl Base {
             env: self.env_view.clone(),
             kernel: boot.map(|i| i.kernel.display().to_string()),
             initramfs: boot.map(|i| i.initramfs.display().to_string()),
+            image: self.config.image.clone(),
+            user: self.config.user.clone(),
+            mounts: self.config.mounts.clone(),
+            volumes: self.config.volumes.clone(),
+        }
+    }
+
+    /// Adds what a `sandbox` section (the spec's or a box's) says about the
+    /// root filesystem, the user and the mounts.
+    fn add_storage(
+        &mut self,
+        spec: &Spec,
+        image: Option<&Sp<String>>,
+        user: Option<&Sp<String>>,
+        mounts: &[Sp<MountSpec>],
+        volumes: &[Sp<VolumeSpec>],
+    ) {
+        if let Some(image) = image {
+            self.config.image = Some(image.value.clone());
+        }
+        if let Some(user) = user {
+            self.config.user = Some(user.value.clone());
+        }
+        for m in mounts {
+            self.config.mounts.push(Mount {
+                host: absolute(&spec.path(&m.value.host)),
+                guest: m.value.guest.clone(),
+                mode: m.value.mode.unwrap_or_default(),
+            });
+        }
+        for v in volumes {
+            self.config.volumes.push(VolumeMount {
+                name: v.value.name.clone(),
+                guest: v.value.guest.clone(),
+                readonly: v.value.readonly,
+            });
         }
     }
 
@@ -89,6 +126,13 @@ impl Base {
                 b.network_at = spec.at(n, "network");
             }
             b.add_env(&o.env, env);
+            b.add_storage(
+                spec,
+                o.image.as_ref(),
+                o.user.as_ref(),
+                &o.mounts,
+                &o.volumes,
+            );
         }
         b
     }
@@ -101,7 +145,11 @@ impl Base {
                 spec.error(self.network_at, e.to_string())
                     .hint("set `network: false`; guest networking is not available yet")
             } else {
-                spec.error(spec.key_at("sandbox", 0), e.to_string())
+                let at = match spec.key_at(e.field, 1) {
+                    (0, _) => spec.key_at("sandbox", 1),
+                    found => found,
+                };
+                spec.error(at, e.to_string())
             }
         })
     }
@@ -146,6 +194,14 @@ fn base(spec: &Spec, env: Env) -> Base {
             b.network_at = spec.at(n, "network");
         }
         b.add_env(&s.env, env);
+        b.config.overlay_mb = s.overlay_mb;
+        b.add_storage(
+            spec,
+            s.image.as_ref(),
+            s.user.as_ref(),
+            &s.mounts,
+            &s.volumes,
+        );
         if let (Some(k), Some(i)) = (&s.kernel, &s.initramfs) {
             b.config.boot = Some(GuestImage {
                 kernel: absolute(&spec.path(&k.value)),
@@ -254,6 +310,7 @@ fn make_box(
         memory_mb: base.config.memory_mb,
         vcpus: base.config.vcpus,
         network: base.config.network,
+        image: base.config.image.clone(),
         env: base.env_view.clone(),
         timeout_secs: input.timeout_secs,
         max_turns: input.max_turns.unwrap_or(25),
@@ -506,7 +563,7 @@ pub(super) fn build(spec: &Spec, env: Env) -> Result<(Runnable, Resolved), SpecE
                 let at = spec.at(&s.name, step_name);
                 let (mut step, run, agent) = match (&s.run, &s.agent) {
                     (Some(run), _) => {
-                        let program = &run.program.value;
+                        let program = &run.program.as_ref().expect("checked").value;
                         let mut step = Step::command(step_name, program, run.args.clone())
                             .sandbox(base.command_sandbox(spec, program)?);
                         if let Some(from) = &run.stdin_from {
@@ -566,10 +623,18 @@ pub(super) fn build(spec: &Spec, env: Env) -> Result<(Runnable, Resolved), SpecE
         }
         Kind::Sandbox => {
             let run = &raw.run.as_ref().expect("checked").value;
-            let program = &run.program.value;
-            let config = base.command_sandbox(spec, program)?;
+            let program = run.program.as_ref().map(|p| p.value.clone());
+            let config = match &program {
+                Some(program) => base.command_sandbox(spec, program)?,
+                None => {
+                    base.check(spec, &base.config)?;
+                    base.config.clone()
+                }
+            };
             resolved.run = Some(ResolvedCommand {
-                program: program.clone(),
+                program: program
+                    .clone()
+                    .unwrap_or_else(|| "(the image's Entrypoint and Cmd)".into()),
                 args: run.args.clone(),
                 stdin_from: None,
             });

@@ -42,6 +42,18 @@ pub(super) fn check(spec: &Spec) -> Result<(), SpecError> {
         Kind::Workflow => check_workflow(spec, raw.workflow.as_ref().expect("checked"))?,
         Kind::Sandbox => {
             let run = raw.run.as_ref().expect("checked");
+            let has_image = raw.sandbox.as_ref().is_some_and(|s| s.image.is_some());
+            match &run.value.program {
+                Some(p) if p.value.trim().is_empty() => {
+                    return Err(spec.error(spec.at(p, ""), "`program` is empty"))
+                }
+                None if !has_image => {
+                    return Err(spec
+                        .error(spec.key_at("run", 1), "`run` has no `program`")
+                        .hint("name a program, or set `sandbox.image` to run the image's Entrypoint and Cmd"))
+                }
+                _ => {}
+            }
             if let Some(from) = &run.value.stdin_from {
                 return Err(spec
                     .error(
@@ -123,10 +135,7 @@ fn unsupported(
     Err(spec
         .error(at, format!("sandbox `{field}` is not supported yet"))
         .hint(match field {
-            "mounts" => {
-                "copy inputs in with a workflow step, or use skills; host mounts are not available"
-            }
-            "image" | "guest_image" => "use `kernel` and `initramfs` to boot another guest image",
+            "guest_image" => "use `kernel` and `initramfs` to boot another guest image, or `image` for an OCI image",
             _ => "every run cold-boots a fresh VM; remove it",
         }))
 }
@@ -142,8 +151,6 @@ fn check_sandbox(spec: &Spec, s: &SandboxSpec) -> Result<(), SpecError> {
                 .hint("every stage runs in a real VM; use auto"));
         }
     }
-    unsupported(spec, "mounts", &s.mounts)?;
-    unsupported(spec, "image", &s.image)?;
     unsupported(spec, "guest_image", &s.guest_image)?;
     unsupported(spec, "snapshot", &s.snapshot)?;
     match (&s.kernel, &s.initramfs) {
@@ -309,7 +316,6 @@ fn check_pipeline(spec: &Spec, p: &Sp<PipelineSpec>) -> Result<(), SpecError> {
             b.max_turns.as_ref(),
         )?;
         if let Some(sb) = &b.sandbox {
-            unsupported(spec, "mounts", &sb.mounts)?;
             unsupported(spec, "snapshot", &sb.snapshot)?;
         }
     }
@@ -416,14 +422,21 @@ fn check_workflow(spec: &Spec, w: &Sp<WorkflowSpec>) -> Result<(), SpecError> {
                     )
                     .hint("add `run: {program: ..., args: [...]}` or `agent: {prompt: ...}`"))
             }
-            (Some(run), None) if run.program.value.trim().is_empty() => {
-                return Err(spec.error(
-                    spec.at(&run.program, ""),
-                    format!("step `{}` has an empty `program`", step.name.value),
-                ))
-            }
+            (Some(run), None) => match &run.program {
+                Some(p) if !p.value.trim().is_empty() => {}
+                Some(p) => {
+                    return Err(spec.error(
+                        spec.at(p, ""),
+                        format!("step `{}` has an empty `program`", step.name.value),
+                    ))
+                }
+                None => {
+                    return Err(spec
+                        .error(at, format!("step `{}` has no `program`", step.name.value))
+                        .hint("add `program: NAME` to its `run`"))
+                }
+            },
             (None, Some(a)) => check_agent(spec, a)?,
-            _ => {}
         }
         let mut s = Step::command(&step.name.value, "true", Vec::<String>::new())
             .depends_on(step.depends_on.iter().map(|d| d.value.clone()));
@@ -489,7 +502,12 @@ const SKILL_PREFIXES: [&str; 5] = ["file", "agent", "cli", "mcp", "remote"];
 pub(super) fn skill(spec: &Spec, entry: &Sp<SkillEntry>) -> Result<Skill, SpecError> {
     let text = match &entry.value {
         SkillEntry::Text(t) => t.clone(),
-        SkillEntry::Object(o) => o.mcp.clone().or(o.name.clone()).unwrap_or_default(),
+        SkillEntry::Object(o) => o
+            .mcp
+            .clone()
+            .or(o.name.clone())
+            .or(o.image.clone())
+            .unwrap_or_default(),
     };
     let at = spec.at(entry, &text);
     let fail = |message: String| spec.error(at, message);
@@ -535,10 +553,23 @@ pub(super) fn skill(spec: &Spec, entry: &Sp<SkillEntry>) -> Result<Skill, SpecEr
                 }
             }
         }
+        SkillEntry::Object(o) if o.image.is_some() || o.mount.is_some() => {
+            let (Some(image), Some(mount)) = (&o.image, &o.mount) else {
+                return Err(fail("an image skill needs both `image` and `mount`".into())
+                    .hint("write {image: REF, mount: /skills/NAME}"));
+            };
+            if o.readonly == Some(false) {
+                return Err(fail("image skills are mounted read-only".into())
+                    .hint("remove `readonly: false`; use a volume for writable storage"));
+            }
+            crate::oci::parse_reference(image).map_err(|e| fail(e.to_string()))?;
+            crate::sandbox::check_guest_path(mount).map_err(fail)?;
+            Ok(Skill::image(image, mount))
+        }
         SkillEntry::Object(o) => {
-            if o.image.is_some() || o.mount.is_some() || o.readonly.is_some() {
-                return Err(fail("OCI image skills (`image`, `mount`) are not supported yet".into())
-                    .hint("use `cli:NAME` for a program in the guest image, or `file:`/`remote:` for a SKILL.md"));
+            if o.readonly.is_some() {
+                return Err(fail("`readonly` belongs to image skills".into())
+                    .hint("write {image: REF, mount: /skills/NAME, readonly: true}"));
             }
             let mut skill = match (&o.mcp, &o.name, &o.content) {
                 (Some(name), None, None) => {

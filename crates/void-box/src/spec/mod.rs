@@ -87,6 +87,47 @@ pub enum Runnable {
     Sandbox(SandboxRun),
 }
 
+impl Runnable {
+    /// Every sandbox configuration it boots (a box's, a step's, the
+    /// command's), in declaration order.
+    pub fn sandboxes(&self) -> Vec<crate::SandboxConfig> {
+        match self {
+            Runnable::Agent(a) => vec![a.sandbox_config()],
+            Runnable::Pipeline(p) => p
+                .stages()
+                .iter()
+                .flat_map(|s| s.boxes().iter().map(VoidBox::sandbox_config))
+                .collect(),
+            Runnable::Workflow(w) => w
+                .steps()
+                .iter()
+                .map(|s| match s.action() {
+                    crate::workflow::StepAction::Command(c) => c.sandbox.clone(),
+                    crate::workflow::StepAction::Agent(b) => b.sandbox_config(),
+                })
+                .collect(),
+            Runnable::Sandbox(s) => vec![s.sandbox_config().clone()],
+        }
+    }
+
+    /// The OCI images it needs (roots and image mounts), each once.
+    pub fn images(&self) -> Vec<String> {
+        let mut images: Vec<String> = Vec::new();
+        for config in self.sandboxes() {
+            let named = config
+                .image
+                .into_iter()
+                .chain(config.image_mounts.into_iter().map(|m| m.image));
+            for image in named {
+                if !images.contains(&image) {
+                    images.push(image);
+                }
+            }
+        }
+        images
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Yaml,

@@ -66,15 +66,41 @@ pub(crate) struct SandboxSpec {
     pub kernel: Option<Sp<String>>,
     #[serde(default)]
     pub initramfs: Option<Sp<String>>,
+    #[serde(default)]
+    pub image: Option<Sp<String>>,
+    #[serde(default)]
+    pub overlay_mb: Option<u32>,
+    #[serde(default)]
+    pub user: Option<Sp<String>>,
+    #[serde(default)]
+    pub mounts: Vec<Sp<MountSpec>>,
+    #[serde(default)]
+    pub volumes: Vec<Sp<VolumeSpec>>,
     // Seed fields we cannot honour yet: parsed so the error can name them.
-    #[serde(default)]
-    pub mounts: Option<Sp<Value>>,
-    #[serde(default)]
-    pub image: Option<Sp<Value>>,
     #[serde(default)]
     pub guest_image: Option<Sp<Value>>,
     #[serde(default)]
     pub snapshot: Option<Sp<Value>>,
+}
+
+/// A host directory shared into the guest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MountSpec {
+    pub host: String,
+    pub guest: String,
+    #[serde(default)]
+    pub mode: Option<crate::sandbox::MountMode>,
+}
+
+/// A named volume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VolumeSpec {
+    pub name: String,
+    pub guest: String,
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 /// A pipeline box's changes to the spec's sandbox.
@@ -90,7 +116,13 @@ pub(crate) struct BoxSandbox {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
-    pub mounts: Option<Sp<Value>>,
+    pub image: Option<Sp<String>>,
+    #[serde(default)]
+    pub user: Option<Sp<String>>,
+    #[serde(default)]
+    pub mounts: Vec<Sp<MountSpec>>,
+    #[serde(default)]
+    pub volumes: Vec<Sp<VolumeSpec>>,
     #[serde(default)]
     pub snapshot: Option<Sp<Value>>,
 }
@@ -160,7 +192,7 @@ pub(crate) enum SkillEntry {
 }
 
 /// The object forms: `{name, content}` (inline), `{mcp, command, args}`,
-/// and the seeds' OCI `{image, mount}` (refused as not supported yet).
+/// and the seeds' OCI `{image, mount, readonly}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SkillObject {
@@ -299,7 +331,10 @@ pub(crate) struct StepSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunSpec {
-    pub program: Sp<String>,
+    /// Required for workflow steps; a sandbox spec with an image may leave
+    /// it out to run the image's `Entrypoint` and `Cmd`.
+    #[serde(default)]
+    pub program: Option<Sp<String>>,
     #[serde(default)]
     pub args: Vec<String>,
     #[serde(default)]

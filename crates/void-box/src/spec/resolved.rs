@@ -71,6 +71,18 @@ pub struct ResolvedSandbox {
     /// Initramfs to boot, when not the cached image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initramfs: Option<String>,
+    /// The OCI image commands run in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Who commands run as, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Host directories shared in (host paths made absolute).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::sandbox::Mount>,
+    /// Named volumes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::sandbox::VolumeMount>,
 }
 
 /// A provider after resolution.
@@ -116,6 +128,9 @@ pub struct ResolvedBox {
     pub vcpus: u32,
     /// Guest networking.
     pub network: bool,
+    /// The OCI image its commands run in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Guest environment, as in [`ResolvedSandbox::env`].
     pub env: BTreeMap<String, String>,
     /// Deadline of the run, boot included.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::event::{EventSink, RunEvent};
 use crate::sandbox::{SandboxProvider, VmProvider};
 use crate::stage::in_fresh_sandbox;
-use crate::{Exec, ExecEvent, ExitStatus, OutputStream, SandboxConfig, WORKSPACE_DIR};
+use crate::{Exec, ExecEvent, ExitStatus, OutputStream, SandboxConfig};
 
 /// `kind: sandbox`: one command in a fresh sandbox.
 #[derive(Debug, Clone)]
@@ -15,7 +15,8 @@ pub struct SandboxRun {
     name: String,
     // Boxed: a configuration is large, and `Runnable` holds this by value.
     config: Box<SandboxConfig>,
-    program: String,
+    /// `None`: the image's `Entrypoint` and `Cmd`, with `args` after them.
+    program: Option<String>,
     args: Vec<String>,
 }
 
@@ -50,11 +51,16 @@ impl SandboxResult {
 }
 
 impl SandboxRun {
-    pub(crate) fn new(name: &str, config: SandboxConfig, program: &str, args: Vec<String>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        config: SandboxConfig,
+        program: Option<String>,
+        args: Vec<String>,
+    ) -> Self {
         SandboxRun {
             name: name.into(),
             config: Box::new(config),
-            program: program.into(),
+            program,
             args,
         }
     }
@@ -64,9 +70,10 @@ impl SandboxRun {
         &self.name
     }
 
-    /// The program and its arguments.
-    pub fn command(&self) -> (&str, &[String]) {
-        (&self.program, &self.args)
+    /// The program (`None`: the image's `Entrypoint` and `Cmd`) and its
+    /// arguments.
+    pub fn command(&self) -> (Option<&str>, &[String]) {
+        (self.program.as_deref(), &self.args)
     }
 
     /// The sandbox it boots.
@@ -98,15 +105,18 @@ impl SandboxRun {
         events.emit(RunEvent::StageStarted {
             box_name: self.name.clone(),
         });
-        let outcome = in_fresh_sandbox(
-            provider,
-            &self.config,
-            &self.name,
-            &events,
-            async |sandbox| self.command_in(sandbox, input, &events, started).await,
-        )
-        .await
-        .and_then(|r| r);
+        let outcome = match self.argv().await {
+            Ok(argv) => {
+                let config = (*self.config).clone().allow_command(&argv[0]);
+                in_fresh_sandbox(provider, &config, &self.name, &events, async |sandbox| {
+                    self.command_in(sandbox, &argv, input, &events, started)
+                        .await
+                })
+                .await
+                .and_then(|r| r)
+            }
+            Err(e) => Err(e),
+        };
         let (success, error) = match &outcome {
             Ok(r) if r.success => (true, None),
             Ok(r) => (false, Some(r.ending())),
@@ -121,16 +131,40 @@ impl SandboxRun {
         outcome
     }
 
+    /// The command line: the program and its arguments, or the image's
+    /// `Entrypoint` + `Cmd` followed by the arguments.
+    async fn argv(&self) -> crate::Result<Vec<String>> {
+        if let Some(program) = &self.program {
+            return Ok(std::iter::once(program.clone())
+                .chain(self.args.iter().cloned())
+                .collect());
+        }
+        let reference = self.config.image.as_deref().ok_or_else(|| {
+            crate::Error::Image("a sandbox run without a program needs an image".into())
+        })?;
+        let image = crate::oci::ensure(&crate::oci::Store::default_location(), reference, None)
+            .await
+            .map_err(|e| crate::Error::Image(e.to_string()))?;
+        let mut argv = image.record.config.command().ok_or_else(|| {
+            crate::Error::Image(format!(
+                "{reference} has neither Entrypoint nor Cmd; give `run.program`"
+            ))
+        })?;
+        argv.extend(self.args.iter().cloned());
+        Ok(argv)
+    }
+
     async fn command_in(
         &self,
         sandbox: &crate::Sandbox,
+        argv: &[String],
         input: Option<&str>,
         events: &EventSink,
         started: Instant,
     ) -> crate::Result<SandboxResult> {
-        let mut cmd = Exec::new(&self.program)
-            .args(self.args.iter().cloned())
-            .cwd(WORKSPACE_DIR);
+        // The working directory is the guest's default: the image's
+        // `WorkingDir`, else /workspace.
+        let mut cmd = Exec::new(&argv[0]).args(argv[1..].iter().cloned());
         // A streamed command takes stdin through its writer (`stdin_bytes`
         // is for collected runs only); without input, stdin is empty.
         if input.is_some() {

@@ -120,9 +120,6 @@ fn a_fan_out_cannot_come_first() {
 
 #[test]
 fn unsupported_seed_fields_are_named_not_ignored() {
-    let e = err("kind: agent\nname: a\nsandbox:\n  mounts:\n    - {host: ., guest: /w}\nagent:\n  prompt: hi\n");
-    assert_eq!(e.message, "sandbox `mounts` is not supported yet");
-    assert_eq!(at(&e), (5, 5));
     let e = err("kind: agent\nname: a\nsandbox:\n  snapshot: abc123\nagent:\n  prompt: hi\n");
     assert_eq!(e.message, "sandbox `snapshot` is not supported yet");
     assert_eq!(at(&e), (4, 13));
@@ -132,6 +129,69 @@ fn unsupported_seed_fields_are_named_not_ignored() {
         "spec.yaml",
     )
     .unwrap();
+}
+
+#[test]
+fn images_mounts_volumes_and_image_skills_build_into_the_sandbox() {
+    let text = "\
+kind: pipeline
+name: p
+sandbox:
+  image: python:3.12-slim
+  user: app
+  overlay_mb: 512
+  mounts:
+    - {host: data, guest: /data}
+  volumes: [{name: cache, guest: /cache}]
+llm:
+  mock: {turns: [{text: hi}]}
+pipeline:
+  boxes:
+    - name: a
+      prompt: one
+      skills: [{image: 'localhost:5000/go:1', mount: /skills/go, readonly: true}]
+    - name: b
+      prompt: two
+      sandbox:
+        image: node:22
+        mounts: [{host: /srv/out, guest: /out, mode: rw}]
+";
+    let spec = parse(text, "/specs/p.yaml").unwrap();
+    let (runnable, resolved) = build_with(&spec, &[]).unwrap();
+    let sandbox = &resolved.sandbox;
+    assert_eq!(sandbox.image.as_deref(), Some("python:3.12-slim"));
+    assert_eq!(sandbox.user.as_deref(), Some("app"));
+    assert_eq!(sandbox.mounts[0].host, std::path::Path::new("/specs/data"));
+    assert_eq!(sandbox.mounts[0].mode, crate::sandbox::MountMode::Ro);
+    assert_eq!(sandbox.volumes[0].name, "cache");
+    let Runnable::Pipeline(p) = runnable else {
+        panic!("a pipeline")
+    };
+    let a = p.stages()[0].boxes()[0].sandbox_config();
+    assert_eq!(a.image_mounts[0].guest, "/skills/go");
+    assert_eq!(a.overlay_mb, Some(512));
+    let b = p.stages()[1].boxes()[0].sandbox_config();
+    // A box's image replaces the spec's; its mounts add to the spec's.
+    assert_eq!(b.image.as_deref(), Some("node:22"));
+    assert_eq!(b.mounts.len(), 2);
+    assert_eq!(b.mounts[1].mode, crate::sandbox::MountMode::Rw);
+
+    // Bad values are placed where they were written.
+    let bad = parse(
+        "kind: agent\nname: a\nsandbox:\n  mounts:\n    - {host: ., guest: relative}\nagent:\n  prompt: hi\n  llm: {mock: {turns: [{text: x}]}}\n",
+        "spec.yaml",
+    )
+    .unwrap();
+    let e = build_with(&bad, &[]).unwrap_err();
+    assert!(
+        e.message.contains("guest path `relative` is not absolute"),
+        "{e}"
+    );
+    assert_eq!(at(&e).0, 4);
+    let e = err("kind: agent\nname: a\nsandbox:\n  mounts:\n    - {host: ., guest: /w, mod: rw}\nagent:\n  prompt: hi\n");
+    assert!(e.message.contains("unknown field `mod`"), "{e}");
+    let e = err("kind: agent\nname: a\nagent:\n  prompt: hi\n  skills: [{image: 'x:1', mount: /m, readonly: false}]\n");
+    assert!(e.message.contains("read-only"), "{e}");
 }
 
 #[test]
@@ -441,7 +501,7 @@ fn sandbox_kind_needs_run_and_builds_the_command() {
     let Runnable::Sandbox(run) = build_with(&spec, &[]).unwrap().0 else {
         panic!("a sandbox")
     };
-    assert_eq!(run.command(), ("uname", &["-a".to_string()][..]));
+    assert_eq!(run.command(), (Some("uname"), &["-a".to_string()][..]));
     assert_eq!(spec.summary(), "sandbox s (1 command)");
 }
 

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::initramfs::CpioWriter;
-use crate::cache::cache_dir;
+use crate::dirs::cache_dir;
 use crate::error::{Error, Result};
 
 /// The kernel configuration fragment merged over `tinyconfig`.
@@ -121,15 +121,17 @@ pub struct ImageBuilder {
 }
 
 impl ImageBuilder {
-    /// Defaults: the cache dir, Debian's paths, and `guest-agent` found via
-    /// `VOIDBOX_GUEST_AGENT` or next to the running executable.
+    /// Defaults: the cache dir, Debian's paths, `guest-agent` found via
+    /// `VOIDBOX_GUEST_AGENT` or where `scripts/setup.sh` builds it beside
+    /// the running executable, and the musl busybox the set-up builds when
+    /// it is there (Debian's `busybox-static` otherwise).
     pub fn new() -> ImageBuilder {
         ImageBuilder {
             cache: cache_dir(),
             kernel_source: PathBuf::from(DEFAULT_KERNEL_SOURCE),
             prebuilt_kernel: None,
             agent: default_agent_path(),
-            busybox: PathBuf::from(DEFAULT_BUSYBOX),
+            busybox: default_busybox_path(),
             jobs: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -286,14 +288,28 @@ impl Default for ImageBuilder {
     }
 }
 
+/// The first existing of `candidates`, relative to the running
+/// executable's directory (`target/release` in a checkout).
+fn beside_exe(candidates: &[&str]) -> Option<PathBuf> {
+    let dir = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    candidates.iter().map(|c| dir.join(c)).find(|p| p.is_file())
+}
+
 fn default_agent_path() -> PathBuf {
     if let Some(p) = std::env::var_os("VOIDBOX_GUEST_AGENT").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("guest-agent")))
-        .unwrap_or_else(|| PathBuf::from("guest-agent"))
+    // Next to voidbox, or where scripts/build-guest.sh puts the static
+    // build (`target/x86_64-unknown-linux-gnu/release`, beside `target/release`).
+    beside_exe(&[
+        "guest-agent",
+        "../x86_64-unknown-linux-gnu/release/guest-agent",
+    ])
+    .unwrap_or_else(|| PathBuf::from("guest-agent"))
+}
+
+fn default_busybox_path() -> PathBuf {
+    beside_exe(&["../guest/busybox"]).unwrap_or_else(|| PathBuf::from(DEFAULT_BUSYBOX))
 }
 
 /// Options of the fragment that the final `.config` does not have.

@@ -37,6 +37,34 @@ pub struct VmSpec {
     pub accel: Accel,
     /// Extra kernel command line arguments.
     pub cmdline_extra: String,
+    /// Read-only disks (virtio-blk), found in the guest by serial.
+    pub disks: Vec<Disk>,
+    /// Host directories shared with the guest (virtio-9p), by mount tag.
+    pub shares: Vec<Share>,
+}
+
+/// A read-only raw disk image attached as virtio-blk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The image file.
+    pub path: PathBuf,
+    /// Serial the guest finds it by (at most 20 bytes of `[A-Za-z0-9-]`).
+    pub serial: String,
+}
+
+/// A host directory shared with the guest over virtio-9p.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The host directory (canonical).
+    pub path: PathBuf,
+    /// Mount tag (`[A-Za-z0-9-]`, at most 31 bytes).
+    pub tag: String,
+    /// QEMU refuses every write from the guest.
+    pub readonly: bool,
+    /// Guest ownership and modes are kept in `user.virtfs.*` xattrs on the
+    /// host instead of being applied (volumes, which only void-box uses);
+    /// otherwise host files keep their host owner.
+    pub mapped_ownership: bool,
 }
 
 /// How a VM process ended.

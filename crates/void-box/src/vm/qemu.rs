@@ -80,6 +80,36 @@ impl QemuBackend {
             format!("file:{}", dir.join("console.log").display()),
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+        ]);
+        for (i, disk) in spec.disks.iter().enumerate() {
+            args.extend([
+                "-drive".into(),
+                format!(
+                    "file={},format=raw,if=none,readonly=on,id=disk{i}",
+                    qemu_path(&disk.path)
+                ),
+                "-device".into(),
+                format!("virtio-blk-device,drive=disk{i},serial={}", disk.serial),
+            ]);
+        }
+        for (i, share) in spec.shares.iter().enumerate() {
+            let model = if share.mapped_ownership {
+                "mapped-xattr"
+            } else {
+                "none"
+            };
+            args.extend([
+                "-fsdev".into(),
+                format!(
+                    "local,id=share{i},path={},security_model={model}{}",
+                    qemu_path(&share.path),
+                    if share.readonly { ",readonly=on" } else { "" }
+                ),
+                "-device".into(),
+                format!("virtio-9p-device,fsdev=share{i},mount_tag={}", share.tag),
+            ]);
+        }
+        args.extend([
             "-kernel".into(),
             spec.kernel.display().to_string(),
             "-initrd".into(),
@@ -94,6 +124,12 @@ impl QemuBackend {
         ]);
         args
     }
+}
+
+/// A path inside a QEMU option list, where `,` separates options and is
+/// written `,,`.
+fn qemu_path(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// `env` if set, else `name` on PATH.

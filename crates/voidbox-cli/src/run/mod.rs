@@ -171,6 +171,15 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             None => eprintln!("voidbox: running {}", spec.summary()),
         }
     }
+    // Images are pulled before any VM boots, with their own progress.
+    let show = match args.output {
+        OutputFormat::Human => crate::pull::Show::Human,
+        OutputFormat::Json => crate::pull::Show::Json,
+    };
+    if let Err(e) = crate::pull::ensure_all(&runnable.images(), show).await {
+        eprintln!("voidbox: {e:#}");
+        return Ok(ExitCode::from(1));
+    }
     let mut recorder = Recorder::new(args.save_run.as_deref(), trace_id.clone())?;
     let mut display: Box<dyn Display> = match args.output {
         OutputFormat::Human => Box::new(human::Human::new(&units)),

@@ -1,0 +1,206 @@
+//! The filesystem commands see. Without an image it is the initramfs
+//! itself. With one, the image's erofs disk is mounted read-only under a
+//! writable overlay (a tmpfs) at [`IMAGE_ROOT`], with `/proc`, `/sys`,
+//! `/dev`, `/tmp` and `/workspace` inside it, and every command is
+//! `chroot`ed there; the agent itself stays in the initramfs, out of the
+//! image's way, so any image works, with or without a shell or a libc.
+//! Host shares (virtio-9p) and image mounts (more erofs disks) go on top.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::mount::{mount, mount_bind_recursive, MountFlags};
+use void_box_protocol::{GuestConfig, GuestMount, MountSource, RootFs, WORKSPACE_DIR};
+
+use crate::init::{SANDBOX_GID, SANDBOX_UID};
+
+/// Where the image's root is assembled.
+pub const IMAGE_ROOT: &str = "/run/voidbox/root";
+const LOWER: &str = "/run/voidbox/lower";
+const LAYER: &str = "/run/voidbox/rw";
+/// How long a disk may take to appear after boot.
+const DISK_DEADLINE: Duration = Duration::from_secs(5);
+/// 9p message size: large reads and writes in few round trips.
+const NINEP_MSIZE: u32 = 512 * 1024;
+
+/// The root commands run in and who owns the workspace.
+#[derive(Debug, Clone)]
+pub struct CommandRoot {
+    /// `/` or [`IMAGE_ROOT`].
+    pub path: PathBuf,
+    /// The root for `chroot`, when it is not `/`.
+    pub chroot: Option<CString>,
+}
+
+impl CommandRoot {
+    /// A guest path as the agent sees it (under the command root).
+    pub fn host_view(&self, path: &str) -> PathBuf {
+        self.path.join(path.trim_start_matches('/'))
+    }
+}
+
+fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Builds the command root and mounts everything the configuration asks
+/// for. Runs once at boot, before requests are served.
+pub fn prepare(config: &GuestConfig) -> io::Result<CommandRoot> {
+    let root = match &config.rootfs {
+        None => CommandRoot {
+            path: PathBuf::from("/"),
+            chroot: None,
+        },
+        Some(rootfs) => {
+            mount_image_root(rootfs)?;
+            CommandRoot {
+                path: PathBuf::from(IMAGE_ROOT),
+                chroot: Some(CString::new(IMAGE_ROOT).expect("no NUL")),
+            }
+        }
+    };
+    let (uid, gid) = config
+        .user
+        .as_ref()
+        .map_or((SANDBOX_UID, SANDBOX_GID), |u| (u.uid, u.gid));
+    let workspace = root.host_view(WORKSPACE_DIR);
+    fs::create_dir_all(&workspace).map_err(context(format!("create {WORKSPACE_DIR}")))?;
+    // Best effort: an agent started by hand (not PID 1) may not own it.
+    let _ = chown(&workspace, Some(uid), Some(gid));
+    for m in &config.mounts {
+        mount_one(&root, m, uid, gid)?;
+    }
+    Ok(root)
+}
+
+fn mount_image_root(rootfs: &RootFs) -> io::Result<()> {
+    let disk = find_disk(&rootfs.disk)?;
+    for dir in [LOWER, LAYER, IMAGE_ROOT] {
+        fs::create_dir_all(dir)?;
+    }
+    mount(&disk, LOWER, "erofs", MountFlags::RDONLY, c"").map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("mount the image ({}): {e}", disk.display()),
+        )
+    })?;
+    let size = rootfs
+        .overlay_mb
+        .map_or_else(String::new, |mb| format!(",size={mb}m"));
+    let data = CString::new(format!("mode=0755{size}")).expect("no NUL");
+    mount(
+        "tmpfs",
+        LAYER,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        data.as_c_str(),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("mount the overlay's tmpfs: {e}")))?;
+    for dir in ["upper", "work"] {
+        fs::create_dir(Path::new(LAYER).join(dir))?;
+    }
+    let options = CString::new(format!(
+        "lowerdir={LOWER},upperdir={LAYER}/upper,workdir={LAYER}/work"
+    ))
+    .expect("no NUL");
+    mount(
+        "overlay",
+        IMAGE_ROOT,
+        "overlay",
+        MountFlags::empty(),
+        options.as_c_str(),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("mount the overlay: {e}")))?;
+    let inside = |p: &str| Path::new(IMAGE_ROOT).join(p.trim_start_matches('/'));
+    let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
+    for (source, target, fstype, flags, data) in [
+        (
+            "proc",
+            "/proc",
+            "proc",
+            nosuid_nodev | MountFlags::NOEXEC,
+            c"",
+        ),
+        (
+            "sysfs",
+            "/sys",
+            "sysfs",
+            nosuid_nodev | MountFlags::NOEXEC,
+            c"",
+        ),
+        ("tmpfs", "/tmp", "tmpfs", nosuid_nodev, c"mode=1777"),
+    ] {
+        let at = inside(target);
+        fs::create_dir_all(&at)?;
+        mount(source, &at, fstype, flags, data)
+            .map_err(|e| io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}")))?;
+    }
+    // The agent's /dev, with its pts and shm, as the image's.
+    let dev = inside("/dev");
+    fs::create_dir_all(&dev)?;
+    mount_bind_recursive("/dev", &dev)
+        .map_err(|e| io::Error::new(e.kind(), format!("bind /dev: {e}")))?;
+    fs::set_permissions(inside("/tmp"), fs::Permissions::from_mode(0o1777))?;
+    Ok(())
+}
+
+/// The block device whose virtio serial is `serial`.
+fn find_disk(serial: &str) -> io::Result<PathBuf> {
+    let give_up = Instant::now() + DISK_DEADLINE;
+    loop {
+        for entry in fs::read_dir("/sys/block")?.flatten() {
+            let found =
+                fs::read_to_string(entry.path().join("serial")).is_ok_and(|s| s.trim() == serial);
+            if found {
+                return Ok(Path::new("/dev").join(entry.file_name()));
+            }
+        }
+        if Instant::now() >= give_up {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no disk with serial {serial}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mount_one(root: &CommandRoot, m: &GuestMount, uid: u32, gid: u32) -> io::Result<()> {
+    let target = root.host_view(&m.target);
+    fs::create_dir_all(&target).map_err(context(format!("create mount point {}", m.target)))?;
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
+    if m.readonly {
+        flags |= MountFlags::RDONLY;
+    }
+    match &m.source {
+        MountSource::Share { tag } => {
+            let data = CString::new(format!(
+                "trans=virtio,version=9p2000.L,msize={NINEP_MSIZE},cache=none"
+            ))
+            .expect("no NUL");
+            mount(tag.as_str(), &target, "9p", flags, data.as_c_str()).map_err(|e| {
+                io::Error::new(e.kind(), format!("mount share {tag} on {}: {e}", m.target))
+            })?;
+            // A volume keeps guest ownership in xattrs on the host: its
+            // root goes to the command user.
+            if m.own_root {
+                chown(&target, Some(uid), Some(gid))
+                    .map_err(context(format!("chown volume at {}", m.target)))?;
+            }
+        }
+        MountSource::Disk { serial } => {
+            let disk = find_disk(serial)?;
+            mount(&disk, &target, "erofs", flags | MountFlags::RDONLY, c"").map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("mount image disk {serial} on {}: {e}", m.target),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}

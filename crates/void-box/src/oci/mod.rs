@@ -1,0 +1,423 @@
+//! OCI images as a sandbox's root filesystem: pull from any distribution
+//! registry, check every blob against its digest as it streams, apply the
+//! layers, convert the result once into a read-only erofs image cached by
+//! its manifest digest, and hand that file to the VM as a disk.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), void_box::oci::ImageError> {
+//! use void_box::oci::{pull, Store};
+//! let image = pull(&Store::default_location(), "localhost:5000/python:3.12", None).await?;
+//! println!("{} ({} bytes)", image.record.digest, image.record.size_bytes);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod convert;
+mod erofs;
+mod layers;
+mod registry;
+mod store;
+mod tree;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oci_client::manifest::OciDescriptor;
+use serde::{Deserialize, Serialize};
+
+pub use config::{resolve_user, ImageConfig, ResolvedUser};
+pub use registry::{parse_reference, plain_http_allowed};
+pub use store::{CachedImage, ImageRecord, RefRecord, Store};
+
+use convert::Converter;
+
+/// Most layers an image may have.
+const MAX_LAYERS: usize = 256;
+/// How long a pull may wait for another pull of the same image.
+const LOCK_DEADLINE: Duration = Duration::from_secs(60 * 60);
+/// How long the manifest and config may take.
+const MANIFEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Why an image could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The reference is not one.
+    #[error("image reference `{reference}`: {message}")]
+    Reference {
+        /// As given.
+        reference: String,
+        /// Why.
+        message: String,
+    },
+    /// The registry refused, failed or sent something unacceptable.
+    #[error("pulling {reference}: {message}")]
+    Registry {
+        /// The image.
+        reference: String,
+        /// What went wrong (blob digests are named).
+        message: String,
+    },
+    /// A layer could not be applied or converted.
+    #[error("pulling {reference}: layer {layer}: {message}")]
+    Layer {
+        /// The image.
+        reference: String,
+        /// The layer's digest.
+        layer: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The image is not usable (wrong platform, unknown user, ...).
+    #[error("image {reference}: {message}")]
+    Unusable {
+        /// The image.
+        reference: String,
+        /// Why.
+        message: String,
+    },
+    /// The cache directory failed.
+    #[error("image cache {}: {message}", path.display())]
+    Cache {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        message: String,
+    },
+    /// The image is not in the cache and pulling was not allowed.
+    #[error(
+        "image {reference} is not in the cache (pull it with `voidbox image pull {reference}`)"
+    )]
+    NotCached {
+        /// The image.
+        reference: String,
+    },
+}
+
+/// Progress of a pull, for displays and `--output json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum PullEvent {
+    /// The manifest was read: what will be downloaded.
+    Resolved {
+        /// The reference, normalised.
+        reference: String,
+        /// The manifest digest.
+        digest: String,
+        /// Layer count.
+        layers: usize,
+        /// Compressed bytes of all layers.
+        total_bytes: u64,
+    },
+    /// Bytes of a layer arrived (sent about every MiB and at its end).
+    Layer {
+        /// The reference, normalised.
+        reference: String,
+        /// 1-based layer number.
+        layer: usize,
+        /// Bytes of this layer so far.
+        bytes: u64,
+        /// Its size.
+        size: u64,
+        /// Bytes of all layers so far.
+        total_done: u64,
+    },
+    /// The image is converted and cached.
+    Done {
+        /// The reference, normalised.
+        reference: String,
+        /// The manifest digest.
+        digest: String,
+        /// Size of the erofs image.
+        size_bytes: u64,
+        /// Whether it was already cached (nothing downloaded).
+        cached: bool,
+        /// Wall time of the pull.
+        #[serde(rename = "duration_ms", with = "crate::millis")]
+        duration: Duration,
+    },
+}
+
+/// Receives pull progress.
+pub type Progress = Arc<dyn Fn(PullEvent) + Send + Sync>;
+
+/// The image `reference` names: from the cache when it is there, else
+/// pulled. What a sandbox boot uses; `voidbox image pull` always asks the
+/// registry.
+pub async fn ensure(
+    store: &Store,
+    reference: &str,
+    progress: Option<Progress>,
+) -> Result<CachedImage, ImageError> {
+    let parsed = parse_reference(reference)?;
+    let name = parsed.whole();
+    let cached = match parsed.digest() {
+        Some(digest) => store.by_digest(digest),
+        None => store.by_reference(&name),
+    };
+    match cached {
+        Some(image) => Ok(image),
+        None => pull(store, reference, progress).await,
+    }
+}
+
+/// Resolves `reference` at its registry and makes sure its image is
+/// cached, downloading and converting it when it is not. Concurrent pulls
+/// of one reference share one download.
+pub async fn pull(
+    store: &Store,
+    reference: &str,
+    progress: Option<Progress>,
+) -> Result<CachedImage, ImageError> {
+    let started = Instant::now();
+    let progress = progress.unwrap_or_else(|| Arc::new(|_| {}));
+    let parsed = parse_reference(reference)?;
+    let name = parsed.whole();
+    let _lock = store.lock(&name, LOCK_DEADLINE).await?;
+    let registry_error = |message: String| ImageError::Registry {
+        reference: name.clone(),
+        message,
+    };
+    let client = registry::client_for(&parsed);
+    let auth = registry::auth_for(&parsed);
+    let (manifest, digest, config_json) = tokio::time::timeout(
+        MANIFEST_DEADLINE,
+        client.pull_manifest_and_config(&parsed, &auth),
+    )
+    .await
+    .map_err(|_| registry_error(format!("no manifest within {MANIFEST_DEADLINE:?}")))?
+    .map_err(|e| registry_error(e.to_string()))?;
+    if let Some(image) = store.by_digest(&digest) {
+        store.tag(&name, &digest)?;
+        progress(PullEvent::Done {
+            reference: name.clone(),
+            digest,
+            size_bytes: image.record.size_bytes,
+            cached: true,
+            duration: started.elapsed(),
+        });
+        return Ok(image);
+    }
+    let unusable = |message: String| ImageError::Unusable {
+        reference: name.clone(),
+        message,
+    };
+    let config = ImageConfig::parse(&config_json).map_err(unusable)?;
+    if manifest.layers.len() > MAX_LAYERS {
+        return Err(unusable(format!(
+            "{} layers; at most {MAX_LAYERS} are accepted",
+            manifest.layers.len()
+        )));
+    }
+    let total_bytes: u64 = manifest
+        .layers
+        .iter()
+        .map(|l| u64::try_from(l.size).unwrap_or(0))
+        .sum();
+    progress(PullEvent::Resolved {
+        reference: name.clone(),
+        digest: digest.clone(),
+        layers: manifest.layers.len(),
+        total_bytes,
+    });
+
+    let (temp_path, file) = store.temp_image()?;
+    let temp = TempFile(Some(temp_path.clone()));
+    let cache_error = |e: std::io::Error| ImageError::Cache {
+        path: temp_path.clone(),
+        message: e.to_string(),
+    };
+    let mut converter = Converter::new(file).map_err(cache_error)?;
+    let total_done = Arc::new(AtomicU64::new(0));
+    for (i, layer) in manifest.layers.iter().enumerate() {
+        let layer_error = |message: String| ImageError::Layer {
+            reference: name.clone(),
+            layer: layer.digest.clone(),
+            message,
+        };
+        let codec = layers::Codec::of(&layer.media_type)
+            .ok_or_else(|| layer_error(format!("unsupported media type {}", layer.media_type)))?;
+        let report = layer_progress(&progress, &name, i + 1, layer, total_done.clone());
+        let mut blob = registry::open_blob(&client, &parsed, layer, report).await?;
+        let (returned, applied) = tokio::task::spawn_blocking(move || {
+            let applied = converter
+                .apply(codec, &mut blob)
+                .and_then(|()| blob.finish().map_err(Into::into));
+            (converter, applied)
+        })
+        .await
+        .map_err(|e| layer_error(format!("the converter failed: {e}")))?;
+        converter = returned;
+        applied.map_err(|e| layer_error(e.to_string()))?;
+    }
+    let (passwd, group) = converter.accounts().map_err(cache_error)?;
+    // An image whose `User` names nobody is refused now, not at every boot.
+    if let Some(spec) = &config.user {
+        resolve_user(spec, &passwd, &group).map_err(unusable)?;
+    }
+    let build_time = store::now();
+    let size_bytes = tokio::task::spawn_blocking(move || converter.finish(build_time))
+        .await
+        .map_err(|e| cache_error(std::io::Error::other(e.to_string())))?
+        .map_err(cache_error)?;
+    let record = ImageRecord {
+        digest: digest.clone(),
+        reference: name.clone(),
+        config,
+        passwd,
+        group,
+        layers: manifest
+            .layers
+            .iter()
+            .map(|l| (l.digest.clone(), u64::try_from(l.size).unwrap_or(0)))
+            .collect(),
+        size_bytes,
+        pulled_at: build_time,
+    };
+    let image = store.commit(&temp_path, &record, &name)?;
+    temp.keep();
+    progress(PullEvent::Done {
+        reference: name,
+        digest,
+        size_bytes,
+        cached: false,
+        duration: started.elapsed(),
+    });
+    Ok(image)
+}
+
+/// Builds an image from local layer tarballs (plain, gzip or zstd, told by
+/// their first bytes; a single rootfs tarball is one layer), with `config`
+/// as its configuration, and names it `reference` in the cache. Its digest
+/// is the sha256 of the layers' digests and the config, so importing the
+/// same files again gives the same image.
+pub fn import(
+    store: &Store,
+    reference: &str,
+    layer_files: &[PathBuf],
+    config: ImageConfig,
+) -> Result<CachedImage, ImageError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read as _;
+
+    let name = parse_reference(reference)?.whole();
+    let (temp_path, file) = store.temp_image()?;
+    let temp = TempFile(Some(temp_path.clone()));
+    let cache_error = |e: std::io::Error| ImageError::Cache {
+        path: temp_path.clone(),
+        message: e.to_string(),
+    };
+    let mut converter = Converter::new(file).map_err(cache_error)?;
+    let mut image_hash = Sha256::new();
+    let mut layers = Vec::new();
+    for path in layer_files {
+        let layer_error = |message: String| ImageError::Layer {
+            reference: name.clone(),
+            layer: path.display().to_string(),
+            message,
+        };
+        let mut file = std::fs::File::open(path).map_err(|e| layer_error(e.to_string()))?;
+        let mut head = [0u8; 4];
+        let n = file
+            .read(&mut head)
+            .map_err(|e| layer_error(e.to_string()))?;
+        let mut raw = HashingReader {
+            inner: std::io::Cursor::new(head[..n].to_vec()).chain(file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        converter
+            .apply(convert::sniff(&head[..n]), &mut raw)
+            .map_err(|e| layer_error(e.to_string()))?;
+        let digest = format!("sha256:{}", hex::encode(raw.hasher.finalize()));
+        image_hash.update(digest.as_bytes());
+        layers.push((digest, raw.bytes));
+    }
+    image_hash.update(serde_json::to_vec(&config).unwrap_or_default());
+    let (passwd, group) = converter.accounts().map_err(cache_error)?;
+    if let Some(spec) = &config.user {
+        resolve_user(spec, &passwd, &group).map_err(|message| ImageError::Unusable {
+            reference: name.clone(),
+            message,
+        })?;
+    }
+    let build_time = store::now();
+    let size_bytes = converter.finish(build_time).map_err(cache_error)?;
+    let record = ImageRecord {
+        digest: format!("sha256:{}", hex::encode(image_hash.finalize())),
+        reference: name.clone(),
+        config,
+        passwd,
+        group,
+        layers,
+        size_bytes,
+        pulled_at: build_time,
+    };
+    let image = store.commit(&temp_path, &record, &name)?;
+    temp.keep();
+    Ok(image)
+}
+
+/// Hashes and counts what passes through.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// A progress callback for one layer's bytes, reporting about every MiB.
+fn layer_progress(
+    progress: &Progress,
+    reference: &str,
+    layer: usize,
+    descriptor: &OciDescriptor,
+    total_done: Arc<AtomicU64>,
+) -> impl FnMut(u64) + Send + 'static {
+    let progress = progress.clone();
+    let reference = reference.to_string();
+    let size = u64::try_from(descriptor.size).unwrap_or(0);
+    let mut bytes = 0u64;
+    let mut reported = 0u64;
+    move |n| {
+        bytes += n;
+        let total = total_done.fetch_add(n, Ordering::Relaxed) + n;
+        if n == 0 || bytes - reported >= 1 << 20 {
+            reported = bytes;
+            progress(PullEvent::Layer {
+                reference: reference.clone(),
+                layer,
+                bytes,
+                size,
+                total_done: total,
+            });
+        }
+    }
+}
+
+/// A temporary file removed on drop unless kept (renamed into place).
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
