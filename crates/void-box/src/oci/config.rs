@@ -115,6 +115,10 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUse
             )
         })
     });
+    // `root` is uid 0 whether or not the image has an /etc/passwd.
+    let passwd_entry = passwd_entry.or_else(|| {
+        (user == "root").then(|| ("root".to_string(), Some(0), Some(0), "/root".to_string()))
+    });
     let uid = match (user.parse::<u32>(), &passwd_entry) {
         (Ok(n), _) => n,
         (Err(_), Some((_, Some(uid), _, _))) => *uid,

@@ -192,7 +192,10 @@ impl Read for VerifiedBlob {
         // notice a longer blob.
         let room = (self.size - self.read.min(self.size)) as usize + 1;
         let want = buf.len().min(room);
-        let n = self.inner.read(&mut buf[..want])?;
+        let n = self
+            .inner
+            .read(&mut buf[..want])
+            .map_err(|e| self.mismatch(&format!("could not be read: {e}")))?;
         self.read += n as u64;
         if self.read > self.size {
             return Err(self.mismatch(&format!(
