@@ -24,8 +24,9 @@ const LOWER: &str = "/run/voidbox/lower";
 const LAYER: &str = "/run/voidbox/rw";
 /// How long a disk may take to appear after boot.
 const DISK_DEADLINE: Duration = Duration::from_secs(5);
-/// 9p message size: large reads and writes in few round trips.
-const NINEP_MSIZE: u32 = 512 * 1024;
+/// 9p message size: large reads and writes in few round trips (QEMU 7.2's
+/// virtio-9p caps it at 512000).
+const NINEP_MSIZE: u32 = 512_000;
 
 /// The root commands run in and who owns the workspace.
 #[derive(Debug, Clone)]
@@ -178,8 +179,12 @@ fn mount_one(root: &CommandRoot, m: &GuestMount, uid: u32, gid: u32) -> io::Resu
     }
     match &m.source {
         MountSource::Share { tag } => {
+            // cache=mmap: reads go through the page cache with readahead
+            // (100 MiB in 0.3-0.5 s under TCG, against 3.5 s with
+            // cache=none) while every open still revalidates against the
+            // host, so host changes show in the guest.
             let data = CString::new(format!(
-                "trans=virtio,version=9p2000.L,msize={NINEP_MSIZE},cache=none"
+                "trans=virtio,version=9p2000.L,msize={NINEP_MSIZE},cache=mmap"
             ))
             .expect("no NUL");
             mount(tag.as_str(), &target, "9p", flags, data.as_c_str()).map_err(|e| {

@@ -87,10 +87,14 @@ async fn a_read_write_mount_round_trips_100_mib_both_ways() {
     assert!(ok, "{out}");
     let guest_sum = out.split_whitespace().next().unwrap().to_string();
     assert_eq!(sha256_file(&dir.path().join("from-guest.bin")), guest_sum);
-    // Host changes show in the guest at once (no stale cache).
+    // Host changes show in the guest at once (no stale cache), a change
+    // of the same size to a file the guest already read included.
     std::fs::write(dir.path().join("late.txt"), "written after boot\n").unwrap();
     let (_, out) = run(&sandbox, "cat /work/late.txt").await;
     assert_eq!(out, "written after boot\n");
+    std::fs::write(dir.path().join("late.txt"), "WRITTEN AFTER BOOT\n").unwrap();
+    let (_, out) = run(&sandbox, "cat /work/late.txt").await;
+    assert_eq!(out, "WRITTEN AFTER BOOT\n");
     // What the guest makes keeps the guest user's uid where QEMU may set
     // it (void-box running as root), else belongs to the host user.
     let meta = std::fs::metadata(dir.path().join("from-guest.bin")).unwrap();

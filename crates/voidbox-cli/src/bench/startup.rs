@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use void_box::vm::image::GuestImage;
 use void_box::vm::initramfs::CpioWriter;
@@ -18,35 +17,14 @@ use void_box::vm::qemu::QemuBackend;
 use void_box::vm::{Accel, VmBackend, VmSpec};
 use void_box::{Sandbox, AGENT_VSOCK_PORT};
 
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Cold start, exec round trip, file throughput and host memory per sandbox.
-    Startup {
-        /// Boots per measurement (floor and cold start).
-        #[arg(long, default_value_t = 10)]
-        runs: usize,
-        /// Exec round trips to time.
-        #[arg(long, default_value_t = 200)]
-        execs: usize,
-        /// The floor's static init binary.
-        #[arg(
-            long,
-            default_value = "target/x86_64-unknown-linux-gnu/release/floor-init"
-        )]
-        floor_init: PathBuf,
-        /// File size for the throughput figures, in MiB.
-        #[arg(long, default_value_t = 32)]
-        file_mib: usize,
-    },
-}
+use super::{ms, pct, row};
 
-pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
-    let BenchCommand::Startup {
-        runs,
-        execs,
-        floor_init,
-        file_mib,
-    } = cmd;
+pub async fn run(
+    runs: usize,
+    execs: usize,
+    floor_init: PathBuf,
+    file_mib: usize,
+) -> Result<ExitCode> {
     if runs == 0 || execs == 0 {
         bail!("--runs and --execs must be positive");
     }
@@ -168,23 +146,7 @@ pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn row(measure: &str, p50: &str, p90: &str, p95: &str, against: &str) {
-    println!("{measure:<44} {p50:>10} {p90:>10} {p95:>10}   {against}");
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-/// Nearest-rank percentile.
-fn pct(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-fn write_floor_initramfs(init: &Path, dest: &Path) -> Result<()> {
+pub(super) fn write_floor_initramfs(init: &Path, dest: &Path) -> Result<()> {
     let binary = std::fs::read(init).with_context(|| {
         format!(
             "reading the floor init {} (build it with scripts/build-guest.sh)",
@@ -200,7 +162,7 @@ fn write_floor_initramfs(init: &Path, dest: &Path) -> Result<()> {
 }
 
 /// QEMU start to the first echo from the floor init.
-async fn floor_boot(
+pub(super) async fn floor_boot(
     backend: &QemuBackend,
     image: &GuestImage,
     initrd: &Path,
