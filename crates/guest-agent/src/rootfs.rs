@@ -68,6 +68,14 @@ pub fn prepare(config: &GuestConfig) -> io::Result<CommandRoot> {
         .user
         .as_ref()
         .map_or((SANDBOX_UID, SANDBOX_GID), |u| (u.uid, u.gid));
+    // An image's WorkingDir that the image lacks is made, as Docker does.
+    if let Some(dir) = config
+        .workdir
+        .as_deref()
+        .filter(|_| config.rootfs.is_some())
+    {
+        fs::create_dir_all(root.host_view(dir)).map_err(context(format!("create {dir}")))?;
+    }
     let workspace = root.host_view(WORKSPACE_DIR);
     fs::create_dir_all(&workspace).map_err(context(format!("create {WORKSPACE_DIR}")))?;
     // Best effort: an agent started by hand (not PID 1) may not own it.

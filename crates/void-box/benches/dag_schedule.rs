@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use void_box::sandbox::fake::FakeProvider;
+use void_box::sandbox::fake::{FakeProvider, FakeReply};
 use void_box::sandbox::SandboxProvider;
 use void_box::workflow::{Step, Workflow};
 use void_box::{Exec, SandboxConfig};
@@ -75,7 +75,12 @@ fn main() {
         .build()
         .unwrap();
     // Floor: the double driven directly, step after step.
-    let provider = FakeProvider::default();
+    // Every command echoes its stdin and writes the output file some steps
+    // declare.
+    let provider = FakeProvider::with_commands(|guest, cmd| {
+        guest.put_file("/workspace/out.txt", cmd.stdin.clone());
+        FakeReply::ok(cmd.stdin.clone())
+    });
     let config = SandboxConfig::default();
     let floor = p50((0..RUNS)
         .map(|_| {

@@ -24,9 +24,11 @@ pub enum ImageCommand {
         /// Use this kernel instead of building one (e.g. a distro vmlinux).
         #[arg(long)]
         kernel: Option<PathBuf>,
-        /// Static busybox binary.
-        #[arg(long, default_value = image::DEFAULT_BUSYBOX)]
-        busybox: PathBuf,
+        /// Static busybox binary. Default: the musl build of
+        /// scripts/build-busybox.sh when it is there (`target/guest/busybox`),
+        /// else Debian's `/bin/busybox`.
+        #[arg(long)]
+        busybox: Option<PathBuf>,
         /// Parallel kernel build jobs (default: all CPUs).
         #[arg(long)]
         jobs: Option<usize>,
@@ -103,7 +105,9 @@ pub async fn run(cmd: ImageCommand) -> Result<ExitCode> {
             }
             builder.kernel_source = kernel_source;
             builder.prebuilt_kernel = kernel;
-            builder.busybox = busybox;
+            if let Some(busybox) = busybox {
+                builder.busybox = busybox;
+            }
             if let Some(jobs) = jobs {
                 builder.jobs = jobs;
             }

@@ -14,7 +14,7 @@ use super::erofs::{encode_dev, ibody_len, ErofsWriter};
 use super::tree::{Body, Meta, Node, Tree};
 
 /// Most entries an image may have, in all layers.
-pub const MAX_ENTRIES: usize = 2_000_000;
+pub const MAX_ENTRIES: usize = 1_000_000;
 /// Most bytes of contents an image may have, in all layers.
 pub const MAX_CONTENT_BYTES: u64 = 64 << 30;
 /// Longest symlink target.

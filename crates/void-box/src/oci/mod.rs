@@ -37,7 +37,9 @@ use convert::Converter;
 const MAX_LAYERS: usize = 256;
 /// How long a pull may wait for another pull of the same image.
 const LOCK_DEADLINE: Duration = Duration::from_secs(60 * 60);
-/// How long the manifest and config may take.
+/// Largest image config blob accepted.
+const MAX_CONFIG: u64 = 4 << 20;
+/// How long the manifest may take.
 const MANIFEST_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Why an image could not be had.
@@ -181,9 +183,9 @@ pub async fn pull(
     };
     let client = registry::client_for(&parsed);
     let auth = registry::auth_for(&parsed);
-    let (manifest, digest, config_json) = tokio::time::timeout(
+    let (manifest, digest) = tokio::time::timeout(
         MANIFEST_DEADLINE,
-        client.pull_manifest_and_config(&parsed, &auth),
+        client.pull_image_manifest(&parsed, &auth),
     )
     .await
     .map_err(|_| registry_error(format!("no manifest within {MANIFEST_DEADLINE:?}")))?
@@ -203,6 +205,9 @@ pub async fn pull(
         reference: name.clone(),
         message,
     };
+    let config_json = read_config(&client, &parsed, &manifest.config)
+        .await
+        .map_err(|e| registry_error(format!("config {}: {e}", manifest.config.digest)))?;
     let config = ImageConfig::parse(&config_json).map_err(unusable)?;
     if manifest.layers.len() > MAX_LAYERS {
         return Err(unusable(format!(
@@ -374,6 +379,33 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
         self.bytes += n as u64;
         Ok(n)
     }
+}
+
+/// The image config blob, through the same capped, verifying reader as
+/// the layers (a registry cannot make us hold more than it declared, nor
+/// more than [`MAX_CONFIG`]).
+async fn read_config(
+    client: &oci_client::Client,
+    reference: &oci_client::Reference,
+    descriptor: &OciDescriptor,
+) -> Result<String, String> {
+    if u64::try_from(descriptor.size).map_or(true, |n| n > MAX_CONFIG) {
+        return Err(format!(
+            "{} bytes declared; at most {MAX_CONFIG} are accepted",
+            descriptor.size
+        ));
+    }
+    let mut blob = registry::open_blob(client, reference, descriptor, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut blob, &mut text).map_err(|e| e.to_string())?;
+        blob.finish().map_err(|e| e.to_string())?;
+        Ok(text)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// A progress callback for one layer's bytes, reporting about every MiB.
