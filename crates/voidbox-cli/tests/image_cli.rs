@@ -1,0 +1,216 @@
+//! `voidbox image`, `exec --image --mount`, `run` with an image and
+//! `volume` end to end: a real registry on loopback
+//! (`scripts/test-registry.sh`, stopped when the test ends) and real VMs.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn voidbox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_voidbox"))
+}
+
+/// `voidbox` with empty image and volume caches of its own, booting the
+/// current guest image of the default cache: what it pulls is really pulled.
+fn isolated(cache: &std::path::Path) -> Command {
+    let out = voidbox()
+        .args(["image", "info", "--json"])
+        .output()
+        .unwrap();
+    let files: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let current = |kind: &str| {
+        files
+            .iter()
+            .find(|f| f["kind"] == kind && f["current"] == true)
+            .and_then(|f| f["path"].as_str())
+            .unwrap_or_else(|| panic!("no current {kind}: run `voidbox image build`"))
+            .to_string()
+    };
+    let mut cmd = voidbox();
+    cmd.env("VOIDBOX_KERNEL", current("kernel"))
+        .env("VOIDBOX_INITRAMFS", current("initramfs"))
+        .env("VOIDBOX_CACHE_DIR", cache.join("cache"))
+        .env("VOIDBOX_DATA_DIR", cache.join("data"));
+    cmd
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A registry instance of scripts/test-registry.sh, stopped on drop.
+struct Registry {
+    name: String,
+    address: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let name = format!("cli-test-{}", std::process::id());
+        let script = repo().join("scripts/test-registry.sh");
+        let run = |args: &[&str]| {
+            let out = Command::new(&script).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "test-registry.sh {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let registry = Registry {
+            address: format!("127.0.0.1:{port}"),
+            name: name.clone(),
+        };
+        run(&["start", "--name", &name, "--port", &port.to_string()]);
+        run(&["push", "--name", &name, "python:latest"]);
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/test-registry.sh"))
+            .args(["stop", "--name", &self.name])
+            .output();
+        let _ = std::fs::remove_dir_all(repo().join("target/test-registry").join(&self.name));
+    }
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pull_list_run_exec_with_a_mount_and_remove() {
+    let registry = Registry::start();
+    let reference = format!("{}/python:latest", registry.address);
+    let cache = tempfile::tempdir().unwrap();
+    let voidbox = || isolated(cache.path());
+
+    let out = voidbox()
+        .args(["image", "pull", "--json", &reference])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().all(|e| e["event"] == "image_pull"),
+        "{stdout}"
+    );
+    assert_eq!(events.first().unwrap()["phase"], "resolved");
+    assert!(events.iter().any(|e| e["phase"] == "layer"), "{stdout}");
+    let done = events.last().unwrap();
+    assert_eq!(done["phase"], "done");
+    assert_eq!(done["cached"], false);
+
+    let out = voidbox().args(["image", "ls", "--json"]).output().unwrap();
+    let (stdout, _) = text(&out);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        rows.iter().any(|r| r["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == &serde_json::Value::String(reference.clone()))),
+        "{stdout}"
+    );
+
+    // kind: sandbox without a program runs the image's Cmd in its WorkingDir,
+    // as its User, with its Env.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("hello.yaml");
+    std::fs::write(
+        &spec,
+        format!("api_version: v1\nkind: sandbox\nname: hello\nsandbox:\n  image: \"{reference}\"\nrun: {{}}\n"),
+    )
+    .unwrap();
+    let out = voidbox()
+        .args(["run", "--file"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("hello from python 1234 /srv/app 1"),
+        "{stdout}\n{stderr}"
+    );
+
+    // exec with the image and a read-only mount of a host directory.
+    std::fs::write(dir.path().join("input.txt"), "from the host\n").unwrap();
+    let out = voidbox()
+        .args(["exec", "--image", &reference, "--mount"])
+        .arg(format!("{}:/data", dir.path().display()))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat /data/input.txt; python3 -c 'print(2**10)'",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "from the host\n1024\n");
+
+    let out = voidbox()
+        .args(["image", "rm", &reference])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = voidbox().args(["image", "ls"]).output().unwrap();
+    assert!(!text(&out).0.contains(&reference));
+    let out = voidbox()
+        .args(["image", "rm", &reference])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "removing it twice is an error");
+}
+
+#[test]
+fn volumes_are_created_listed_and_removed() {
+    let name = format!("cli-volume-{}", std::process::id());
+    let data = tempfile::tempdir().unwrap();
+    let voidbox = || isolated(data.path());
+    let out = voidbox()
+        .args(["volume", "create", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = voidbox()
+        .args([
+            "exec",
+            "--volume",
+            &format!("{name}:/v"),
+            "--",
+            "sh",
+            "-c",
+            "echo kept > /v/f",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = voidbox().args(["volume", "ls"]).output().unwrap();
+    assert!(text(&out).0.contains(&name));
+    let out = voidbox().args(["volume", "rm", &name]).output().unwrap();
+    assert!(out.status.success());
+    let out = voidbox().args(["volume", "rm", &name]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains(&format!("no volume named `{name}`")));
+    let out = voidbox()
+        .args(["volume", "create", "../escape"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
