@@ -4,28 +4,27 @@
 
 use std::path::{Path, PathBuf};
 
+/// `$ours` when set, else `$xdg/voidbox`, else `~/<fallback>/voidbox`.
+fn dir(ours: &str, xdg: &str, fallback: &str) -> PathBuf {
+    let set = |name: &str| std::env::var_os(name).filter(|d| !d.is_empty());
+    if let Some(dir) = set(ours) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = set(xdg) {
+        return Path::new(&dir).join("voidbox");
+    }
+    let home = set("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(fallback).join("voidbox")
+}
+
 /// The cache directory: `VOIDBOX_CACHE_DIR`, else `$XDG_CACHE_HOME/voidbox`,
 /// else `~/.cache/voidbox`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VOIDBOX_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Path::new(&dir).join("voidbox");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    Path::new(&home).join(".cache/voidbox")
+    dir("VOIDBOX_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
 }
 
 /// The data directory: `VOIDBOX_DATA_DIR`, else `$XDG_DATA_HOME/voidbox`,
 /// else `~/.local/share/voidbox`.
 pub fn data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VOIDBOX_DATA_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Path::new(&dir).join("voidbox");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    Path::new(&home).join(".local/share/voidbox")
+    dir("VOIDBOX_DATA_DIR", "XDG_DATA_HOME", ".local/share")
 }

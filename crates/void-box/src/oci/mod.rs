@@ -14,6 +14,7 @@
 mod config;
 mod convert;
 mod erofs;
+mod import;
 mod layers;
 mod registry;
 mod store;
@@ -31,7 +32,9 @@ pub use config::{resolve_user, ImageConfig, ResolvedUser};
 pub use registry::{parse_reference, plain_http_allowed};
 pub use store::{CachedImage, ImageRecord, RefRecord, Store};
 
-use convert::Converter;
+pub use import::import;
+
+use convert::Pending;
 
 /// Most layers an image may have.
 const MAX_LAYERS: usize = 256;
@@ -227,13 +230,7 @@ pub async fn pull(
         total_bytes,
     });
 
-    let (temp_path, file) = store.temp_image()?;
-    let temp = TempFile(Some(temp_path.clone()));
-    let cache_error = |e: std::io::Error| ImageError::Cache {
-        path: temp_path.clone(),
-        message: e.to_string(),
-    };
-    let mut converter = Converter::new(file).map_err(cache_error)?;
+    let mut pending = Pending::start(store)?;
     let total_done = Arc::new(AtomicU64::new(0));
     for (i, layer) in manifest.layers.iter().enumerate() {
         let layer_error = |message: String| ImageError::Layer {
@@ -246,42 +243,31 @@ pub async fn pull(
         let report = layer_progress(&progress, &name, i + 1, layer, total_done.clone());
         let mut blob = registry::open_blob(&client, &parsed, layer, report).await?;
         let (returned, applied) = tokio::task::spawn_blocking(move || {
-            let applied = converter
+            let applied = pending
                 .apply(codec, &mut blob)
                 .and_then(|()| blob.finish().map_err(Into::into));
-            (converter, applied)
+            (pending, applied)
         })
         .await
         .map_err(|e| layer_error(format!("the converter failed: {e}")))?;
-        converter = returned;
+        pending = returned;
         applied.map_err(|e| layer_error(e.to_string()))?;
     }
-    let (passwd, group) = converter.accounts().map_err(cache_error)?;
-    // An image whose `User` names nobody is refused now, not at every boot.
-    if let Some(spec) = &config.user {
-        resolve_user(spec, &passwd, &group).map_err(unusable)?;
-    }
-    let build_time = store::now();
-    let size_bytes = tokio::task::spawn_blocking(move || converter.finish(build_time))
-        .await
-        .map_err(|e| cache_error(std::io::Error::other(e.to_string())))?
-        .map_err(cache_error)?;
-    let record = ImageRecord {
-        digest: digest.clone(),
-        reference: name.clone(),
-        config,
-        passwd,
-        group,
-        layers: manifest
-            .layers
-            .iter()
-            .map(|l| (l.digest.clone(), u64::try_from(l.size).unwrap_or(0)))
-            .collect(),
-        size_bytes,
-        pulled_at: build_time,
-    };
-    let image = store.commit(&temp_path, &record, &name)?;
-    temp.keep();
+    let layers: Vec<(String, u64)> = manifest
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), u64::try_from(l.size).unwrap_or(0)))
+        .collect();
+    let (store, record_digest, reference) = (store.clone(), digest.clone(), name.clone());
+    let image = tokio::task::spawn_blocking(move || {
+        pending.commit(&store, record_digest, &reference, config, layers)
+    })
+    .await
+    .map_err(|e| ImageError::Cache {
+        path: PathBuf::new(),
+        message: format!("the converter failed: {e}"),
+    })??;
+    let size_bytes = image.record.size_bytes;
     progress(PullEvent::Done {
         reference: name,
         digest,
@@ -290,95 +276,6 @@ pub async fn pull(
         duration: started.elapsed(),
     });
     Ok(image)
-}
-
-/// Builds an image from local layer tarballs (plain, gzip or zstd, told by
-/// their first bytes; a single rootfs tarball is one layer), with `config`
-/// as its configuration, and names it `reference` in the cache. Its digest
-/// is the sha256 of the layers' digests and the config, so importing the
-/// same files again gives the same image.
-pub fn import(
-    store: &Store,
-    reference: &str,
-    layer_files: &[PathBuf],
-    config: ImageConfig,
-) -> Result<CachedImage, ImageError> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read as _;
-
-    let name = parse_reference(reference)?.whole();
-    let (temp_path, file) = store.temp_image()?;
-    let temp = TempFile(Some(temp_path.clone()));
-    let cache_error = |e: std::io::Error| ImageError::Cache {
-        path: temp_path.clone(),
-        message: e.to_string(),
-    };
-    let mut converter = Converter::new(file).map_err(cache_error)?;
-    let mut image_hash = Sha256::new();
-    let mut layers = Vec::new();
-    for path in layer_files {
-        let layer_error = |message: String| ImageError::Layer {
-            reference: name.clone(),
-            layer: path.display().to_string(),
-            message,
-        };
-        let mut file = std::fs::File::open(path).map_err(|e| layer_error(e.to_string()))?;
-        let mut head = [0u8; 4];
-        let n = file
-            .read(&mut head)
-            .map_err(|e| layer_error(e.to_string()))?;
-        let mut raw = HashingReader {
-            inner: std::io::Cursor::new(head[..n].to_vec()).chain(file),
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
-        converter
-            .apply(convert::sniff(&head[..n]), &mut raw)
-            .map_err(|e| layer_error(e.to_string()))?;
-        let digest = format!("sha256:{}", hex::encode(raw.hasher.finalize()));
-        image_hash.update(digest.as_bytes());
-        layers.push((digest, raw.bytes));
-    }
-    image_hash.update(serde_json::to_vec(&config).unwrap_or_default());
-    let (passwd, group) = converter.accounts().map_err(cache_error)?;
-    if let Some(spec) = &config.user {
-        resolve_user(spec, &passwd, &group).map_err(|message| ImageError::Unusable {
-            reference: name.clone(),
-            message,
-        })?;
-    }
-    let build_time = store::now();
-    let size_bytes = converter.finish(build_time).map_err(cache_error)?;
-    let record = ImageRecord {
-        digest: format!("sha256:{}", hex::encode(image_hash.finalize())),
-        reference: name.clone(),
-        config,
-        passwd,
-        group,
-        layers,
-        size_bytes,
-        pulled_at: build_time,
-    };
-    let image = store.commit(&temp_path, &record, &name)?;
-    temp.keep();
-    Ok(image)
-}
-
-/// Hashes and counts what passes through.
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-    bytes: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
 }
 
 /// The image config blob, through the same capped, verifying reader as
@@ -433,23 +330,6 @@ fn layer_progress(
                 size,
                 total_done: total,
             });
-        }
-    }
-}
-
-/// A temporary file removed on drop unless kept (renamed into place).
-struct TempFile(Option<PathBuf>);
-
-impl TempFile {
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
         }
     }
 }
