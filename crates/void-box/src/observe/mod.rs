@@ -113,6 +113,7 @@ impl Telemetry {
     /// Installs OTLP exporters for traces and metrics as the global
     /// providers, when `config` names an endpoint. gRPC needs a Tokio runtime.
     pub fn init(config: &ObserveConfig) -> Result<Telemetry, ObserveError> {
+        crate::tls::install_crypto_provider();
         let Some(endpoint) = config.endpoint.as_deref() else {
             return Ok(Telemetry::default());
         };

@@ -149,7 +149,7 @@ pub fn apply(
             continue;
         };
         if let Some(hidden) = name.strip_prefix(b".wh.") {
-            let parent = tree.make_dirs(dirs, layer);
+            let parent = tree.make_dirs(dirs, layer).map_err(&bad)?;
             if hidden == b".wh..opq" {
                 tree.make_opaque(parent, layer);
             } else if !hidden.is_empty() {
@@ -160,7 +160,7 @@ pub fn apply(
         let kind = entry.header().entry_type();
         let meta = meta(&mut entry)?;
         let body = if kind.is_dir() {
-            let parent = tree.make_dirs(dirs, layer);
+            let parent = tree.make_dirs(dirs, layer).map_err(&bad)?;
             match tree.entries(parent).and_then(|e| e.get(*name)).copied() {
                 // A directory again in a later layer changes its metadata
                 // and keeps its entries.
@@ -180,7 +180,7 @@ pub fn apply(
                 .lookup(&target_parts)
                 .filter(|id| tree.entries(*id).is_none())
                 .ok_or_else(|| bad("a hard link to a missing file or to a directory"))?;
-            let parent = tree.make_dirs(dirs, layer);
+            let parent = tree.make_dirs(dirs, layer).map_err(&bad)?;
             tree.link(parent, name, node);
             continue;
         } else if kind.is_symlink() {
@@ -220,7 +220,7 @@ pub fn apply(
             // Global pax headers and the like carry no file.
             continue;
         };
-        let parent = tree.make_dirs(dirs, layer);
+        let parent = tree.make_dirs(dirs, layer).map_err(&bad)?;
         let node = tree.add(Node { meta, body, layer });
         tree.link(parent, name, node);
     }
@@ -404,6 +404,35 @@ mod tests {
             b"n"
         );
         assert_eq!(totals.entries, 7);
+    }
+
+    #[test]
+    fn a_later_layer_writes_through_a_symlinked_directory() {
+        // Debian's merged /usr: `lib` is a link to `usr/lib`.
+        let mut tree = Tree::default();
+        let mut writer = ErofsWriter::new(tempfile::tempfile().unwrap()).unwrap();
+        let mut totals = Totals::default();
+        let one = layer(|b| {
+            add_file(b, "usr/lib/a", b"a");
+            let mut h = header(tar::EntryType::Symlink);
+            b.append_link(&mut h, "lib", "usr/lib").unwrap();
+        });
+        apply(&mut tree, &mut writer, &one[..], 1, &mut totals).unwrap();
+        let two = layer(|b| add_file(b, "lib/b", b"b"));
+        apply(&mut tree, &mut writer, &two[..], 2, &mut totals).unwrap();
+        let usr_lib = tree.lookup(&[b"usr", b"lib"]).unwrap();
+        let names: Vec<&[u8]> = tree
+            .entries(usr_lib)
+            .unwrap()
+            .keys()
+            .map(Vec::as_slice)
+            .collect();
+        assert_eq!(names, [b"a".as_slice(), b"b"]);
+        let lib = tree.entries(super::super::tree::ROOT).unwrap()[b"lib".as_slice()];
+        assert!(
+            matches!(tree.node(lib).body, Body::Symlink(_)),
+            "the link stays a link"
+        );
     }
 
     #[test]

@@ -157,14 +157,21 @@ pub async fn ensure(
 ) -> Result<CachedImage, ImageError> {
     let parsed = parse_reference(reference)?;
     let name = parsed.whole();
-    let cached = match parsed.digest() {
+    let cached = || match parsed.digest() {
         Some(digest) => store.by_digest(digest),
         None => store.by_reference(&name),
     };
-    match cached {
-        Some(image) => Ok(image),
-        None => pull(store, reference, progress).await,
+    if let Some(image) = cached() {
+        return Ok(image);
     }
+    // Another pull of it may be under way: wait for it, then look again,
+    // so that parallel boots of one image download it once and a finished
+    // pull needs no registry.
+    let lock = store.lock(&name, LOCK_DEADLINE).await?;
+    if let Some(image) = cached() {
+        return Ok(image);
+    }
+    pull_locked(store, &parsed, progress, lock).await
 }
 
 /// Resolves `reference` at its registry and makes sure its image is
@@ -175,24 +182,32 @@ pub async fn pull(
     reference: &str,
     progress: Option<Progress>,
 ) -> Result<CachedImage, ImageError> {
+    let parsed = parse_reference(reference)?;
+    let lock = store.lock(&parsed.whole(), LOCK_DEADLINE).await?;
+    pull_locked(store, &parsed, progress, lock).await
+}
+
+/// A pull, with the reference's lock held.
+async fn pull_locked(
+    store: &Store,
+    parsed: &oci_client::Reference,
+    progress: Option<Progress>,
+    _lock: store::PullLock,
+) -> Result<CachedImage, ImageError> {
     let started = Instant::now();
     let progress = progress.unwrap_or_else(|| Arc::new(|_| {}));
-    let parsed = parse_reference(reference)?;
     let name = parsed.whole();
-    let _lock = store.lock(&name, LOCK_DEADLINE).await?;
     let registry_error = |message: String| ImageError::Registry {
         reference: name.clone(),
         message,
     };
-    let client = registry::client_for(&parsed);
-    let auth = registry::auth_for(&parsed);
-    let (manifest, digest) = tokio::time::timeout(
-        MANIFEST_DEADLINE,
-        client.pull_image_manifest(&parsed, &auth),
-    )
-    .await
-    .map_err(|_| registry_error(format!("no manifest within {MANIFEST_DEADLINE:?}")))?
-    .map_err(|e| registry_error(e.to_string()))?;
+    let client = registry::client_for(parsed);
+    let auth = registry::auth_for(parsed);
+    let (manifest, digest) =
+        tokio::time::timeout(MANIFEST_DEADLINE, client.pull_image_manifest(parsed, &auth))
+            .await
+            .map_err(|_| registry_error(format!("no manifest within {MANIFEST_DEADLINE:?}")))?
+            .map_err(|e| registry_error(e.to_string()))?;
     if let Some(image) = store.by_digest(&digest) {
         store.tag(&name, &digest)?;
         progress(PullEvent::Done {
@@ -208,7 +223,7 @@ pub async fn pull(
         reference: name.clone(),
         message,
     };
-    let config_json = read_config(&client, &parsed, &manifest.config)
+    let config_json = read_config(&client, parsed, &manifest.config)
         .await
         .map_err(|e| registry_error(format!("config {}: {e}", manifest.config.digest)))?;
     let config = ImageConfig::parse(&config_json).map_err(unusable)?;
@@ -241,7 +256,7 @@ pub async fn pull(
         let codec = layers::Codec::of(&layer.media_type)
             .ok_or_else(|| layer_error(format!("unsupported media type {}", layer.media_type)))?;
         let report = layer_progress(&progress, &name, i + 1, layer, total_done.clone());
-        let mut blob = registry::open_blob(&client, &parsed, layer, report).await?;
+        let mut blob = registry::open_blob(&client, parsed, layer, report).await?;
         let (returned, applied) = tokio::task::spawn_blocking(move || {
             let applied = pending
                 .apply(codec, &mut blob)

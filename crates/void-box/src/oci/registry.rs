@@ -68,8 +68,7 @@ pub fn client_for(reference: &Reference) -> Client {
     } else {
         ClientProtocol::Https
     };
-    // `rustls` needs a process-wide crypto provider; the first call wins.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_crypto_provider();
     Client::new(ClientConfig {
         protocol,
         platform_resolver: Some(Box::new(linux_amd64_resolver)),

@@ -4,7 +4,7 @@
 //! image file being written (see [`erofs`](super::erofs)); only the short
 //! tail of each file is kept, to be placed inline next to its inode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Index of a node in its [`Tree`].
 pub type NodeId = usize;
@@ -90,6 +90,19 @@ impl Default for Tree {
 
 /// The root's id.
 pub const ROOT: NodeId = 0;
+/// Most symlinks followed while resolving one path, as Linux allows.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Continues a walk at a symlink's target: an absolute one from the root,
+/// a relative one from the directory holding the link.
+fn follow(stack: &mut Vec<NodeId>, todo: &mut VecDeque<Vec<u8>>, target: &[u8]) {
+    if target.starts_with(b"/") {
+        stack.truncate(1);
+    }
+    for part in target.split(|b| *b == b'/').rev() {
+        todo.push_front(part.to_vec());
+    }
+}
 
 impl Tree {
     /// A node.
@@ -129,23 +142,82 @@ impl Tree {
         }
     }
 
-    /// Follows `parts` from the root without following symlinks.
+    /// The node `parts` names. Symlinks on the way (not the last part)
+    /// are followed inside the tree, as an image's layers are applied:
+    /// `..` stops at the root and absolute targets start from it, so a
+    /// later layer's `lib/x` lands in `usr/lib/` when `lib` is a link
+    /// there (merged `/usr`).
     pub fn lookup(&self, parts: &[&[u8]]) -> Option<NodeId> {
-        let mut at = ROOT;
-        for part in parts {
-            at = *self.entries(at)?.get(*part)?;
-        }
-        Some(at)
+        let (last, dirs) = parts.split_last()?;
+        let dir = self.walk(dirs, None)?;
+        self.entries(dir)?.get(*last).copied()
     }
 
-    /// The directory `parts` names, created (owned by root, 0755, in
+    /// The directory `parts` names, following symlinks on the way as
+    /// [`lookup`](Self::lookup) does, created (owned by root, 0755, in
     /// `layer`) where missing; a non-directory in the way is replaced.
-    pub fn make_dirs(&mut self, parts: &[&[u8]], layer: usize) -> NodeId {
-        let mut at = ROOT;
-        for part in parts {
-            let existing = self.entries(at).and_then(|e| e.get(*part)).copied();
-            at = match existing {
-                Some(id) if self.entries(id).is_some() => id,
+    /// Fails on a symlink loop (more than 40 links).
+    pub fn make_dirs(&mut self, parts: &[&[u8]], layer: usize) -> Result<NodeId, &'static str> {
+        self.walk_mut(parts, layer)
+    }
+
+    /// Walks directories without creating any.
+    fn walk(&self, parts: &[&[u8]], _: Option<usize>) -> Option<NodeId> {
+        let mut stack = vec![ROOT];
+        let mut todo: VecDeque<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let mut hops = 0;
+        while let Some(part) = todo.pop_front() {
+            let at = *stack.last().expect("the root stays");
+            match part.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let child = *self.entries(at)?.get(&part)?;
+            match &self.nodes[child].body {
+                Body::Dir(_) => stack.push(child),
+                Body::Symlink(target) if hops < MAX_SYMLINK_HOPS => {
+                    hops += 1;
+                    follow(&mut stack, &mut todo, target);
+                }
+                _ => return None,
+            }
+        }
+        stack.last().copied()
+    }
+
+    fn walk_mut(&mut self, parts: &[&[u8]], layer: usize) -> Result<NodeId, &'static str> {
+        let mut stack = vec![ROOT];
+        let mut todo: VecDeque<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let mut hops = 0;
+        while let Some(part) = todo.pop_front() {
+            let at = *stack.last().expect("the root stays");
+            match part.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let existing = self.entries(at).and_then(|e| e.get(&part)).copied();
+            match existing.map(|id| (id, &self.nodes[id].body)) {
+                Some((id, Body::Dir(_))) => stack.push(id),
+                Some((_, Body::Symlink(target))) => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err("too many levels of symlinks on the path");
+                    }
+                    let target = target.clone();
+                    follow(&mut stack, &mut todo, &target);
+                }
                 _ => {
                     let dir = self.add(Node {
                         meta: Meta {
@@ -155,12 +227,12 @@ impl Tree {
                         body: Body::Dir(BTreeMap::new()),
                         layer,
                     });
-                    self.link(at, part, dir);
-                    dir
+                    self.link(at, &part, dir);
+                    stack.push(dir);
                 }
-            };
+            }
         }
-        at
+        Ok(*stack.last().expect("the root stays"))
     }
 
     /// Names `node` as `name` in directory `dir`, replacing what was there.
@@ -209,21 +281,54 @@ mod tests {
     #[test]
     fn dirs_are_made_and_files_replaced() {
         let mut t = Tree::default();
-        let d = t.make_dirs(&[b"a", b"b"], 1);
+        let d = t.make_dirs(&[b"a", b"b"], 1).unwrap();
         let f = t.add(file(1));
         t.link(d, b"f", f);
         assert_eq!(t.lookup(&[b"a", b"b", b"f"]), Some(f));
         // A file in the way of a directory is replaced by one.
-        let d2 = t.make_dirs(&[b"a", b"b", b"f"], 2);
+        let d2 = t.make_dirs(&[b"a", b"b", b"f"], 2).unwrap();
         assert_ne!(d2, f);
         assert!(t.entries(d2).is_some());
         assert!(!t.unlink(d2, b"nothing"));
     }
 
     #[test]
+    fn symlinked_parents_are_followed_inside_the_tree() {
+        let mut t = Tree::default();
+        let usr_lib = t.make_dirs(&[b"usr", b"lib"], 1).unwrap();
+        let link = |t: &mut Tree, dir: NodeId, name: &[u8], target: &[u8]| {
+            let id = t.add(Node {
+                meta: Meta::default(),
+                body: Body::Symlink(target.to_vec()),
+                layer: 1,
+            });
+            t.link(dir, name, id);
+        };
+        link(&mut t, ROOT, b"lib", b"usr/lib");
+        // An absolute link, one that climbs past the root, and a loop.
+        link(&mut t, usr_lib, b"abs", b"/usr/lib");
+        link(&mut t, ROOT, b"up", b"../../../usr");
+        link(&mut t, ROOT, b"loop", b"loop");
+        assert_eq!(t.make_dirs(&[b"lib"], 2).unwrap(), usr_lib);
+        assert_eq!(t.make_dirs(&[b"lib", b"abs"], 2).unwrap(), usr_lib);
+        assert_eq!(t.make_dirs(&[b"up", b"lib"], 2).unwrap(), usr_lib);
+        let f = t.add(file(2));
+        t.link(usr_lib, b"libc.so", f);
+        assert_eq!(t.lookup(&[b"lib", b"libc.so"]), Some(f));
+        assert_eq!(t.lookup(&[b"up", b"lib", b"libc.so"]), Some(f));
+        // A symlink loop is an error, not a walk without end.
+        assert!(t.make_dirs(&[b"loop", b"x"], 2).is_err());
+        assert!(t.lookup(&[b"loop", b"x"]).is_none());
+        assert!(matches!(
+            t.node(t.lookup(&[b"lib"]).unwrap()).body,
+            Body::Symlink(_)
+        ));
+    }
+
+    #[test]
     fn opaque_hides_only_lower_layers() {
         let mut t = Tree::default();
-        let d = t.make_dirs(&[b"d"], 1);
+        let d = t.make_dirs(&[b"d"], 1).unwrap();
         let old = t.add(file(1));
         t.link(d, b"old", old);
         let new = t.add(file(2));
