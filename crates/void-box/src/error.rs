@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The sandbox configuration cannot boot.
     #[error(transparent)]
-    Config(#[from] crate::sandbox::ConfigError),
+    Config(#[from] ConfigError),
     /// The guest image is missing or unusable.
     #[error("guest image: {0}")]
     Image(String),
@@ -75,6 +75,25 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+/// A sandbox configuration that cannot boot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sandbox `{field}`: {message}")]
+pub struct ConfigError {
+    /// The field at fault, as serde names it (`memory_mb`, `env`, ...).
+    pub field: &'static str,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            message: message.into(),
         }
     }
 }

@@ -8,7 +8,24 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::sandbox::check_volume_name;
+/// Checks a volume name: 1-64 of `[A-Za-z0-9_.-]`, starting alphanumeric.
+pub fn check_volume_name(name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "volume name `{name}` must be 1-64 of [A-Za-z0-9_.-], starting with a letter or digit"
+        ))
+    }
+}
 
 /// Why a volume operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +173,10 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!((listed[0].name.as_str(), listed[0].size_bytes), ("data", 5));
         assert!(matches!(volumes.create("../x"), Err(VolumeError::Name(_))));
+        assert!(check_volume_name("cache-1.0").is_ok());
+        for bad in ["", ".hidden", "a/b", &"x".repeat(65)] {
+            assert!(check_volume_name(bad).is_err(), "{bad}");
+        }
         volumes.remove("data").unwrap();
         assert!(matches!(
             volumes.remove("data"),

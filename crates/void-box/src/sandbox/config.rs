@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use void_box_protocol::ResourceLimits;
 
 use super::defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
-use super::mounts::{
-    check_guest_path, check_host_path, check_volume_name, ImageMount, Mount, MountMode, VolumeMount,
-};
+use super::mounts::{check_guest_path, check_host_path, ImageMount, Mount, MountMode, VolumeMount};
+use crate::error::ConfigError;
 use crate::vm::image::GuestImage;
 use crate::vm::Accel;
+use crate::volume::check_volume_name;
 
 /// Smallest guest RAM that boots the kernel and the agent with room for work.
 pub const MIN_MEMORY_MB: u32 = 64;
@@ -97,25 +97,6 @@ impl Default for SandboxConfig {
             mounts: Vec::new(),
             volumes: Vec::new(),
             image_mounts: Vec::new(),
-        }
-    }
-}
-
-/// A sandbox configuration that cannot boot.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("sandbox `{field}`: {message}")]
-pub struct ConfigError {
-    /// The field at fault, as serde names it (`memory_mb`, `env`, ...).
-    pub field: &'static str,
-    /// What is wrong and what would be accepted.
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            message: message.into(),
         }
     }
 }

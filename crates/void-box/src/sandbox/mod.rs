@@ -19,10 +19,11 @@ use void_box_protocol::{
     DirEntry, FileStat, GuestConfig, GuestMsg, HostMsg, Secret, TelemetrySnapshot, AGENT_VSOCK_PORT,
 };
 
-pub use config::{ConfigError, SandboxConfig, MAX_MEMORY_MB, MAX_VCPUS, MIN_MEMORY_MB};
+pub use crate::error::ConfigError;
+pub use config::{SandboxConfig, MAX_MEMORY_MB, MAX_VCPUS, MIN_MEMORY_MB};
 pub use defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 pub use exec::{Exec, ExecEvent, ExecStream, Output, OutputSink, OutputStream, StdinWriter};
-pub use mounts::{check_guest_path, check_volume_name, ImageMount, Mount, MountMode, VolumeMount};
+pub use mounts::{check_guest_path, ImageMount, Mount, MountMode, VolumeMount};
 pub use provider::{SandboxProvider, VmProvider};
 // The sandbox's own knobs, so that the layers above never name `vm`.
 pub use crate::vm::image::GuestImage;

@@ -112,25 +112,6 @@ pub fn check_guest_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a volume name: 1-64 of `[A-Za-z0-9_.-]`, starting alphanumeric.
-pub fn check_volume_name(name: &str) -> Result<(), String> {
-    let valid = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "volume name `{name}` must be 1-64 of [A-Za-z0-9_.-], starting with a letter or digit"
-        ))
-    }
-}
-
 /// Checks a host path: absolute and without `..`.
 pub fn check_host_path(path: &Path) -> Result<(), String> {
     if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
@@ -174,10 +155,6 @@ mod tests {
             "/run/voidbox/root",
         ] {
             assert!(check_guest_path(bad).is_err(), "{bad}");
-        }
-        assert!(check_volume_name("cache-1.0").is_ok());
-        for bad in ["", ".hidden", "a/b", &"x".repeat(65)] {
-            assert!(check_volume_name(bad).is_err(), "{bad}");
         }
         assert!(check_host_path(Path::new("/a/../b")).is_err());
         assert!(check_host_path(Path::new("a")).is_err());

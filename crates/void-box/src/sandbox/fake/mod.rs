@@ -37,28 +37,25 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Component, Path, PathBuf};
+mod fs;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_util::codec::{FramedRead, FramedWrite};
-use void_box_protocol::flow::{RecvWindow, SendWindow};
-use void_box_protocol::{
-    policy, secret_matches, DirEntry, ErrorKind, ErrorReply, ExecRequest, ExitStatus, FileKind,
-    FileStat, Frame, FrameCodec, GuestConfig, GuestMsg, HostMsg, TelemetrySnapshot,
-    AGENT_VSOCK_PORT, CHUNK_LEN, GUEST_CONFIG_PATH, PROTOCOL_VERSION, WRITABLE_ROOTS,
-};
+use void_box_protocol::{policy, GuestConfig, AGENT_VSOCK_PORT, GUEST_CONFIG_PATH};
 
 use super::{SandboxConfig, SandboxProvider};
 use crate::vm::{Accel, VmBackend, VmExit, VmInstance, VmSpec};
 use crate::{Error, Result, Sandbox};
+use fs::{add_parents, Fs};
 
 /// Most stdin or file bytes the double keeps for one request.
 const MAX_FAKE_INPUT: usize = 64 << 20;
@@ -259,12 +256,6 @@ fn read_guest_config(archive: &[u8]) -> Result<GuestConfig> {
     }
 }
 
-#[derive(Default)]
-struct Fs {
-    files: BTreeMap<String, Vec<u8>>,
-    dirs: BTreeSet<String>,
-}
-
 struct GuestState {
     id: u32,
     config: GuestConfig,
@@ -360,7 +351,7 @@ impl VmInstance for FakeVm {
                 return Err(std::io::ErrorKind::ConnectionRefused.into());
             }
             let (host, guest_end) = UnixStream::pair()?;
-            let task = tokio::spawn(serve(self.guest.clone(), guest_end));
+            let task = tokio::spawn(serve::serve(self.guest.clone(), guest_end));
             lock(&self.guest.inner.tasks).push(task);
             Ok(host)
         })
@@ -408,413 +399,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-type Outbox = mpsc::UnboundedSender<Frame<GuestMsg>>;
-
-/// Sends the frames of one request.
-#[derive(Clone)]
-struct Reply {
-    id: u32,
-    outbox: Outbox,
-}
-
-impl Reply {
-    fn send(&self, msg: GuestMsg) {
-        let _ = self.outbox.send(Frame::new(self.id, msg));
-    }
-
-    fn error(&self, kind: ErrorKind, message: impl Into<String>) {
-        self.send(GuestMsg::Error(ErrorReply::new(kind, message)));
-    }
-
-    /// Sends `data` in chunks, each within the host's credit.
-    async fn send_data(&self, window: &SendWindow, data: &[u8], wrap: fn(Vec<u8>) -> GuestMsg) {
-        for chunk in data.chunks(CHUNK_LEN) {
-            if window.reserve(chunk.len()).await.is_err() {
-                return;
-            }
-            self.send(wrap(chunk.to_vec()));
-        }
-    }
-}
-
-/// One host connection: the handshake, then requests, each in a task.
-async fn serve(guest: FakeGuest, stream: UnixStream) {
-    let (read_half, write_half) = stream.into_split();
-    let mut frames = FramedRead::new(read_half, FrameCodec::<HostMsg, GuestMsg>::new());
-    let mut sink = FramedWrite::new(write_half, FrameCodec::<HostMsg, GuestMsg>::new());
-    let refusal = match frames.next().await {
-        Some(Ok(Frame {
-            msg: HostMsg::Hello {
-                version, secret, ..
-            },
-            ..
-        })) => {
-            if version != PROTOCOL_VERSION {
-                Some(ErrorReply::new(ErrorKind::VersionMismatch, "version"))
-            } else if !secret_matches(&guest.inner.config.secret, &secret) {
-                Some(ErrorReply::new(ErrorKind::Unauthenticated, "wrong secret"))
-            } else {
-                None
-            }
-        }
-        _ => Some(ErrorReply::new(
-            ErrorKind::Unauthenticated,
-            "the first message must be Hello",
-        )),
-    };
-    let answer = match refusal {
-        Some(e) => GuestMsg::Error(e),
-        None => GuestMsg::HelloOk {
-            version: PROTOCOL_VERSION,
-            agent: "fake-guest".into(),
-        },
-    };
-    let refused = matches!(answer, GuestMsg::Error(_));
-    if sink.send(Frame::new(0, answer)).await.is_err() || refused {
-        return;
-    }
-    let (outbox, mut outgoing) = mpsc::unbounded_channel::<Frame<GuestMsg>>();
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = outgoing.recv().await {
-            if sink.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut streams: HashMap<u32, (mpsc::UnboundedSender<HostMsg>, SendWindow)> = HashMap::new();
-    let mut requests = Vec::new();
-    while let Some(Ok(frame)) = frames.next().await {
-        let reply = Reply {
-            id: frame.id,
-            outbox: outbox.clone(),
-        };
-        match frame.msg {
-            HostMsg::Ping => reply.send(GuestMsg::Pong),
-            HostMsg::Credit(n) => {
-                if let Some((_, window)) = streams.get(&frame.id) {
-                    let _ = window.grant(n);
-                }
-            }
-            msg @ (HostMsg::Stdin(_)
-            | HostMsg::StdinEof
-            | HostMsg::Cancel
-            | HostMsg::Resize(_)
-            | HostMsg::FileChunk(_)
-            | HostMsg::FileEnd) => {
-                if let Some((tx, _)) = streams.get(&frame.id) {
-                    let _ = tx.send(msg);
-                }
-            }
-            HostMsg::Shutdown => {
-                reply.send(GuestMsg::Done);
-                guest.stop("powered off");
-            }
-            request => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let window = SendWindow::new();
-                streams.insert(frame.id, (tx, window.clone()));
-                requests.push(tokio::spawn(handle(
-                    guest.clone(),
-                    request,
-                    rx,
-                    window,
-                    reply,
-                )));
-            }
-        }
-    }
-    for request in requests {
-        request.abort();
-    }
-    drop(outbox);
-    let _ = writer.await;
-}
-
-async fn handle(
-    guest: FakeGuest,
-    request: HostMsg,
-    mut rx: mpsc::UnboundedReceiver<HostMsg>,
-    window: SendWindow,
-    reply: Reply,
-) {
-    match request {
-        HostMsg::Exec(req) => exec(&guest, req, rx, window, reply).await,
-        HostMsg::WriteFile { path, .. } => {
-            let path = match confine(&path) {
-                Ok(p) => p,
-                Err(e) => return reply.send(GuestMsg::Error(e)),
-            };
-            let Some(data) = receive(&mut rx, &reply, HostMsg::FileEnd).await else {
-                return;
-            };
-            let bytes = data.len() as u64;
-            guest.put_file(&path, data);
-            reply.send(GuestMsg::Written { bytes });
-        }
-        HostMsg::ReadFile { path } => {
-            let found = confine(&path).and_then(|p| {
-                guest.file(&p).ok_or_else(|| {
-                    ErrorReply::new(ErrorKind::NotFound, format!("{p}: no such file"))
-                })
-            });
-            match found {
-                Ok(data) => {
-                    reply.send_data(&window, &data, GuestMsg::FileChunk).await;
-                    reply.send(GuestMsg::FileEnd {
-                        size: data.len() as u64,
-                    });
-                }
-                Err(e) => reply.send(GuestMsg::Error(e)),
-            }
-        }
-        HostMsg::Stat { path } => reply.send(match confine(&path).and_then(|p| stat(&guest, &p)) {
-            Ok(st) => GuestMsg::Stat(st),
-            Err(e) => GuestMsg::Error(e),
-        }),
-        HostMsg::Mkdir { path } => reply.send(match confine(&path) {
-            Ok(p) if lock(&guest.inner.fs).files.contains_key(&p) => GuestMsg::Error(
-                ErrorReply::new(ErrorKind::Io, format!("{p}: a file is in the way")),
-            ),
-            Ok(p) => {
-                let mut fs = lock(&guest.inner.fs);
-                add_parents(&mut fs.dirs, &format!("{p}/x"));
-                GuestMsg::Done
-            }
-            Err(e) => GuestMsg::Error(e),
-        }),
-        HostMsg::List { path } => reply.send(match confine(&path).and_then(|p| list(&guest, &p)) {
-            Ok(entries) => GuestMsg::Listing(entries),
-            Err(e) => GuestMsg::Error(e),
-        }),
-        HostMsg::Telemetry => reply.send(GuestMsg::Telemetry(TelemetrySnapshot {
-            uptime_ms: 1000,
-            cpu_count: 1,
-            mem_total_bytes: u64::from(guest.inner.memory_mb) << 20,
-            mem_available_bytes: u64::from(guest.inner.memory_mb) << 19,
-            process_count: 1,
-            ..Default::default()
-        })),
-        other => reply.error(
-            ErrorKind::InvalidRequest,
-            format!("{other:?} does not start a request"),
-        ),
-    }
-}
-
-/// Collects a request's data messages until `end`, crediting the host.
-async fn receive(
-    rx: &mut mpsc::UnboundedReceiver<HostMsg>,
-    reply: &Reply,
-    end: HostMsg,
-) -> Option<Vec<u8>> {
-    let mut window = RecvWindow::new();
-    let mut data = Vec::new();
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            HostMsg::FileChunk(chunk) | HostMsg::Stdin(chunk) => {
-                if let Err(e) = window.on_data(chunk.len()) {
-                    reply.error(ErrorKind::ProtocolViolation, e.to_string());
-                    return None;
-                }
-                if data.len() + chunk.len() > MAX_FAKE_INPUT {
-                    reply.error(ErrorKind::Io, "the fake guest keeps at most 64 MiB");
-                    return None;
-                }
-                data.extend_from_slice(&chunk);
-                if let Some(grant) = window.on_consumed(chunk.len()) {
-                    reply.send(GuestMsg::Credit(grant));
-                }
-            }
-            msg if msg == end => return Some(data),
-            HostMsg::Cancel => return None,
-            _ => {}
-        }
-    }
-    None
-}
-
-async fn exec(
-    guest: &FakeGuest,
-    req: ExecRequest,
-    mut rx: mpsc::UnboundedReceiver<HostMsg>,
-    window: SendWindow,
-    reply: Reply,
-) {
-    let mut command = FakeCommand {
-        program: req.program.clone(),
-        args: req.args.clone(),
-        env: req.env.clone(),
-        cwd: req
-            .cwd
-            .clone()
-            .unwrap_or_else(|| void_box_protocol::WORKSPACE_DIR.into()),
-        stdin: Vec::new(),
-        timeout: req.timeout_ms.map(Duration::from_millis),
-    };
-    if let Err(message) = policy::check_command(&guest.inner.config.allowed_commands, &req.program)
-    {
-        lock(&guest.inner.commands).push(command);
-        return reply.error(ErrorKind::NotAllowed, message);
-    }
-    reply.send(GuestMsg::Started { pid: 100 });
-    let killed = |timed_out, cancelled| ExitStatus {
-        signal: Some(9),
-        timed_out,
-        cancelled,
-        ..Default::default()
-    };
-    let deadline = command.timeout.unwrap_or(Duration::MAX);
-    if req.stdin {
-        match tokio::time::timeout(deadline, receive(&mut rx, &reply, HostMsg::StdinEof)).await {
-            Ok(Some(data)) => command.stdin = data,
-            Ok(None) => {
-                lock(&guest.inner.commands).push(command);
-                return reply.send(GuestMsg::Exited(killed(false, true)));
-            }
-            Err(_) => {
-                lock(&guest.inner.commands).push(command);
-                return reply.send(GuestMsg::Exited(killed(true, false)));
-            }
-        }
-    }
-    lock(&guest.inner.commands).push(command.clone());
-    let Some(provider) = guest.inner.provider.upgrade() else {
-        return reply.error(ErrorKind::Io, "the fake provider is gone");
-    };
-    let answer = (provider.handler)(guest, &command);
-    // The command "runs" for its delay; a cancel or its timeout ends it.
-    let cancelled = async {
-        loop {
-            match rx.recv().await {
-                Some(HostMsg::Cancel) | None => return,
-                Some(_) => {}
-            }
-        }
-    };
-    let status = tokio::select! {
-        _ = tokio::time::sleep(answer.delay.min(deadline)) => {
-            if answer.delay > deadline {
-                killed(true, false)
-            } else {
-                ExitStatus { code: Some(answer.code), ..Default::default() }
-            }
-        }
-        _ = cancelled => killed(false, true),
-    };
-    if status.code.is_some() {
-        reply
-            .send_data(&window, &answer.stdout, GuestMsg::Stdout)
-            .await;
-        reply
-            .send_data(&window, &answer.stderr, GuestMsg::Stderr)
-            .await;
-    }
-    reply.send(GuestMsg::Exited(status));
-}
-
-/// The path, normalised, when it stays under a writable root (the real
-/// agent enforces the same with `openat2(RESOLVE_BENEATH)`).
-fn confine(path: &str) -> std::result::Result<String, ErrorReply> {
-    let escape = || {
-        ErrorReply::new(
-            ErrorKind::PathEscape,
-            format!("{path} is outside {}", WRITABLE_ROOTS.join(", ")),
-        )
-    };
-    let mut parts = Vec::new();
-    for c in Path::new(path).components() {
-        match c {
-            Component::RootDir => {}
-            Component::Normal(p) => parts.push(p.to_str().ok_or_else(escape)?),
-            Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => return Err(escape()),
-        }
-    }
-    let normal = format!("/{}", parts.join("/"));
-    let inside = WRITABLE_ROOTS
-        .iter()
-        .any(|root| normal == *root || normal.starts_with(&format!("{root}/")));
-    if path.starts_with('/') && inside {
-        Ok(normal)
-    } else {
-        Err(escape())
-    }
-}
-
-fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
-    let mut at = path;
-    while let Some((parent, _)) = at.rsplit_once('/') {
-        if parent.is_empty() {
-            break;
-        }
-        dirs.insert(parent.to_string());
-        at = parent;
-    }
-}
-
-fn stat_of(kind: FileKind, size: u64) -> FileStat {
-    FileStat {
-        kind,
-        size,
-        mode: if kind == FileKind::Dir { 0o755 } else { 0o644 },
-        uid: 1000,
-        gid: 1000,
-        mtime_unix_ns: 0,
-    }
-}
-
-fn stat(guest: &FakeGuest, path: &str) -> std::result::Result<FileStat, ErrorReply> {
-    let fs = lock(&guest.inner.fs);
-    if let Some(data) = fs.files.get(path) {
-        Ok(stat_of(FileKind::File, data.len() as u64))
-    } else if fs.dirs.contains(path) || WRITABLE_ROOTS.contains(&path) {
-        Ok(stat_of(FileKind::Dir, 0))
-    } else {
-        Err(ErrorReply::new(
-            ErrorKind::NotFound,
-            format!("{path}: no such file or directory"),
-        ))
-    }
-}
-
-fn list(guest: &FakeGuest, dir: &str) -> std::result::Result<Vec<DirEntry>, ErrorReply> {
-    if stat(guest, dir)?.kind != FileKind::Dir {
-        return Err(ErrorReply::new(
-            ErrorKind::Io,
-            format!("{dir}: not a directory"),
-        ));
-    }
-    let fs = lock(&guest.inner.fs);
-    let prefix = format!("{dir}/");
-    let child = |p: &str| {
-        p.strip_prefix(&prefix)
-            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
-            .map(str::to_string)
-    };
-    let mut entries: Vec<DirEntry> = fs
-        .files
-        .iter()
-        .filter_map(|(p, data)| {
-            child(p).map(|name| DirEntry {
-                name,
-                stat: stat_of(FileKind::File, data.len() as u64),
-            })
-        })
-        .chain(fs.dirs.iter().filter_map(|p| {
-            child(p).map(|name| DirEntry {
-                name,
-                stat: stat_of(FileKind::Dir, 0),
-            })
-        }))
-        .collect();
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Exec;
+    use void_box_protocol::ErrorKind;
 
     #[tokio::test]
     async fn speaks_the_protocol_with_flow_control() {

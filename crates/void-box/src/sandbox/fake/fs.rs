@@ -1,0 +1,114 @@
+//! The fake guest's files: in memory, under the same writable roots the
+//! real agent enforces.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path};
+
+use void_box_protocol::{DirEntry, ErrorKind, ErrorReply, FileKind, FileStat, WRITABLE_ROOTS};
+
+use super::{lock, FakeGuest};
+
+#[derive(Default)]
+pub(super) struct Fs {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub dirs: BTreeSet<String>,
+}
+
+/// The path, normalised, when it stays under a writable root (the real
+/// agent enforces the same with `openat2(RESOLVE_BENEATH)`).
+pub(super) fn confine(path: &str) -> std::result::Result<String, ErrorReply> {
+    let escape = || {
+        ErrorReply::new(
+            ErrorKind::PathEscape,
+            format!("{path} is outside {}", WRITABLE_ROOTS.join(", ")),
+        )
+    };
+    let mut parts = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(p) => parts.push(p.to_str().ok_or_else(escape)?),
+            Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return Err(escape()),
+        }
+    }
+    let normal = format!("/{}", parts.join("/"));
+    let inside = WRITABLE_ROOTS
+        .iter()
+        .any(|root| normal == *root || normal.starts_with(&format!("{root}/")));
+    if path.starts_with('/') && inside {
+        Ok(normal)
+    } else {
+        Err(escape())
+    }
+}
+
+pub(super) fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
+    let mut at = path;
+    while let Some((parent, _)) = at.rsplit_once('/') {
+        if parent.is_empty() {
+            break;
+        }
+        dirs.insert(parent.to_string());
+        at = parent;
+    }
+}
+
+fn stat_of(kind: FileKind, size: u64) -> FileStat {
+    FileStat {
+        kind,
+        size,
+        mode: if kind == FileKind::Dir { 0o755 } else { 0o644 },
+        uid: 1000,
+        gid: 1000,
+        mtime_unix_ns: 0,
+    }
+}
+
+pub(super) fn stat(guest: &FakeGuest, path: &str) -> std::result::Result<FileStat, ErrorReply> {
+    let fs = lock(&guest.inner.fs);
+    if let Some(data) = fs.files.get(path) {
+        Ok(stat_of(FileKind::File, data.len() as u64))
+    } else if fs.dirs.contains(path) || WRITABLE_ROOTS.contains(&path) {
+        Ok(stat_of(FileKind::Dir, 0))
+    } else {
+        Err(ErrorReply::new(
+            ErrorKind::NotFound,
+            format!("{path}: no such file or directory"),
+        ))
+    }
+}
+
+pub(super) fn list(guest: &FakeGuest, dir: &str) -> std::result::Result<Vec<DirEntry>, ErrorReply> {
+    if stat(guest, dir)?.kind != FileKind::Dir {
+        return Err(ErrorReply::new(
+            ErrorKind::Io,
+            format!("{dir}: not a directory"),
+        ));
+    }
+    let fs = lock(&guest.inner.fs);
+    let prefix = format!("{dir}/");
+    let child = |p: &str| {
+        p.strip_prefix(&prefix)
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            .map(str::to_string)
+    };
+    let mut entries: Vec<DirEntry> = fs
+        .files
+        .iter()
+        .filter_map(|(p, data)| {
+            child(p).map(|name| DirEntry {
+                name,
+                stat: stat_of(FileKind::File, data.len() as u64),
+            })
+        })
+        .chain(fs.dirs.iter().filter_map(|p| {
+            child(p).map(|name| DirEntry {
+                name,
+                stat: stat_of(FileKind::Dir, 0),
+            })
+        }))
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
