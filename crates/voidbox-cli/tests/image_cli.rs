@@ -44,14 +44,29 @@ struct Registry {
     address: String,
 }
 
-impl Registry {
-    fn start() -> Registry {
+/// A port whose next one is free too (the token server's).
+fn free_port_pair() -> u16 {
+    loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let name = format!("cli-test-{}", std::process::id());
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Registry {
+    fn start() -> Registry {
+        Registry::start_with("none", "python:latest")
+    }
+
+    /// `auth`: none, basic or token (user voidbox, password s3cret).
+    fn start_with(auth: &str, image: &str) -> Registry {
+        let port = free_port_pair();
+        let name = format!("cli-test-{}-{auth}", std::process::id());
         let script = repo().join("scripts/test-registry.sh");
         let run = |args: &[&str]| {
             let out = Command::new(&script).args(args).output().unwrap();
@@ -65,8 +80,18 @@ impl Registry {
             address: format!("127.0.0.1:{port}"),
             name: name.clone(),
         };
-        run(&["start", "--name", &name, "--port", &port.to_string()]);
-        run(&["push", "--name", &name, "python:latest"]);
+        run(&[
+            "start",
+            "--name",
+            &name,
+            "--port",
+            &port.to_string(),
+            "--auth",
+            auth,
+            "--creds",
+            "voidbox:s3cret",
+        ]);
+        run(&["push", "--name", &name, image]);
         registry
     }
 }
@@ -213,4 +238,29 @@ fn volumes_are_created_listed_and_removed() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn a_bearer_token_registry_is_pulled_from_with_credentials() {
+    // The flow Docker Hub and GHCR use: 401 with a Bearer challenge, a
+    // token from the realm for the credentials, then the pull with it.
+    let registry = Registry::start_with("token", "layers:amd64");
+    let reference = format!("{}/layers:amd64", registry.address);
+    let cache = tempfile::tempdir().unwrap();
+    let out = isolated(cache.path())
+        .env("DOCKER_CONFIG", cache.path())
+        .args(["image", "pull", &reference])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "anonymous pulls are refused");
+    assert!(stderr.contains(&reference), "{stderr}");
+    let out = isolated(cache.path())
+        .env("VOIDBOX_REGISTRY_AUTH", "voidbox:s3cret")
+        .args(["image", "pull", &reference])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("sha256:"), "{stdout}");
 }
