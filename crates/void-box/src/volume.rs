@@ -74,7 +74,7 @@ impl Volumes {
 
     /// The default place, `<data_dir>/volumes`.
     pub fn default_location() -> Volumes {
-        Volumes::at(crate::data_dir().join("volumes"))
+        Volumes::at(crate::dirs::data_dir().join("volumes"))
     }
 
     /// A volume's directory (it may not exist).

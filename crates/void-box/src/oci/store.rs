@@ -92,7 +92,7 @@ impl Store {
 
     /// The default cache, `<cache_dir>/images`.
     pub fn default_location() -> Store {
-        Store::at(crate::cache_dir().join("images"))
+        Store::at(crate::dirs::cache_dir().join("images"))
     }
 
     /// Its directory.

@@ -346,7 +346,7 @@ impl SandboxConfig {
     }
 
     /// Boots a sandbox with this configuration as a real micro-VM.
-    pub async fn build(&self) -> crate::Result<super::Sandbox> {
+    pub async fn build(&self) -> crate::error::Result<super::Sandbox> {
         super::SandboxProvider::boot(&super::VmProvider, self).await
     }
 }

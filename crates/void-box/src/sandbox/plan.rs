@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use void_box_protocol::{GuestMount, GuestUser, MountSource, RootFs};
 
 use super::{MountMode, SandboxConfig};
+use crate::error::{Error, Result};
 use crate::oci::{self, resolve_user, CachedImage, ImageError, ResolvedUser};
 use crate::vm::{Disk, Share, VmSpec};
 use crate::volume::Volumes;
-use crate::{Error, Result};
 
 /// Serial of the root image's disk.
 const ROOT_DISK: &str = "vb-root";

@@ -52,9 +52,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use void_box_protocol::{policy, GuestConfig, AGENT_VSOCK_PORT, GUEST_CONFIG_PATH};
 
+use super::Sandbox;
 use super::{SandboxConfig, SandboxProvider};
+use crate::error::{Error, Result};
 use crate::vm::{Accel, VmBackend, VmExit, VmInstance, VmSpec};
-use crate::{Error, Result, Sandbox};
 use fs::{add_parents, Fs};
 
 /// Most stdin or file bytes the double keeps for one request.
@@ -402,7 +403,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Exec;
+    use crate::sandbox::Exec;
     use void_box_protocol::ErrorKind;
 
     #[tokio::test]
