@@ -82,6 +82,32 @@ fn exec_refuses_a_command_off_the_allowlist_by_name() {
 }
 
 #[test]
+fn image_build_with_no_flags_rebuilds_nothing_after_the_set_up() {
+    // scripts/setup.sh passes --agent and --busybox; with no flags the
+    // builder must find the same files and so the same cached image.
+    let current = || {
+        let out = voidbox()
+            .args(["image", "info", "--json"])
+            .output()
+            .unwrap();
+        let files: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        files
+            .into_iter()
+            .filter(|f| f["current"] == true)
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let before = current();
+    let out = voidbox().args(["image", "build"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(current(), before);
+}
+
+#[test]
 fn image_info_shows_the_current_image() {
     let out = voidbox().args(["image", "info"]).output().unwrap();
     assert!(out.status.success());

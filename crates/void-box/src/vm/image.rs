@@ -299,11 +299,13 @@ fn default_agent_path() -> PathBuf {
     if let Some(p) = std::env::var_os("VOIDBOX_GUEST_AGENT").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    // Next to voidbox, or where scripts/build-guest.sh puts the static
-    // build (`target/x86_64-unknown-linux-gnu/release`, beside `target/release`).
+    // In a checkout, the static build scripts/build-guest.sh makes
+    // (`target/x86_64-unknown-linux-gnu/release`, beside `target/release` or
+    // `target/debug`, where a `guest-agent` is a host build that cannot run
+    // as the guest's init); in an install, the one next to voidbox.
     beside_exe(&[
-        "guest-agent",
         "../x86_64-unknown-linux-gnu/release/guest-agent",
+        "guest-agent",
     ])
     .unwrap_or_else(|| PathBuf::from("guest-agent"))
 }
