@@ -129,6 +129,39 @@ async fn concurrent_pulls_of_one_image_share_one_download() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_pull_leaves_no_partial_entry() {
+    let registry = TestRegistry::start();
+    registry.push("python", "latest", "python");
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::at(work.path());
+    let reference = registry.reference("python:latest");
+    // Dropped part-way through the 70 MiB layer.
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(150),
+        oci::pull(&store, &reference, None),
+    )
+    .await;
+    assert!(
+        cut.is_err(),
+        "the pull finished before it could be interrupted"
+    );
+    // The converter thread finishes its chunk and drops the half image.
+    let tmp = work.path().join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&tmp).map_or(0, |d| d.count()) > 0 {
+        assert!(std::time::Instant::now() < deadline, "tmp/ was not emptied");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(store.images().is_empty() && store.references().is_empty());
+    // And the next pull starts afresh and completes.
+    let image = oci::pull(&store, &reference, None).await.unwrap();
+    assert_eq!(
+        store.by_reference(&oci::parse_reference(&reference).unwrap().whole()),
+        Some(image)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_images_and_registries_fail_with_the_reference() {
     let registry = TestRegistry::start();
     let work = tempfile::tempdir().unwrap();

@@ -119,6 +119,53 @@ fn pull_list_run_exec_with_a_mount_and_remove() {
     let cache = tempfile::tempdir().unwrap();
     let voidbox = || isolated(cache.path());
 
+    // kind: sandbox without a program runs the image's Cmd in its WorkingDir,
+    // as its User, with its Env; the image is pulled first, its progress
+    // as image_pull lines before the run's events.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("hello.yaml");
+    std::fs::write(
+        &spec,
+        format!("api_version: v1\nkind: sandbox\nname: hello\nsandbox:\n  image: \"{reference}\"\nrun: {{}}\n"),
+    )
+    .unwrap();
+    let out = voidbox()
+        .args(["run", "--output", "json", "--file"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["event"], "image_pull");
+    assert_eq!(lines[0]["phase"], "resolved");
+    assert!(lines
+        .iter()
+        .any(|e| e["event"] == "image_pull" && e["phase"] == "layer"));
+    let done = lines
+        .iter()
+        .position(|e| e["event"] == "image_pull" && e["phase"] == "done")
+        .unwrap();
+    assert_eq!(lines[done]["cached"], false);
+    let started = lines
+        .iter()
+        .position(|e| e["event"] == "stage_started")
+        .unwrap();
+    assert!(done < started, "pulled before the VM boots");
+    let result = lines.last().unwrap();
+    assert_eq!(result["event"], "result");
+    assert!(
+        result["output"]
+            .as_str()
+            .unwrap()
+            .contains("hello from python 1234 /srv/app 1"),
+        "{stdout}"
+    );
+
+    // A pull now finds it cached: one `done` line, nothing downloaded.
     let out = voidbox()
         .args(["image", "pull", "--json", &reference])
         .output()
@@ -129,15 +176,11 @@ fn pull_list_run_exec_with_a_mount_and_remove() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(
-        events.iter().all(|e| e["event"] == "image_pull"),
-        "{stdout}"
+    assert_eq!(events.len(), 1, "{stdout}");
+    assert_eq!(
+        (&events[0]["phase"], &events[0]["cached"]),
+        (&"done".into(), &true.into())
     );
-    assert_eq!(events.first().unwrap()["phase"], "resolved");
-    assert!(events.iter().any(|e| e["phase"] == "layer"), "{stdout}");
-    let done = events.last().unwrap();
-    assert_eq!(done["phase"], "done");
-    assert_eq!(done["cached"], false);
 
     let out = voidbox().args(["image", "ls", "--json"]).output().unwrap();
     let (stdout, _) = text(&out);
@@ -149,27 +192,6 @@ fn pull_list_run_exec_with_a_mount_and_remove() {
             .iter()
             .any(|n| n == &serde_json::Value::String(reference.clone()))),
         "{stdout}"
-    );
-
-    // kind: sandbox without a program runs the image's Cmd in its WorkingDir,
-    // as its User, with its Env.
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("hello.yaml");
-    std::fs::write(
-        &spec,
-        format!("api_version: v1\nkind: sandbox\nname: hello\nsandbox:\n  image: \"{reference}\"\nrun: {{}}\n"),
-    )
-    .unwrap();
-    let out = voidbox()
-        .args(["run", "--file"])
-        .arg(&spec)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stdout.contains("hello from python 1234 /srv/app 1"),
-        "{stdout}\n{stderr}"
     );
 
     // exec with the image and a read-only mount of a host directory.
