@@ -66,8 +66,7 @@ impl Roots {
     pub fn open(root: &CommandRoot, owner: (u32, u32)) -> io::Result<Self> {
         let mut roots = Vec::new();
         for name in WRITABLE_ROOTS {
-            let dir = root.host_view(name);
-            std::fs::create_dir_all(&dir)?;
+            let dir = root.real_dir(name)?;
             let fd = rustix::fs::open(
                 &dir,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

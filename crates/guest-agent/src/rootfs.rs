@@ -42,6 +42,33 @@ impl CommandRoot {
     pub fn host_view(&self, path: &str) -> PathBuf {
         self.path.join(path.trim_start_matches('/'))
     }
+
+    /// Makes `path` a real directory under the root and returns it as the
+    /// agent sees it. The agent is not chrooted, so an image's symlink on
+    /// the way (`/workspace -> /`, `/dev -> /run`) would otherwise send a
+    /// mount or the file API into the agent's own files: a symlink or a
+    /// file in the way is replaced by a directory (in the image's overlay),
+    /// a missing component created.
+    pub fn real_dir(&self, path: &str) -> io::Result<PathBuf> {
+        let mut at = self.path.clone();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            if part == "." || part == ".." {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{path}: not a normal path"),
+                ));
+            }
+            at.push(part);
+            match fs::symlink_metadata(&at) {
+                Ok(meta) if meta.is_dir() => continue,
+                Ok(_) => fs::remove_file(&at)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            fs::create_dir(&at)?;
+        }
+        Ok(at)
+    }
 }
 
 fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
@@ -124,7 +151,10 @@ fn mount_image_root(rootfs: &RootFs) -> io::Result<()> {
         options.as_c_str(),
     )
     .map_err(|e| io::Error::new(e.kind(), format!("mount the overlay: {e}")))?;
-    let inside = |p: &str| Path::new(IMAGE_ROOT).join(p.trim_start_matches('/'));
+    let root = CommandRoot {
+        path: PathBuf::from(IMAGE_ROOT),
+        chroot: None,
+    };
     let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
     for (source, target, fstype, flags, data) in [
         (
@@ -143,17 +173,15 @@ fn mount_image_root(rootfs: &RootFs) -> io::Result<()> {
         ),
         ("tmpfs", "/tmp", "tmpfs", nosuid_nodev, c"mode=1777"),
     ] {
-        let at = inside(target);
-        fs::create_dir_all(&at)?;
+        let at = root.real_dir(target)?;
         mount(source, &at, fstype, flags, data)
             .map_err(|e| io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}")))?;
     }
     // The agent's /dev, with its pts and shm, as the image's.
-    let dev = inside("/dev");
-    fs::create_dir_all(&dev)?;
+    let dev = root.real_dir("/dev")?;
     mount_bind_recursive("/dev", &dev)
         .map_err(|e| io::Error::new(e.kind(), format!("bind /dev: {e}")))?;
-    fs::set_permissions(inside("/tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::set_permissions(root.host_view("/tmp"), fs::Permissions::from_mode(0o1777))?;
     Ok(())
 }
 
@@ -179,8 +207,9 @@ fn find_disk(serial: &str) -> io::Result<PathBuf> {
 }
 
 fn mount_one(root: &CommandRoot, m: &GuestMount, uid: u32, gid: u32) -> io::Result<()> {
-    let target = root.host_view(&m.target);
-    fs::create_dir_all(&target).map_err(context(format!("create mount point {}", m.target)))?;
+    let target = root
+        .real_dir(&m.target)
+        .map_err(context(format!("create mount point {}", m.target)))?;
     let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
     if m.readonly {
         flags |= MountFlags::RDONLY;

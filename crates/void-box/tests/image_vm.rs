@@ -209,3 +209,64 @@ async fn an_image_skill_is_mounted_read_only_and_announced() {
     let answer = server.requests()[1].body["messages"].to_string();
     assert!(answer.contains("keep"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_cannot_redirect_the_agents_mount_points() {
+    // A hostile image: its /workspace, /tmp, /dev and a mount point are
+    // symlinks out to the root (the agent, not chrooted, must not follow them).
+    let work = tempfile::tempdir().unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(size);
+        h
+    };
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    tar.append_data(&mut h, "bin/busybox", &busybox[..])
+        .unwrap();
+    for (link, target) in [
+        ("bin/sh", "busybox"),
+        ("workspace", "/"),
+        ("tmp", "/etc"),
+        ("dev", "/run"),
+        ("data", "../../../"),
+    ] {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        tar.append_link(&mut h, link, target).unwrap();
+    }
+    let layer = work.path().join("hostile.tar");
+    std::fs::write(&layer, tar.into_inner().unwrap()).unwrap();
+    let reference = format!("local/hostile-{}:1", std::process::id());
+    let store = void_box::oci::Store::default_location();
+    void_box::oci::import(&store, &reference, &[layer], Default::default()).unwrap();
+    let share = tempfile::tempdir().unwrap();
+    std::fs::write(share.path().join("shared.txt"), "shared\n").unwrap();
+
+    let sandbox = boot(
+        Sandbox::builder()
+            .image(&reference)
+            .mount(share.path(), "/data", void_box::sandbox::MountMode::Ro)
+            .allowed_commands(["*"]),
+    )
+    .await;
+    sandbox
+        .write_file("/workspace/probe.txt", b"probe")
+        .await
+        .unwrap();
+    let out = sh(
+        &sandbox,
+        "cd /; for p in workspace tmp dev data; do test -d $p && test ! -L $p && echo $p; done; \
+         cat /workspace/probe.txt /data/shared.txt; test -c /dev/null && echo devnull",
+    )
+    .await;
+    assert_eq!(out, "workspace\ntmp\ndev\ndata\nprobeshared\ndevnull\n");
+    store
+        .remove(&void_box::oci::parse_reference(&reference).unwrap().whole())
+        .unwrap();
+}
