@@ -45,6 +45,16 @@ pub enum Error {
         /// What went wrong, with the server's stderr tail when it has one.
         message: String,
     },
+    /// Something is larger than the host accepts to hold.
+    #[error("{what} is {size} bytes; at most {max} are accepted")]
+    TooLarge {
+        /// What (a guest file, a command's output).
+        what: String,
+        /// Its size, or what had arrived when it was refused.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
     /// A deadline passed.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -438,3 +438,37 @@ async fn a_bad_sandbox_configuration_fails_at_build_time() {
         .unwrap_err();
     assert!(err.to_string().contains("network"), "{err}");
 }
+
+#[tokio::test]
+async fn an_edit_that_would_amplify_a_file_is_refused_before_it_is_built() {
+    let provider = shell_double();
+    let file = vec![b'a'; 1 << 20];
+    let agent = VoidBox::new("amplifier")
+        .guest_file("/workspace/a.txt", file.clone(), 0o644)
+        .llm(mock(vec![
+            // 1 MiB of `a`, each replaced by 1 KiB: 1 GiB asked of the host.
+            MockTurn::default().call(
+                "edit",
+                json!({"path": "a.txt", "old_string": "a", "new_string": "b".repeat(1024),
+                       "replace_all": true}),
+            ),
+            MockTurn::text("Gave up."),
+        ]))
+        .prompt("Amplify")
+        .build()
+        .unwrap();
+    let result = agent
+        .run_on(&provider, None, EventSink::none())
+        .await
+        .unwrap();
+    let call = &result.tool_calls[0];
+    assert!(call.is_error, "{call:?}");
+    assert!(
+        call.summary
+            .contains("1073741824 bytes, over the 8388608-byte limit"),
+        "{}",
+        call.summary
+    );
+    let guest = &provider.guests()[0];
+    assert_eq!(guest.file("/workspace/a.txt").unwrap(), file, "unchanged");
+}

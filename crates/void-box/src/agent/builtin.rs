@@ -357,7 +357,8 @@ async fn execute(
     args: &Value,
 ) -> ToolOutcome {
     let timeout = vbox.inner.config.tool_timeout;
-    if let Some(out) = tools::run_builtin(sandbox, tool, args, timeout).await {
+    let max_output = vbox.inner.config.max_tool_output;
+    if let Some(out) = tools::run_builtin(sandbox, tool, args, timeout, max_output).await {
         return out;
     }
     for session in &skills.mcp {

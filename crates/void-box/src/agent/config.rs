@@ -334,6 +334,7 @@ impl VoidBoxBuilder {
     /// A guest file (relative paths are under `/workspace`) whose contents
     /// are the box's output: read before the VM stops, returned as
     /// [`RunResult::file`](super::RunResult::file) and handed to the next stage.
+    /// One over [`MAX_OUTPUT_FILE`](super::MAX_OUTPUT_FILE) fails the run.
     pub fn output_file(mut self, path: &str) -> Self {
         self.config.output_file = Some(tools::guest_path(path));
         self

@@ -41,6 +41,7 @@ pub use hooks::{PostToolAction, PostToolHook, PreToolAction, PreToolHook, ToolCa
 pub use output::{extract_json, OutputSchema};
 pub use permissions::{AskHook, Decision, PermissionPolicy, ToolRequest, Verdict};
 pub use result::{AgentError, RunResult, ToolCallRecord};
+pub use run::MAX_OUTPUT_FILE;
 pub use tools::ToolOutcome;
 
 use crate::llm::LlmProvider;

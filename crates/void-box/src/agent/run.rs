@@ -12,6 +12,10 @@ use crate::skill::provision::{provision, resolve_docs};
 use crate::skill::SkillDoc;
 use crate::Sandbox;
 
+/// The largest output file a box may return: it becomes a result and the
+/// next stage's input, so it is held whole.
+pub const MAX_OUTPUT_FILE: u64 = 16 << 20;
+
 impl VoidBox {
     /// Runs the agent in a fresh micro-VM. `input` is the previous stage's output.
     pub async fn run(&self, input: Option<&str>) -> Result<RunResult, AgentError> {
@@ -196,7 +200,7 @@ impl VoidBox {
         };
         provisioned.close().await;
         if let (Ok(r), Some(path)) = (&mut result, &c.output_file) {
-            match sandbox.read_file(path).await {
+            match sandbox.read_file_limited(path, MAX_OUTPUT_FILE).await {
                 Ok(data) => r.file = Some(String::from_utf8_lossy(&data).into_owned()),
                 Err(e) => {
                     return Err(AgentError::Engine {

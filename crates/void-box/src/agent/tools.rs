@@ -11,6 +11,11 @@ use crate::{Exec, FileKind, Sandbox, WORKSPACE_DIR};
 
 /// Files larger than this are not read into the conversation.
 const MAX_READ_BYTES: u64 = 8 << 20;
+/// What a command's cap leaves of `max_tool_output` for the notice of
+/// what was dropped, so the result is cut once, not twice.
+const NOTICE_ROOM: usize = 128;
+/// Most of `find`'s listing `glob` keeps before matching.
+const MAX_GLOB_LISTING: usize = 16 << 20;
 /// `glob` returns at most this many paths.
 const MAX_GLOB_MATCHES: usize = 500;
 
@@ -198,12 +203,15 @@ fn parse<T: for<'de> Deserialize<'de>>(tool: &str, args: &Value) -> Result<T, To
 }
 
 /// Runs built-in tool `name`; `None` when `name` is not a built-in.
-/// `timeout` bounds the whole call (the guest also kills `bash` commands).
+/// `timeout` bounds the whole call (the guest also kills `bash` commands);
+/// `max_output` bounds what the host keeps of each stream of a command
+/// (its head and tail), whatever the command prints.
 pub async fn run_builtin(
     sandbox: &Sandbox,
     name: &str,
     args: &Value,
     timeout: Duration,
+    max_output: usize,
 ) -> Option<ToolOutcome> {
     if !BUILTIN_TOOLS.contains(&name) {
         return None;
@@ -213,11 +221,11 @@ pub async fn run_builtin(
     let deadline = timeout + Duration::from_secs(5);
     let call = async {
         let outcome = match name {
-            "bash" => bash(sandbox, parse(name, args)?, timeout).await,
+            "bash" => bash(sandbox, parse(name, args)?, timeout, max_output).await,
             "read" => read(sandbox, parse(name, args)?).await,
             "write" => write(sandbox, parse(name, args)?).await,
             "edit" => edit(sandbox, parse(name, args)?).await,
-            "grep" => grep(sandbox, parse(name, args)?, timeout).await,
+            "grep" => grep(sandbox, parse(name, args)?, timeout, max_output).await,
             "glob" => glob(sandbox, parse(name, args)?, timeout).await,
             _ => ls(sandbox, parse(name, args)?).await,
         };
@@ -229,12 +237,22 @@ pub async fn run_builtin(
     })
 }
 
-async fn bash(sandbox: &Sandbox, a: BashArgs, cap: Duration) -> crate::Result<ToolOutcome> {
+async fn bash(
+    sandbox: &Sandbox,
+    a: BashArgs,
+    cap: Duration,
+    max_output: usize,
+) -> crate::Result<ToolOutcome> {
     let timeout = a
         .timeout_secs
         .map_or(cap, |s| Duration::from_secs(s).min(cap));
     let out = sandbox
-        .exec(Exec::shell(&a.command).cwd(WORKSPACE_DIR).timeout(timeout))
+        .exec(
+            Exec::shell(&a.command)
+                .cwd(WORKSPACE_DIR)
+                .timeout(timeout)
+                .max_output(max_output.saturating_sub(NOTICE_ROOM)),
+        )
         .await?;
     let mut text = out.stdout_text();
     let stderr = out.stderr_text();
@@ -277,7 +295,16 @@ async fn read_text(sandbox: &Sandbox, path: &str) -> crate::Result<Result<String
             stat.size
         ))));
     }
-    let bytes = sandbox.read_file(path).await?;
+    let bytes = match sandbox.read_file_limited(path, MAX_READ_BYTES).await {
+        Ok(bytes) => bytes,
+        // It grew past the limit between the stat and the read.
+        Err(crate::Error::TooLarge { size, .. }) => {
+            return Ok(Err(ToolOutcome::error(format!(
+                "{path} is over {size} bytes; read it in parts with bash (head, sed -n)"
+            ))))
+        }
+        Err(e) => return Err(e),
+    };
     Ok(String::from_utf8(bytes)
         .map_err(|_| ToolOutcome::error(format!("{path} is not UTF-8 text"))))
 }
@@ -324,6 +351,17 @@ async fn edit(sandbox: &Sandbox, a: EditArgs) -> crate::Result<ToolOutcome> {
         Err(refused) => return Ok(refused),
     };
     let count = text.matches(&a.old_string).count();
+    // The result is refused before it is built: a short old_string and a
+    // long new_string could otherwise ask the host for gigabytes.
+    let replaced = if a.replace_all { count } else { count.min(1) };
+    let grows_by = a.new_string.len().saturating_sub(a.old_string.len());
+    let result_len = text.len() as u64 + (replaced as u64).saturating_mul(grows_by as u64);
+    if result_len > MAX_READ_BYTES {
+        return Ok(ToolOutcome::error(format!(
+            "the edit would make {path} {result_len} bytes, over the {MAX_READ_BYTES}-byte limit; \
+             edit it with bash instead"
+        )));
+    }
     let updated = match count {
         0 => {
             return Ok(ToolOutcome::error(format!(
@@ -345,7 +383,12 @@ async fn edit(sandbox: &Sandbox, a: EditArgs) -> crate::Result<ToolOutcome> {
     )))
 }
 
-async fn grep(sandbox: &Sandbox, a: GrepArgs, timeout: Duration) -> crate::Result<ToolOutcome> {
+async fn grep(
+    sandbox: &Sandbox,
+    a: GrepArgs,
+    timeout: Duration,
+    max_output: usize,
+) -> crate::Result<ToolOutcome> {
     let path = guest_path(a.path.as_deref().unwrap_or(WORKSPACE_DIR));
     let mut cmd = Exec::new("grep").arg("-rnE");
     if a.ignore_case {
@@ -358,7 +401,8 @@ async fn grep(sandbox: &Sandbox, a: GrepArgs, timeout: Duration) -> crate::Resul
                 .arg("--")
                 .arg(&path)
                 .cwd(WORKSPACE_DIR)
-                .timeout(timeout),
+                .timeout(timeout)
+                .max_output(max_output.saturating_sub(NOTICE_ROOM)),
         )
         .await?;
     Ok(match out.status.code {
@@ -381,7 +425,8 @@ async fn glob(sandbox: &Sandbox, a: GlobArgs, timeout: Duration) -> crate::Resul
         .exec(
             Exec::new("find")
                 .args([root.as_str(), "-type", "f"])
-                .timeout(timeout),
+                .timeout(timeout)
+                .max_output(MAX_GLOB_LISTING),
         )
         .await?;
     if !out.status.success() && out.stdout.is_empty() {
@@ -439,9 +484,8 @@ pub fn truncate_output(text: &str, max: usize) -> String {
     let head_len = floor_char_boundary(text, max * 2 / 3);
     let tail_start = ceil_char_boundary(text, text.len() - (max - head_len));
     format!(
-        "{}\n[... output truncated: {} bytes in all, {} bytes omitted ...]\n{}",
+        "{}\n[... output truncated: {} bytes omitted ...]\n{}",
         &text[..head_len],
-        text.len(),
         tail_start - head_len,
         &text[tail_start..]
     )
@@ -487,7 +531,10 @@ mod tests {
         let cut = truncate_output(&text, 300);
         assert!(cut.starts_with("aaa"));
         assert!(cut.ends_with("zzz"));
-        assert!(cut.contains("output truncated: 3000 bytes in all"), "{cut}");
+        assert!(
+            cut.contains("output truncated: 2700 bytes omitted"),
+            "{cut}"
+        );
         assert!(cut.len() < 400);
         assert_eq!(truncate_output("short", 300), "short");
     }

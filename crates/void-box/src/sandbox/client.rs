@@ -6,9 +6,15 @@
 //! window. When anything ends the connection (transport error, malformed
 //! frame, VM exit, missed heartbeats) every open stream fails at once with
 //! the reason, so no caller waits on a dead guest.
+//!
+//! What waits in a stream's queue is checked as it arrives: an honest
+//! guest never has more than the stream's credit ([`STREAM_WINDOW`]) of
+//! data unread, nor more than a few other messages, so a guest that sends
+//! more (flooding a stream nobody reads) loses its connection instead of
+//! growing host memory.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,15 +24,64 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use void_box_protocol::flow::SendWindow;
-use void_box_protocol::{Frame, FrameCodec, GuestMsg, HostMsg, Secret, PROTOCOL_VERSION};
+use void_box_protocol::{
+    Frame, FrameCodec, GuestMsg, HostMsg, Secret, PROTOCOL_VERSION, STREAM_WINDOW,
+};
 
 use crate::error::{Error, Result};
 
 type Codec = FrameCodec<GuestMsg, HostMsg>;
 
+/// Most messages other than data one stream may have waiting (an honest
+/// guest sends two or three per request).
+const MAX_QUEUED_CONTROL: usize = 16;
+
 struct Route {
     tx: mpsc::UnboundedSender<GuestMsg>,
     window: SendWindow,
+    queued: Arc<Queued>,
+}
+
+/// What waits, unread, in one stream's queue.
+#[derive(Default)]
+struct Queued {
+    data: AtomicUsize,
+    control: AtomicUsize,
+}
+
+impl Queued {
+    /// Counts `msg` in; the overrun, if it makes the queue exceed what
+    /// the guest was allowed to send.
+    fn arrive(&self, msg: &GuestMsg) -> Option<String> {
+        match data_len(msg) {
+            Some(len) => {
+                let now = self.data.fetch_add(len, Ordering::AcqRel) + len;
+                (now > STREAM_WINDOW as usize).then(|| {
+                    format!("{now} bytes of data unread, over its {STREAM_WINDOW}-byte credit")
+                })
+            }
+            None => {
+                let now = self.control.fetch_add(1, Ordering::AcqRel) + 1;
+                (now > MAX_QUEUED_CONTROL).then(|| format!("{now} messages unread"))
+            }
+        }
+    }
+
+    /// Counts `msg` out, as its reader takes it.
+    fn leave(&self, msg: &GuestMsg) {
+        match data_len(msg) {
+            Some(len) => self.data.fetch_sub(len, Ordering::AcqRel),
+            None => self.control.fetch_sub(1, Ordering::AcqRel),
+        };
+    }
+}
+
+/// The length of a flow-controlled message's data.
+fn data_len(msg: &GuestMsg) -> Option<usize> {
+    match msg {
+        GuestMsg::Stdout(d) | GuestMsg::Stderr(d) | GuestMsg::FileChunk(d) => Some(d.len()),
+        _ => None,
+    }
 }
 
 struct Shared {
@@ -143,7 +198,11 @@ impl AgentClient {
             tokio::spawn(async move {
                 let reason = loop {
                     match frames.next().await {
-                        Some(Ok(frame)) => route(&shared, frame, &pong_tx),
+                        Some(Ok(frame)) => {
+                            if let Some(reason) = route(&shared, frame, &pong_tx) {
+                                break reason;
+                            }
+                        }
                         Some(Err(e)) => break format!("bad frame from the guest: {e}"),
                         None => break "the guest closed the connection".to_string(),
                     }
@@ -172,6 +231,7 @@ impl AgentClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let window = SendWindow::new();
+        let queued = Arc::new(Queued::default());
         self.shared
             .routes
             .lock()
@@ -181,10 +241,12 @@ impl AgentClient {
                 Route {
                     tx,
                     window: window.clone(),
+                    queued: queued.clone(),
                 },
             );
         let stream = Stream {
             rx,
+            queued,
             sender: StreamSender {
                 id,
                 window,
@@ -215,24 +277,30 @@ impl Drop for AgentClient {
     }
 }
 
-fn route(shared: &Shared, frame: Frame<GuestMsg>, pong: &watch::Sender<()>) {
+/// Hands `frame` to its stream; the reason to end the connection when
+/// the guest sent more than its stream may hold.
+fn route(shared: &Shared, frame: Frame<GuestMsg>, pong: &watch::Sender<()>) -> Option<String> {
     if let GuestMsg::Pong = frame.msg {
         pong.send_replace(());
-        return;
+        return None;
     }
     let mut routes = shared.routes.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(route) = routes.get(&frame.id) else {
-        return; // a stream the caller already dropped
-    };
+    let route = routes.get(&frame.id)?; // None: a stream the caller already dropped
     let delivered = match frame.msg {
         GuestMsg::Credit(n) => route.window.grant(n).is_ok(),
-        msg => route.tx.send(msg).is_ok(),
+        msg => {
+            if let Some(overrun) = route.queued.arrive(&msg) {
+                return Some(format!("the guest overran stream {}: {overrun}", frame.id));
+            }
+            route.tx.send(msg).is_ok()
+        }
     };
     if !delivered {
         if let Some(route) = routes.remove(&frame.id) {
             route.window.close();
         }
     }
+    None
 }
 
 /// Pings the guest; fails the connection when it stays silent too long.
@@ -265,6 +333,7 @@ async fn heartbeat(
 /// One request's stream of messages.
 pub struct Stream {
     rx: mpsc::UnboundedReceiver<GuestMsg>,
+    queued: Arc<Queued>,
     sender: StreamSender,
 }
 
@@ -282,7 +351,10 @@ impl Stream {
     /// The next message; fails when the connection dies.
     pub async fn recv(&mut self) -> Result<GuestMsg> {
         match self.rx.recv().await {
-            Some(msg) => Ok(msg),
+            Some(msg) => {
+                self.queued.leave(&msg);
+                Ok(msg)
+            }
             None => Err(self.sender.shared.failure()),
         }
     }
@@ -328,5 +400,103 @@ impl StreamSender {
             self.send(wrap(chunk.to_vec()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::timeout;
+
+    type GuestCodec = FrameCodec<HostMsg, GuestMsg>;
+
+    /// A guest that answers the handshake, then sends `msgs` on stream 1
+    /// as fast as it can, ignoring credit. Returns the host's client and
+    /// the stream it opened (which the test may leave unread).
+    async fn flooded_by(msgs: Vec<GuestMsg>) -> (AgentClient, Stream, JoinHandle<usize>) {
+        let (host, guest) = UnixStream::pair().unwrap();
+        let flood = tokio::spawn(async move {
+            let (r, w) = guest.into_split();
+            let mut frames = FramedRead::new(r, GuestCodec::new());
+            let mut sink = FramedWrite::new(w, GuestCodec::new());
+            frames.next().await; // Hello
+            let ok = GuestMsg::HelloOk {
+                version: PROTOCOL_VERSION,
+                agent: "flood".into(),
+            };
+            sink.send(Frame::new(0, ok)).await.unwrap();
+            frames.next().await; // the host opened stream 1
+            let mut sent = 0;
+            for msg in msgs {
+                if sink.send(Frame::new(1, msg)).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            // Hold the connection until the host ends it.
+            while let Some(Ok(_)) = frames.next().await {}
+            sent
+        });
+        let client = AgentClient::handshake(host, &[0; 32], Duration::from_secs(60))
+            .await
+            .unwrap();
+        let stream = client.open(HostMsg::Telemetry).unwrap();
+        (client, stream, flood)
+    }
+
+    async fn failure_of(client: &AgentClient) -> String {
+        let mut failed = client.shared.failure.subscribe();
+        let reason = timeout(Duration::from_secs(10), failed.wait_for(|f| f.is_some()))
+            .await
+            .expect("the connection should fail")
+            .unwrap()
+            .clone();
+        reason.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_guest_flooding_an_unread_stream_loses_its_connection() {
+        let chunk = vec![b'x'; void_box_protocol::CHUNK_LEN];
+        let flood = vec![GuestMsg::Stdout(chunk); 10_000]; // 640 MiB offered
+        let (client, _unread, guest) = flooded_by(flood).await;
+        let reason = failure_of(&client).await;
+        assert!(reason.contains("overran stream 1"), "{reason}");
+        drop(client);
+        let sent = timeout(Duration::from_secs(10), guest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            sent < 10_000,
+            "the guest should have been cut off, sent {sent}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_small_messages_loses_its_connection() {
+        let flood = vec![GuestMsg::Started { pid: 1 }; 1000];
+        let (client, _unread, _guest) = flooded_by(flood).await;
+        let reason = failure_of(&client).await;
+        assert!(reason.contains("messages unread"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_guest_within_its_credit_keeps_its_connection() {
+        let chunks = STREAM_WINDOW as usize / void_box_protocol::CHUNK_LEN;
+        let mut msgs = vec![GuestMsg::Stdout(vec![1; void_box_protocol::CHUNK_LEN]); chunks];
+        msgs.push(GuestMsg::Exited(Default::default()));
+        let (client, mut stream, _guest) = flooded_by(msgs).await;
+        // All of it waits unread for a while; nothing is refused.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(client.failure(), None);
+        let mut bytes = 0;
+        loop {
+            match stream.recv().await.unwrap() {
+                GuestMsg::Stdout(d) => bytes += d.len(),
+                GuestMsg::Exited(_) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(bytes, STREAM_WINDOW as usize);
     }
 }

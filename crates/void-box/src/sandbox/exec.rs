@@ -9,6 +9,7 @@ use void_box_protocol::{
     ExecRequest, ExitStatus, GuestMsg, HostMsg, PtySize, ResourceLimits, CHUNK_LEN,
 };
 
+use super::capture::{text_with_notice, Capture, Cut, DEFAULT_MAX_OUTPUT};
 use super::client::{Stream, StreamSender};
 use crate::error::{Error, Result};
 
@@ -17,6 +18,8 @@ use crate::error::{Error, Result};
 pub struct Exec {
     pub(crate) request: ExecRequest,
     pub(crate) stdin: Option<Vec<u8>>,
+    /// Cap of each collected stream (host side; `None`: the default).
+    pub(crate) max_output: Option<usize>,
 }
 
 impl Exec {
@@ -28,6 +31,7 @@ impl Exec {
                 ..Default::default()
             },
             stdin: None,
+            max_output: None,
         }
     }
 
@@ -110,6 +114,15 @@ impl Exec {
         self.request.limits = limits;
         self
     }
+
+    /// When collected ([`Sandbox::exec`](crate::Sandbox::exec)), keeps at
+    /// most `bytes` of each stream: its first and last halves, with the
+    /// middle counted in [`Output::stdout_cut`] (default
+    /// [`DEFAULT_MAX_OUTPUT`]). The command runs to its end either way.
+    pub fn max_output(mut self, bytes: usize) -> Exec {
+        self.max_output = Some(bytes);
+        self
+    }
 }
 
 impl<S: Into<String>, const N: usize> From<[S; N]> for Exec {
@@ -133,21 +146,26 @@ impl From<&str> for Exec {
 pub struct Output {
     /// How it ended.
     pub status: ExitStatus,
-    /// Everything it wrote to stdout.
+    /// What it wrote to stdout (all of it, or its head and tail; see
+    /// [`stdout_cut`](Self::stdout_cut)).
     pub stdout: Vec<u8>,
-    /// Everything it wrote to stderr.
+    /// What it wrote to stderr, likewise.
     pub stderr: Vec<u8>,
+    /// Where stdout's middle was dropped, when it was longer than the cap.
+    pub stdout_cut: Option<Cut>,
+    /// Where stderr's middle was dropped.
+    pub stderr_cut: Option<Cut>,
 }
 
 impl Output {
-    /// Stdout as text (lossy).
+    /// Stdout as text (lossy), with a notice where its middle was dropped.
     pub fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
+        text_with_notice(&self.stdout, self.stdout_cut)
     }
 
-    /// Stderr as text (lossy).
+    /// Stderr as text (lossy), likewise.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
+        text_with_notice(&self.stderr, self.stderr_cut)
     }
 }
 
@@ -266,32 +284,41 @@ impl ExecStream {
         Ok(data)
     }
 
-    /// Collects everything until the command ends.
+    /// Collects the output until the command ends, keeping at most
+    /// [`DEFAULT_MAX_OUTPUT`] of each stream.
     pub async fn collect(self) -> Result<Output> {
-        self.collect_with(&|_, _| {}).await
+        self.collect_with(DEFAULT_MAX_OUTPUT, &|_, _| {}).await
     }
 
-    /// Like [`collect`](Self::collect), also passing each chunk to
-    /// `on_output` as it arrives.
-    pub async fn collect_with(mut self, on_output: OutputSink<'_>) -> Result<Output> {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
+    /// Like [`collect`](Self::collect) with a cap of `max_output` bytes per
+    /// stream, also passing each chunk to `on_output` as it arrives.
+    pub async fn collect_with(
+        mut self,
+        max_output: usize,
+        on_output: OutputSink<'_>,
+    ) -> Result<Output> {
+        let mut stdout = Capture::new(max_output);
+        let mut stderr = Capture::new(max_output);
         while let Some(event) = self.next().await? {
             match event {
                 ExecEvent::Stdout(d) => {
                     on_output(OutputStream::Stdout, &d);
-                    stdout.extend_from_slice(&d)
+                    stdout.push(&d)
                 }
                 ExecEvent::Stderr(d) => {
                     on_output(OutputStream::Stderr, &d);
-                    stderr.extend_from_slice(&d)
+                    stderr.push(&d)
                 }
                 ExecEvent::Exit(status) => {
+                    let (stdout, stdout_cut) = stdout.finish();
+                    let (stderr, stderr_cut) = stderr.finish();
                     return Ok(Output {
                         status,
                         stdout,
                         stderr,
-                    })
+                        stdout_cut,
+                        stderr_cut,
+                    });
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! The `Sandbox` API: one fresh micro-VM, driven through its guest agent.
 
+mod capture;
 mod client;
 mod config;
 mod defaults;
@@ -20,6 +21,7 @@ use void_box_protocol::{
 };
 
 pub use crate::error::ConfigError;
+pub use capture::{Cut, DEFAULT_MAX_OUTPUT};
 pub use config::{SandboxConfig, MAX_MEMORY_MB, MAX_VCPUS, MIN_MEMORY_MB};
 pub use defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 pub use exec::{Exec, ExecEvent, ExecStream, Output, OutputSink, OutputStream, StdinWriter};
@@ -34,6 +36,9 @@ use crate::vm::image::config_initramfs;
 use crate::vm::{VmBackend, VmInstance};
 use client::AgentClient;
 use plan::BootPlan;
+
+/// The largest file [`Sandbox::read_file`] reads.
+pub const DEFAULT_MAX_READ: u64 = 256 << 20;
 
 /// Boots a sandbox on `backend`: makes its secret and guest
 /// configuration, launches the VM the plan describes (kernel, initramfs,
@@ -279,6 +284,7 @@ impl Sandbox {
     ) -> Result<Output> {
         let mut cmd = cmd.into();
         let stdin = cmd.stdin.take();
+        let max_output = cmd.max_output.unwrap_or(DEFAULT_MAX_OUTPUT);
         let host_deadline = cmd
             .request
             .timeout_ms
@@ -290,7 +296,7 @@ impl Sandbox {
             if let Some(data) = stdin {
                 stream.stdin().write_all_and_close(data);
             }
-            stream.collect_with(on_output).await
+            stream.collect_with(max_output, on_output).await
         };
         let output = match host_deadline {
             Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
@@ -356,8 +362,25 @@ impl Sandbox {
         }
     }
 
-    /// Reads a whole file from under `/workspace` or `/tmp`.
+    /// Reads a whole file from under `/workspace` or `/tmp`, of at most
+    /// [`DEFAULT_MAX_READ`] bytes (see [`read_file_limited`](Self::read_file_limited)).
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        self.read_file_limited(path, DEFAULT_MAX_READ).await
+    }
+
+    /// Reads a whole file of at most `max` bytes: a larger one (by its size
+    /// before the read, or by what arrives) is an [`Error::TooLarge`] and
+    /// is not held, so a guest cannot make the host keep more than `max`.
+    pub async fn read_file_limited(&self, path: &str, max: u64) -> Result<Vec<u8>> {
+        let too_large = |size: u64| Error::TooLarge {
+            what: format!("guest file {path}"),
+            size,
+            max,
+        };
+        let size = self.stat(path).await?.size;
+        if size > max {
+            return Err(too_large(size));
+        }
         let mut stream = self.client.open(HostMsg::ReadFile {
             path: path.to_string(),
         })?;
@@ -367,6 +390,11 @@ impl Sandbox {
             match stream.recv().await? {
                 GuestMsg::FileChunk(chunk) => {
                     window.on_data(chunk.len())?;
+                    if data.len() as u64 + chunk.len() as u64 > max {
+                        // It grew while being read; dropping the stream
+                        // stops taking more.
+                        return Err(too_large(data.len() as u64 + chunk.len() as u64));
+                    }
                     data.extend_from_slice(&chunk);
                     if let Some(grant) = window.on_consumed(chunk.len()) {
                         stream.send(HostMsg::Credit(grant))?;

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::event::{EventSink, RunEvent};
-use crate::sandbox::{SandboxProvider, VmProvider};
+use crate::sandbox::{SandboxProvider, VmProvider, DEFAULT_MAX_OUTPUT};
 use crate::stage::in_fresh_sandbox;
-use crate::{Exec, ExecEvent, ExitStatus, OutputStream, SandboxConfig};
+use crate::{Exec, ExitStatus, OutputStream, SandboxConfig};
 
 /// `kind: sandbox`: one command in a fresh sandbox.
 #[derive(Debug, Clone)]
@@ -31,9 +31,10 @@ pub struct SandboxResult {
     pub exit_code: Option<i32>,
     /// Signal, when one killed it.
     pub signal: Option<i32>,
-    /// Everything it wrote to stdout.
+    /// What it wrote to stdout: all of it, or its first and last 32 MiB
+    /// around a notice of what was dropped.
     pub stdout: String,
-    /// Everything it wrote to stderr.
+    /// What it wrote to stderr, likewise.
     pub stderr: String,
     /// How it ended, in full.
     #[serde(skip)]
@@ -170,13 +171,12 @@ impl SandboxRun {
         if input.is_some() {
             cmd = cmd.stdin_stream();
         }
-        let mut stream = sandbox.exec_stream(cmd).await?;
+        let stream = sandbox.exec_stream(cmd).await?;
         if let Some(input) = input {
             stream
                 .stdin()
                 .write_all_and_close(input.as_bytes().to_vec());
         }
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let output = |stream: OutputStream, data: &[u8]| {
             events.emit(RunEvent::Output {
                 box_name: self.name.clone(),
@@ -184,34 +184,17 @@ impl SandboxRun {
                 text: String::from_utf8_lossy(data).into_owned(),
             })
         };
-        loop {
-            match stream.next().await? {
-                Some(ExecEvent::Stdout(data)) => {
-                    output(OutputStream::Stdout, &data);
-                    stdout.extend_from_slice(&data);
-                }
-                Some(ExecEvent::Stderr(data)) => {
-                    output(OutputStream::Stderr, &data);
-                    stderr.extend_from_slice(&data);
-                }
-                Some(ExecEvent::Exit(status)) => {
-                    return Ok(SandboxResult {
-                        name: self.name.clone(),
-                        success: status.success(),
-                        exit_code: status.code,
-                        signal: status.signal,
-                        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-                        status,
-                        duration: started.elapsed(),
-                    })
-                }
-                None => {
-                    return Err(crate::Error::Disconnected(
-                        "the command's stream ended without an exit status".into(),
-                    ))
-                }
-            }
-        }
+        // Everything streams as events; the result keeps the head and tail.
+        let out = stream.collect_with(DEFAULT_MAX_OUTPUT, &output).await?;
+        Ok(SandboxResult {
+            name: self.name.clone(),
+            success: out.status.success(),
+            exit_code: out.status.code,
+            signal: out.status.signal,
+            stdout: out.stdout_text(),
+            stderr: out.stderr_text(),
+            status: out.status,
+            duration: started.elapsed(),
+        })
     }
 }

@@ -26,6 +26,9 @@ struct Unit {
     state: String,
 }
 
+/// The longest unfinished line kept; a longer one is printed as it is.
+const MAX_PARTIAL_LINE: usize = 64 << 10;
+
 pub(super) struct Human {
     multi: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
@@ -87,6 +90,10 @@ impl Human {
         while let Some(i) = buf.find('\n') {
             lines.push(buf[..i].to_string());
             buf.drain(..=i);
+        }
+        // A guest that never prints a newline still costs at most this.
+        if buf.len() >= MAX_PARTIAL_LINE {
+            lines.push(std::mem::take(buf));
         }
         for l in lines {
             self.vm_line(name, &l);
@@ -452,5 +459,23 @@ impl Human {
             Outcome::Sandbox(Err(_)) => {}
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_without_end_does_not_grow_without_end() {
+        let mut human = Human::new(&["a".to_string()]);
+        let chunk = "x".repeat(4096);
+        for _ in 0..100 {
+            human.stream("a\u{0}stdout".into(), "a", &chunk);
+            let kept: usize = human.partial.values().map(String::len).sum();
+            assert!(kept < MAX_PARTIAL_LINE, "{kept} bytes kept");
+        }
+        human.stream("a\u{0}stdout".into(), "a", "end\n");
+        assert!(human.partial.values().all(String::is_empty));
     }
 }

@@ -230,8 +230,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 /// Every event of the run as the JSON line `--output json` prints (with
-/// `ts_ms` and, when traced, `trace_id`), kept for the timeline and
-/// written to `--save-run`.
+/// `ts_ms` and, when traced, `trace_id`), written to `--save-run` and,
+/// except output, kept for the timeline.
 struct Recorder {
     events: Vec<EventLine>,
     file: Option<std::io::BufWriter<std::fs::File>>,
@@ -261,7 +261,11 @@ impl Recorder {
             event,
         };
         self.save(&to_json(&line));
-        self.events.push(line.clone());
+        // The timeline does not draw output, and a guest can print without
+        // end: output goes to the display and the saved run, not to memory.
+        if !matches!(line.event, RunEvent::Output { .. }) {
+            self.events.push(line.clone());
+        }
         line
     }
 
