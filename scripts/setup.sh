@@ -15,6 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 packages=(
   qemu-system-x86       # the VMM (microvm machine, vhost-user-vsock)
+  bubblewrap            # the namespaces QEMU runs in (vm/confine.rs)
   busybox-static        # a stock guest userland (`voidbox image build`'s default)
   linux-source-6.12     # the guest kernel's source
   build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils  # kernel build

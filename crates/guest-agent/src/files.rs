@@ -239,8 +239,14 @@ fn file_stat(st: &rustix::fs::Stat) -> FileStat {
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
-        mtime_unix_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+        mtime_unix_ns: unix_ns(st.st_mtime, st.st_mtime_nsec as i64),
     }
+}
+
+/// Nanoseconds since the epoch, saturating: anyone in the guest may set a
+/// file's time to year 300 million (`touch -d @9e15`).
+fn unix_ns(secs: i64, nanos: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 /// Sends a one-message result.
@@ -351,4 +357,16 @@ pub async fn read(
     }
     reply.send(GuestMsg::FileEnd { size }).await;
     credits.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_ns;
+
+    #[test]
+    fn far_future_and_past_times_saturate() {
+        assert_eq!(unix_ns(1, 5), 1_000_000_005);
+        assert_eq!(unix_ns(9_000_000_000_000_000, 0), i64::MAX);
+        assert_eq!(unix_ns(i64::MIN, 0), i64::MIN);
+    }
 }

@@ -15,7 +15,7 @@ use void_box::llm::{LlmProvider, MockScript, MockTurn};
 use void_box::pipeline::Pipeline;
 use void_box::skill::Skill;
 
-const SKILLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/skills");
+const SKILLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/specs/skills");
 const CLOSES: &str = "100.00 101.50 100.80 102.30 103.10 102.60 104.20 105.00 104.40 106.10";
 
 fn stage(name: &str, skill: &str, prompt: &str, turns: Vec<MockTurn>) -> VoidBox {

@@ -28,6 +28,10 @@ pub enum RunEvent {
         /// How long it took to boot.
         #[serde(with = "crate::millis")]
         boot: Duration,
+        /// What isolates it: `kvm`, or `tcg` (software emulation). Absent
+        /// only in runs saved before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accel: Option<crate::vm::Accel>,
     },
     /// A model turn begins.
     TurnStarted {

@@ -21,6 +21,7 @@ pub(crate) async fn in_fresh_sandbox<T>(
     events.emit(RunEvent::SandboxReady {
         box_name: name.to_string(),
         boot: sandbox.boot_time(),
+        accel: Some(sandbox.accel()),
     });
     let outcome = work(&sandbox).await;
     if let Err(e) = sandbox.shutdown().await {

@@ -4,7 +4,7 @@
 //! One test in its own binary, so the peak belongs to nothing else.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use void_box::agent::{AgentError, PostToolAction, ToolOutcome, VoidBox};
@@ -81,6 +81,9 @@ async fn a_gibibyte_of_output_costs_the_host_a_bounded_amount() {
             MockTurn::text("Printed."),
         ])))
         .max_tool_output(4000)
+        // The bound is on memory, not speed: a debug host on a busy machine
+        // may need more than the default 120 s for 1 GiB.
+        .tool_timeout(Duration::from_secs(900))
         .post_tool(move |_, out| {
             *seen.lock().unwrap() = Some(out.clone());
             PostToolAction::Keep

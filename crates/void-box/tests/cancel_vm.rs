@@ -22,7 +22,17 @@ fn sleeper(name: &str) -> VoidBox {
         .unwrap()
 }
 
-/// QEMU processes whose parent is this test process.
+/// A process's command name and parent, from `/proc/PID/stat`.
+fn comm_and_parent(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let ppid = stat[close + 2..].split(' ').nth(1)?.parse().ok()?;
+    Some((stat[open + 1..close].to_string(), ppid))
+}
+
+/// QEMU processes this test process started: its children, or the
+/// children of the bubblewrap it started QEMU under.
 fn qemu_children() -> Vec<u32> {
     let me = std::process::id();
     let mut found = Vec::new();
@@ -30,19 +40,11 @@ fn qemu_children() -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Some((comm, ppid)) = comm_and_parent(pid) else {
             continue;
         };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        let ppid = stat[close + 2..]
-            .split(' ')
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) && comm.starts_with("qemu-system") {
+        let ours = ppid == me || comm_and_parent(ppid).is_some_and(|(_, up)| up == me);
+        if ours && comm.starts_with("qemu-system") {
             found.push(pid);
         }
     }

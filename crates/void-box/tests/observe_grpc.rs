@@ -94,6 +94,10 @@ async fn spans_and_metrics_reach_a_grpc_receiver() {
         let _root = root.enter();
         let child = tracing::info_span!("grpc-child");
         let _child = child.enter();
+        // Debug carries tool arguments; only INFO and above is exported.
+        tracing::info!("info-event");
+        tracing::debug!(args = "SECRET-TOOL-ARGS", "debug-event");
+        drop(tracing::debug_span!("grpc-debug").entered());
         metrics::stage_finished("box", true, Duration::from_millis(5));
         void_box::observe::traceparent().unwrap()
     };
@@ -111,6 +115,11 @@ async fn spans_and_metrics_reach_a_grpc_receiver() {
         .find(|s| s.name == "grpc-child")
         .expect("child span");
     assert_eq!(child.parent_span_id, root.span_id);
+    let events: Vec<&str> = child.events.iter().map(|e| e.name.as_str()).collect();
+    assert!(events.contains(&"info-event"), "{events:?}");
+    assert!(!events.contains(&"debug-event"), "{events:?}");
+    assert!(!spans.iter().any(|s| s.name == "grpc-debug"));
+    assert!(!format!("{spans:?}").contains("SECRET-TOOL-ARGS"));
     assert_eq!(
         traceparent,
         format!(

@@ -9,6 +9,8 @@ use clap::Args;
 use void_box::sandbox::{Mount, VolumeMount};
 use void_box::{Exec, ExecEvent, Sandbox, SandboxConfig};
 
+use crate::stop::StopSignals;
+
 /// Sandbox options shared by `exec` and `shell`.
 #[derive(Args, Debug, Clone)]
 pub struct SandboxArgs {
@@ -99,18 +101,47 @@ pub struct ExecArgs {
     #[command(flatten)]
     sandbox: SandboxArgs,
     /// Kill the command after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
     /// Command and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
+/// Seconds, positive and finite (a bad value is an error, not a panic).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if secs <= 0.0 {
+        return Err(format!("{s} is not a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s} seconds: {e}"))
+}
+
+/// On a terminal, says what the command runs in: boot time and isolation.
+pub fn print_header(sandbox: &Sandbox) {
+    if std::io::stderr().is_terminal() {
+        let accel = sandbox.accel();
+        eprintln!(
+            "voidbox: sandbox up in {:.1} s on {accel}: {}",
+            sandbox.boot_time().as_secs_f64(),
+            accel.isolation()
+        );
+    }
+}
+
 pub async fn run(args: ExecArgs) -> Result<ExitCode> {
-    let sandbox = args.sandbox.boot().await?;
+    let mut stop = StopSignals::new()?;
+    // A stop during the boot drops it, which kills the VM.
+    let sandbox = tokio::select! {
+        sandbox = args.sandbox.boot() => sandbox?,
+        code = stop.next() => return Ok(ExitCode::from(code)),
+    };
+    print_header(&sandbox);
     let mut cmd = Exec::new(&args.command[0]).args(args.command[1..].iter().cloned());
-    if let Some(secs) = args.timeout {
-        cmd = cmd.timeout(Duration::from_secs_f64(secs));
+    if let Some(timeout) = args.timeout {
+        cmd = cmd.timeout(timeout);
     }
     // Piped or redirected input goes to the command, as with a local
     // command; a terminal does not (use `voidbox shell` to type).
@@ -118,13 +149,18 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode> {
     if forward_stdin {
         cmd = cmd.stdin_stream();
     }
-    let result = stream_command(&sandbox, cmd, forward_stdin).await;
+    let result = stream_command(&sandbox, cmd, forward_stdin, &mut stop).await;
     sandbox.shutdown().await?;
     result
 }
 
-/// Streams a command's output to ours; Ctrl-C cancels it.
-async fn stream_command(sandbox: &Sandbox, cmd: Exec, forward_stdin: bool) -> Result<ExitCode> {
+/// Streams a command's output to ours; Ctrl-C, SIGTERM or SIGHUP cancels it.
+async fn stream_command(
+    sandbox: &Sandbox,
+    cmd: Exec,
+    forward_stdin: bool,
+    stop: &mut StopSignals,
+) -> Result<ExitCode> {
     let mut stream = sandbox.exec_stream(cmd).await?;
     if forward_stdin {
         let writer = stream.stdin();
@@ -135,7 +171,7 @@ async fn stream_command(sandbox: &Sandbox, cmd: Exec, forward_stdin: bool) -> Re
     loop {
         let event = tokio::select! {
             event = stream.next() => event?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = stop.next() => {
                 stream.cancel()?;
                 continue;
             }

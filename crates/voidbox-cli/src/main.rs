@@ -8,6 +8,7 @@ mod report;
 mod run;
 mod shell;
 mod spec_cmd;
+mod stop;
 mod volume;
 
 use std::process::ExitCode;
@@ -22,9 +23,14 @@ use void_box::observe::{ObserveConfig, Telemetry};
 #[command(
     name = "voidbox",
     version,
-    about = "Run AI agents and commands inside hardware-isolated micro-VMs"
+    about = "Run AI agents and commands inside micro-VMs: hardware-isolated with KVM, \
+             software-emulated (TCG, not a security boundary) without it"
 )]
 struct Cli {
+    /// Refuse to start a VM without usable KVM instead of falling back to TCG
+    /// software emulation (the same as VOIDBOX_ACCEL=kvm).
+    #[arg(long, global = true)]
+    require_kvm: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +62,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.require_kvm {
+        // Before any thread exists; every sandbox reads it (`Accel::choose`).
+        std::env::set_var("VOIDBOX_ACCEL", "kvm");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

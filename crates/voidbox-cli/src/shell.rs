@@ -38,6 +38,7 @@ impl Drop for RawMode {
 
 pub async fn run(args: ShellArgs) -> Result<ExitCode> {
     let sandbox = args.sandbox.boot().await?;
+    crate::exec::print_header(&sandbox);
     let (cols, rows) = terminal::size().unwrap_or((80, 24));
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
     let cmd = Exec::new(&args.shell)
@@ -52,6 +53,9 @@ pub async fn run(args: ShellArgs) -> Result<ExitCode> {
     // guest's line discipline turns it into SIGINT for the foreground job).
     let input = tokio::spawn(async move { stdin.copy_from(tokio::io::stdin()).await });
     let mut winch = signal(SignalKind::window_change())?;
+    // Ctrl-C is a keystroke here; SIGTERM and SIGHUP (the terminal went
+    // away) end the shell and its VM.
+    let mut stop = crate::stop::StopSignals::new()?;
     let mut stdout = std::io::stdout();
     let status = loop {
         tokio::select! {
@@ -67,6 +71,12 @@ pub async fn run(args: ShellArgs) -> Result<ExitCode> {
                 if let Ok((cols, rows)) = terminal::size() {
                     stream.resize(rows, cols)?;
                 }
+            }
+            code = stop.next() => {
+                input.abort();
+                drop(raw);
+                // Dropping the sandbox on the way out kills the VM.
+                return Ok(ExitCode::from(code));
             }
         }
     };

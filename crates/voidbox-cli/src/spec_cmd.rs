@@ -8,10 +8,33 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use void_box::spec::{self, Spec, SpecError};
 
+/// What a spec may take from the host beyond the default.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HostAccessArgs {
+    /// Let the spec's `env: {NAME: ""}` copy this host variable into the
+    /// guest although it looks like a credential (repeatable).
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pass_env: Vec<String>,
+    /// Let `file:` skills read files outside the spec's directory.
+    #[arg(long)]
+    allow_host_files: bool,
+}
+
+impl HostAccessArgs {
+    fn access(&self) -> spec::HostAccess {
+        spec::HostAccess {
+            pass_env: self.pass_env.iter().cloned().collect(),
+            files_outside: self.allow_host_files,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
     /// The spec file (`.json`: JSON, anything else: YAML).
     file: PathBuf,
+    #[command(flatten)]
+    access: HostAccessArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -27,18 +50,23 @@ pub struct InspectArgs {
     /// How to print the resolved configuration.
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     format: Format,
+    #[command(flatten)]
+    access: HostAccessArgs,
 }
 
 /// Loads a spec and builds its runnable form, so everything short of
 /// booting is checked (providers included).
-pub fn load_checked(file: &Path) -> Result<(Spec, spec::Runnable), SpecError> {
-    let spec = spec::load(file)?;
+pub fn load_checked(
+    file: &Path,
+    access: &HostAccessArgs,
+) -> Result<(Spec, spec::Runnable), SpecError> {
+    let spec = spec::load_with(file, access.access())?;
     let runnable = spec.runnable()?;
     Ok((spec, runnable))
 }
 
 pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
-    match load_checked(&args.file) {
+    match load_checked(&args.file, &args.access) {
         Ok((spec, _)) => {
             println!("ok: {}", spec.summary());
             Ok(ExitCode::SUCCESS)
@@ -51,7 +79,7 @@ pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
-    let resolved = spec::load(&args.file).and_then(|s| s.resolved());
+    let resolved = spec::load_with(&args.file, args.access.access()).and_then(|s| s.resolved());
     match resolved {
         Ok(r) => {
             match args.format {

@@ -142,3 +142,29 @@ fn shell_runs_on_a_real_pty_and_returns_the_exit_code() {
     assert!(text.contains("marker-42"), "{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
 }
+
+#[test]
+fn require_kvm_refuses_software_emulation_and_says_why() {
+    let flag = voidbox()
+        .args(["--require-kvm", "exec", "--", "true"])
+        .output()
+        .unwrap();
+    let env = voidbox()
+        .args(["exec", "--", "true"])
+        .env("VOIDBOX_ACCEL", "kvm")
+        .output()
+        .unwrap();
+    for out in [flag, env] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match void_box::vm::accel::kvm_unusable() {
+            // These machines: no hardware virtualization behind /dev/kvm.
+            Some(why) => {
+                assert_eq!(out.status.code(), Some(125), "{stderr}");
+                assert!(stderr.contains("KVM is required"), "{stderr}");
+                assert!(stderr.contains(&why), "{stderr}");
+                assert!(stderr.contains("not a security boundary"), "{stderr}");
+            }
+            None => assert!(out.status.success(), "{stderr}"),
+        }
+    }
+}

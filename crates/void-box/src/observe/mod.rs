@@ -187,15 +187,20 @@ impl Telemetry {
     }
 
     /// A `tracing` layer that turns spans into OpenTelemetry spans, when
-    /// exporting.
-    pub fn layer<S>(
-        &self,
-    ) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>
+    /// exporting. It takes INFO and above only, whatever `VOIDBOX_LOG` says:
+    /// debug events carry tool arguments (file contents, commands), which
+    /// are not for a collector.
+    pub fn layer<S>(&self) -> Option<impl tracing_subscriber::Layer<S>>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
+        use tracing_subscriber::Layer;
         let tracer = self.tracer.as_ref()?.tracer("void-box");
-        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
     }
 
     /// Flushes and stops the exporters (call before exiting).

@@ -92,7 +92,7 @@ impl Timeline {
                     cost_usd: None,
                     segments: Vec::new(),
                 }),
-                RunEvent::SandboxReady { box_name, boot } => {
+                RunEvent::SandboxReady { box_name, boot, .. } => {
                     if let Some(i) = stage(&timeline, box_name) {
                         let boot = u64::try_from(boot.as_millis()).unwrap_or(u64::MAX);
                         let s = &mut timeline.stages[i];
@@ -299,14 +299,22 @@ not json
             event: RunEvent::SandboxReady {
                 box_name: "a".into(),
                 boot: std::time::Duration::from_millis(1500),
+                accel: Some(crate::vm::Accel::Tcg),
             },
         };
         let json = serde_json::to_string(&line).unwrap();
         assert_eq!(
             json,
-            r#"{"ts_ms":5,"event":"sandbox_ready","box_name":"a","boot":1500}"#
+            r#"{"ts_ms":5,"event":"sandbox_ready","box_name":"a","boot":1500,"accel":"tcg"}"#
         );
         assert_eq!(serde_json::from_str::<EventLine>(&json).unwrap(), line);
+        // A run saved before the accelerator was recorded still reads.
+        let old = r#"{"ts_ms":5,"event":"sandbox_ready","box_name":"a","boot":1500}"#;
+        let old: EventLine = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            old.event,
+            RunEvent::SandboxReady { accel: None, .. }
+        ));
     }
 
     #[test]

@@ -36,10 +36,7 @@ impl SandboxProvider for VmProvider {
                 Some(image) => image.clone(),
                 None => GuestImage::resolve()?,
             };
-            let accel = match config.accel {
-                Some(a) => a,
-                None => Accel::from_env()?,
-            };
+            let accel = Accel::choose(config.accel)?;
             let spec = VmSpec {
                 kernel: image.kernel,
                 initramfs: image.initramfs,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
-    Implementation, ResourceContents, Tool,
+    Implementation, PaginatedRequestParams, ResourceContents, Tool,
 };
 use rmcp::service::{RunningService, ServiceError};
 use rmcp::{RoleClient, ServiceExt};
@@ -97,10 +97,7 @@ impl McpSession {
                 .serve((stdout, stdin))
                 .await
                 .map_err(|e| format!("initialize failed: {e}"))?;
-            let tools = client
-                .list_all_tools()
-                .await
-                .map_err(|e| format!("listing tools failed: {e}"))?;
+            let tools = list_tools(&client, name).await?;
             Ok::<_, String>((client, tools))
         };
         let remaining = deadline.saturating_sub(started.elapsed());
@@ -268,27 +265,102 @@ fn stderr_section(stdio: &GuestStdio) -> String {
     }
 }
 
-/// The agent-facing specs of `tools` and the map back to their real names.
+/// What one MCP server may put into every model request: its tool list
+/// goes there whole, so a hostile server could otherwise inflate each
+/// request's cost without end or fill it with instructions.
+const MAX_TOOLS: usize = 128;
+/// Pages of `tools/list` followed.
+const MAX_TOOL_PAGES: usize = 16;
+/// Bytes of one tool's description (longer ones are cut).
+const MAX_DESCRIPTION: usize = 4096;
+/// Bytes of one tool's input schema as JSON (tools with larger ones are left out).
+const MAX_SCHEMA: usize = 32 * 1024;
+
+/// The server's tools: pages of `tools/list` until the last, or until
+/// [`MAX_TOOL_PAGES`] pages or [`MAX_TOOLS`] tools.
+async fn list_tools(
+    client: &rmcp::Peer<RoleClient>,
+    skill: &str,
+) -> std::result::Result<Vec<Tool>, String> {
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..MAX_TOOL_PAGES {
+        let params =
+            (page > 0).then(|| PaginatedRequestParams::default().with_cursor(cursor.take()));
+        let listed = client
+            .list_tools(params)
+            .await
+            .map_err(|e| format!("listing tools failed: {e}"))?;
+        tools.extend(listed.tools);
+        if tools.len() > MAX_TOOLS {
+            break;
+        }
+        match listed.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(tools),
+        }
+    }
+    tracing::warn!(
+        skill,
+        "the MCP server lists more than {MAX_TOOLS} tools or {MAX_TOOL_PAGES} pages; the rest are left out"
+    );
+    Ok(tools)
+}
+
+/// The agent-facing specs of `tools` (at most [`MAX_TOOLS`], descriptions
+/// cut at [`MAX_DESCRIPTION`], none with a schema over [`MAX_SCHEMA`]) and
+/// the map back to their real names.
 fn agent_tools(skill: &str, tools: Vec<Tool>) -> (Vec<ToolSpec>, HashMap<String, String>) {
-    let mut specs = Vec::with_capacity(tools.len());
+    let mut specs = Vec::with_capacity(tools.len().min(MAX_TOOLS));
     let mut real_names = HashMap::new();
     for tool in tools {
+        if specs.len() == MAX_TOOLS {
+            tracing::warn!(
+                skill,
+                "more than {MAX_TOOLS} MCP tools; the rest are left out"
+            );
+            break;
+        }
         if real_names.values().any(|real| *real == tool.name) {
             continue; // listed twice
         }
+        let input_schema = Value::Object((*tool.input_schema).clone());
+        let schema_len = serde_json::to_vec(&input_schema).map_or(usize::MAX, |j| j.len());
+        if schema_len > MAX_SCHEMA {
+            tracing::warn!(
+                skill,
+                tool = %tool.name,
+                "left out: its input schema is {schema_len} bytes (limit {MAX_SCHEMA})"
+            );
+            continue;
+        }
         let name = unique_name(&agent_tool_name(skill, &tool.name), &real_names);
         real_names.insert(name.clone(), tool.name.to_string());
+        let description = tool
+            .description
+            .map(|d| d.into_owned())
+            .or(tool.title)
+            .unwrap_or_default();
         specs.push(ToolSpec {
             name,
-            description: tool
-                .description
-                .map(|d| d.into_owned())
-                .or(tool.title)
-                .unwrap_or_default(),
-            input_schema: Value::Object((*tool.input_schema).clone()),
+            description: cut(description, MAX_DESCRIPTION),
+            input_schema,
         });
     }
     (specs, real_names)
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary, marked.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }
 
 /// `mcp__<skill>__<tool>`, other characters replaced by `_`, cut to 64.
@@ -368,6 +440,30 @@ mod tests {
             "inputSchema": {"type": "object"}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_server_cannot_inflate_every_model_request() {
+        let mut tools: Vec<Tool> = (0..300).map(|i| tool(&format!("t{i}"))).collect();
+        tools[0].description = Some("é".repeat(10_000).into());
+        let huge: serde_json::Map<String, Value> = (0..5000)
+            .map(|i| (format!("field{i}"), serde_json::json!({"type": "string"})))
+            .collect();
+        tools[1].input_schema = std::sync::Arc::new(huge);
+        let (specs, real) = agent_tools("s", tools);
+        assert_eq!(specs.len(), MAX_TOOLS);
+        assert_eq!(real.len(), MAX_TOOLS);
+        assert!(specs[0].description.len() <= MAX_DESCRIPTION);
+        assert!(specs[0].description.ends_with("..."));
+        assert!(
+            !real.values().any(|r| r == "t1"),
+            "the huge schema is left out"
+        );
+        let total: usize = specs
+            .iter()
+            .map(|t| t.description.len() + t.input_schema.to_string().len())
+            .sum();
+        assert!(total < MAX_TOOLS * (MAX_DESCRIPTION + MAX_SCHEMA));
     }
 
     #[test]

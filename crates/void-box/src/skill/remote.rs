@@ -11,6 +11,7 @@ use crate::cache_dir;
 /// Remote skill documents larger than this are refused.
 const MAX_SKILL_BYTES: usize = 1 << 20;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_REDIRECTS: usize = 5;
 
 fn cache_path(sha256: &str) -> PathBuf {
     cache_dir().join("skills").join(format!("{sha256}.md"))
@@ -35,6 +36,19 @@ fn check_scheme(url: &reqwest::Url) -> Result<(), String> {
     }
 }
 
+/// An error and what caused it (reqwest keeps a redirect policy's reason
+/// in the source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The document at `url`, whose SHA-256 must be `sha256` (lowercase hex).
 pub async fn fetch(url: &str, sha256: &str) -> Result<String, String> {
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -51,13 +65,25 @@ pub async fn fetch(url: &str, sha256: &str) -> Result<String, String> {
     check_scheme(&parsed)?;
     let client = reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
+        // Every hop passes the same check as the first URL: no downgrade to
+        // plain HTTP, no redirect to a host's internal service.
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if let Err(e) = check_scheme(attempt.url()) {
+                let to = attempt.url().to_string();
+                attempt.error(format!("redirect to {to}: {e}"))
+            } else {
+                attempt.follow()
+            }
+        }))
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
     let mut response = client
         .get(parsed)
         .send()
         .await
-        .map_err(|e| format!("fetch failed: {e}"))?;
+        .map_err(|e| format!("fetch failed: {}", with_causes(&e)))?;
     if !response.status().is_success() {
         return Err(format!("fetch failed: HTTP {}", response.status()));
     }
@@ -101,5 +127,38 @@ mod tests {
         assert!(ok("http://127.0.0.1:8080/s.md"));
         assert!(!ok("http://example.com/s.md"));
         assert!(!ok("file:///etc/passwd"));
+    }
+
+    /// A loopback server that answers every request with a redirect to `to`.
+    async fn redirecting_to(to: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/skill.md", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let reply =
+                    format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n");
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_checked_like_the_first_url() {
+        let hash = "0".repeat(64);
+        let url = redirecting_to("http://example.com/skill.md").await;
+        let err = fetch(&url, &hash).await.unwrap_err();
+        assert!(err.contains("scheme `http` is not allowed"), "{err}");
+        // reqwest follows no redirect off HTTP at all: the 302 is the answer.
+        let url = redirecting_to("file:///etc/passwd").await;
+        let err = fetch(&url, &hash).await.unwrap_err();
+        assert!(err.contains("302"), "{err}");
+        // A loop of redirects ends.
+        let listener_url = redirecting_to("/skill.md").await;
+        let err = fetch(&listener_url, &hash).await.unwrap_err();
+        assert!(err.contains("redirects"), "{err}");
     }
 }

@@ -141,6 +141,7 @@ fn unsupported(
 }
 
 fn check_sandbox(spec: &Spec, s: &SandboxSpec) -> Result<(), SpecError> {
+    super::host_access::check_env(spec, &s.env)?;
     if let Some(mode) = &s.mode {
         if mode.value == Mode::Mock {
             return Err(spec
@@ -317,6 +318,7 @@ fn check_pipeline(spec: &Spec, p: &Sp<PipelineSpec>) -> Result<(), SpecError> {
         )?;
         if let Some(sb) = &b.sandbox {
             unsupported(spec, "snapshot", &sb.snapshot)?;
+            super::host_access::check_env(spec, &sb.env)?;
         }
     }
     let mut used: HashSet<&str> = HashSet::new();
@@ -532,6 +534,12 @@ pub(super) fn skill(spec: &Spec, entry: &Sp<SkillEntry>) -> Result<Skill, SpecEr
                                 "relative paths resolve against the spec's directory, {}",
                                 spec.dir.display()
                             )));
+                    }
+                    if let Some(why) = super::host_access::outside_dir(spec, &path) {
+                        return Err(fail(why).hint(
+                            "a skill file goes into the model's prompt; copy it next to the \
+                             spec, or pass `--allow-host-files` (Rust: HostAccess::files_outside)",
+                        ));
                     }
                     Ok(Skill::file(path))
                 }

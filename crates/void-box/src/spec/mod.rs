@@ -25,6 +25,7 @@
 mod build;
 mod check;
 mod error;
+mod host_access;
 mod model;
 mod resolved;
 mod run;
@@ -37,6 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use error::SpecError;
+pub use host_access::{looks_like_credential, HostAccess};
 pub use model::ObserveSpec;
 pub use resolved::{
     Resolved, ResolvedBox, ResolvedCommand, ResolvedLlm, ResolvedPipeline, ResolvedSandbox,
@@ -142,20 +144,36 @@ pub struct Spec {
     text: String,
     format: Format,
     raw: RawSpec,
+    access: HostAccess,
 }
 
 /// Reads, parses and checks the spec at `path` (`.json`: JSON, anything
 /// else: YAML). Relative paths in it resolve against its directory.
 pub fn load(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
+    load_with(path, HostAccess::default())
+}
+
+/// [`load`], granting the spec `access` to the host beyond the default
+/// (credential-like variables it may copy, files outside its directory).
+pub fn load_with(path: impl AsRef<Path>, access: HostAccess) -> Result<Spec, SpecError> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path)
         .map_err(|e| SpecError::new(path, (0, 0), format!("cannot read the spec: {e}")))?;
-    parse(&text, path)
+    parse_with(&text, path, access)
 }
 
 /// Parses and checks spec text as if it were read from `path` (which
 /// chooses the format and the directory relative paths resolve against).
 pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Spec, SpecError> {
+    parse_with(text, path, HostAccess::default())
+}
+
+/// [`parse`] with `access` to the host beyond the default.
+pub fn parse_with(
+    text: &str,
+    path: impl AsRef<Path>,
+    access: HostAccess,
+) -> Result<Spec, SpecError> {
     let file = path.as_ref().to_path_buf();
     let json = file
         .extension()
@@ -175,6 +193,7 @@ pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Spec, SpecError> {
         text: text.to_string(),
         format: if json { Format::Json } else { Format::Yaml },
         raw,
+        access,
     };
     check::check(&spec)?;
     Ok(spec)
@@ -246,6 +265,20 @@ impl Spec {
     /// environment variable names, never API key values.
     pub fn resolved(&self) -> Result<Resolved, SpecError> {
         Ok(build::build(self, &host_env)?.1)
+    }
+
+    /// The variables the spec's providers read their keys from.
+    fn key_vars(&self) -> Vec<&str> {
+        let mut llms: Vec<&model::LlmSpec> = self.raw.llm.iter().collect();
+        if let Some(agent) = &self.raw.agent {
+            llms.extend(&agent.value.llm);
+        }
+        if let Some(pipeline) = &self.raw.pipeline {
+            llms.extend(pipeline.value.boxes.iter().filter_map(|b| b.llm.as_ref()));
+        }
+        llms.iter()
+            .filter_map(|l| l.api_key_env.as_deref())
+            .collect()
     }
 
     /// An error at `at`.

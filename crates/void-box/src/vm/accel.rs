@@ -35,6 +35,40 @@ impl Accel {
         }
     }
 
+    /// The accelerator for one sandbox: the configuration's, else
+    /// [`from_env`](Self::from_env). When KVM is required (`VOIDBOX_ACCEL=kvm`,
+    /// which `voidbox --require-kvm` sets) or asked for, anything but a
+    /// usable KVM is refused with the reason: TCG is software emulation,
+    /// not a security boundary.
+    pub fn choose(configured: Option<Accel>) -> Result<Accel> {
+        let required = std::env::var("VOIDBOX_ACCEL").is_ok_and(|v| v == "kvm");
+        let accel = match configured {
+            Some(accel) => accel,
+            None => Accel::from_env()?,
+        };
+        if required && accel == Accel::Tcg {
+            return Err(Error::Launch(
+                "KVM is required (--require-kvm or VOIDBOX_ACCEL=kvm) but this sandbox's \
+                 configuration asks for TCG"
+                    .into(),
+            ));
+        }
+        if accel == Accel::Kvm {
+            if let Some(why) = kvm_unusable() {
+                return Err(Error::Launch(format!(
+                    "KVM is required{} but not usable here: {why}. Without it VMs run under \
+                     TCG, QEMU's software emulation, which is not a security boundary",
+                    if required {
+                        " (--require-kvm or VOIDBOX_ACCEL=kvm)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        Ok(accel)
+    }
+
     /// Parses `kvm`, `tcg` or `auto`.
     pub fn parse(name: &str) -> Result<Accel> {
         match name {
@@ -47,30 +81,50 @@ impl Accel {
         }
     }
 
-    /// KVM only when a hardware-virtualization module is loaded and
-    /// /dev/kvm opens read-write. A /dev/kvm without `kvm_intel`/`kvm_amd`
-    /// (for example nested `kvm_pvm`) cannot run an ordinary guest kernel,
-    /// so TCG is used there, with a one-line notice.
-    pub fn detect() -> Accel {
-        let hardware = Path::new("/sys/module/kvm_intel").exists()
-            || Path::new("/sys/module/kvm_amd").exists();
-        let usable = hardware
-            && std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/kvm")
-                .is_ok();
-        if usable {
-            Accel::Kvm
-        } else {
-            static NOTICE: Once = Once::new();
-            NOTICE.call_once(|| {
-                tracing::warn!(
-                    "no usable hardware virtualization (kvm_intel/kvm_amd with /dev/kvm); \
-                     VMs run under TCG software emulation"
-                )
-            });
-            Accel::Tcg
+    /// What isolates the guest, for headers and results.
+    pub fn isolation(&self) -> &'static str {
+        match self {
+            Accel::Kvm => "hardware virtualization (KVM)",
+            Accel::Tcg => "software emulation (TCG), not hardware isolation",
         }
+    }
+
+    /// KVM when it can run an ordinary guest ([`kvm_unusable`]), else TCG,
+    /// with a one-line notice.
+    pub fn detect() -> Accel {
+        match kvm_unusable() {
+            None => Accel::Kvm,
+            Some(why) => {
+                static NOTICE: Once = Once::new();
+                NOTICE.call_once(|| {
+                    tracing::warn!(
+                        "no usable hardware virtualization ({why}); VMs run under TCG, \
+                         software emulation, which is not a security boundary \
+                         (--require-kvm refuses it)"
+                    )
+                });
+                Accel::Tcg
+            }
+        }
+    }
+}
+
+/// Why KVM cannot run an ordinary guest here, or `None` when it can: it
+/// needs a hardware-virtualization module (`kvm_intel`/`kvm_amd`; a
+/// `/dev/kvm` without one, such as nested `kvm_pvm`, cannot boot a normal
+/// kernel) and a `/dev/kvm` that opens read-write.
+pub fn kvm_unusable() -> Option<String> {
+    let hardware =
+        Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
+    if !hardware {
+        return Some("neither kvm_intel nor kvm_amd is loaded".into());
+    }
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot open /dev/kvm read-write ({e})")),
     }
 }

@@ -4,11 +4,20 @@
 //! [`VmBackend`] and talk to the guest through [`VmInstance::connect`].
 
 pub mod accel;
+pub mod confine;
 pub mod image;
 pub mod initramfs;
+mod logring;
+mod process;
 pub mod qemu;
 mod qmp;
+mod rundir;
+#[cfg(not(feature = "fuzzing"))]
 mod vsock;
+/// The vsock device, open to the fuzz targets (`--features fuzzing`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod vsock;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -104,4 +113,17 @@ pub trait VmInstance: Send + Sync {
     fn host_pids(&self) -> Vec<u32>;
     /// Host directory holding this VM's sockets and files.
     fn runtime_dir(&self) -> PathBuf;
+}
+
+/// `env` if set, else `name` on PATH.
+pub(crate) fn locate(env: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

@@ -1,54 +1,77 @@
 //! The QEMU `microvm` backend.
 //!
-//! Each VM is one unprivileged `qemu-system-x86_64 -M microvm` child
-//! process that boots the kernel directly (PVH), with guest RAM in a shared
-//! memfd (vhost-user needs `share=on`) and its virtio-vsock device served
-//! in-process over vhost-user (see [`super::vsock`]). Its sockets and files
-//! live in a private 0700 temporary directory.
+//! Each VM is one `qemu-system-x86_64 -M microvm` process that boots the
+//! kernel directly (PVH), with guest RAM in a shared memfd (vhost-user needs
+//! `share=on`) and its virtio-vsock device served in-process over vhost-user
+//! (see [`super::vsock`]). Its sockets and files live in a private 0700
+//! runtime directory.
 //!
-//! QEMU dies with the host process (`PR_SET_PDEATHSIG`), is killed when the
-//! [`QemuVm`] is dropped, and the directory goes with it.
+//! QEMU runs confined ([`super::confine`]): bubblewrap namespaces that show
+//! it only `/usr`, a minimal `/dev` and that directory, an empty
+//! environment, its own seccomp filter, and an unprivileged user when we are
+//! root. It dies with the host process, is killed through a pidfd when the
+//! [`QemuVm`] is dropped ([`super::process`]), and the directory goes with
+//! it; directories a killed `voidbox` left are swept at the next start
+//! ([`super::rundir`]).
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use rustix::process::{Pid, Signal, WaitOptions};
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use super::confine::{self, Confinement, Identity, Jail, Passed};
+use super::logring::{self, LogRing};
+use super::process::{VmmPid, VmmProcess};
 use super::qmp::Qmp;
 use super::vsock::VsockDevice;
-use super::{Accel, VmBackend, VmExit, VmInstance, VmSpec};
+use super::{rundir, Accel, VmBackend, VmExit, VmInstance, VmSpec};
 use crate::error::{Error, Result};
 
 /// Guest CID; each VM has its own vsock device, so they never collide.
 const GUEST_CID: u64 = 3;
+/// How much of the guest's serial console is kept (its last bytes).
+const CONSOLE_LOG_BYTES: usize = 256 * 1024;
+/// How much of QEMU's own output is kept.
+const QEMU_LOG_BYTES: usize = 64 * 1024;
 
 /// Launches VMs with QEMU.
 #[derive(Debug, Clone)]
 pub struct QemuBackend {
     qemu: PathBuf,
+    confinement: Confinement,
 }
 
 impl QemuBackend {
-    /// Finds QEMU: `VOIDBOX_QEMU`, else `qemu-system-x86_64` on `PATH`.
+    /// Finds QEMU (`VOIDBOX_QEMU`, else `qemu-system-x86_64` on `PATH`) and
+    /// bubblewrap (`VOIDBOX_BWRAP`, else `bwrap`; `VOIDBOX_CONFINE=off`
+    /// runs QEMU without namespaces).
     pub fn from_env() -> Result<Self> {
-        let qemu = locate("VOIDBOX_QEMU", "qemu-system-x86_64").ok_or_else(|| {
+        let qemu = super::locate("VOIDBOX_QEMU", "qemu-system-x86_64").ok_or_else(|| {
             Error::Launch("qemu-system-x86_64 not found (apt-get install qemu-system-x86, or set VOIDBOX_QEMU)".into())
         })?;
-        Ok(Self { qemu })
+        let qemu = std::fs::canonicalize(&qemu).unwrap_or(qemu);
+        Ok(Self {
+            qemu,
+            confinement: Confinement::from_env()?,
+        })
     }
 
-    /// The QEMU arguments for `spec`, with files under `dir`.
-    fn qemu_args(spec: &VmSpec, dir: &Path, initrd: &Path) -> Vec<String> {
+    /// The QEMU arguments for `spec`: sockets and logs under `dir`, every
+    /// other file through a descriptor in `passed`.
+    fn qemu_args(
+        spec: &VmSpec,
+        dir: &Path,
+        initrd: &Path,
+        console: &str,
+        passed: &mut Passed,
+    ) -> Result<Vec<String>> {
         let mem = format!("{}M", spec.memory_mb);
         let mut args: Vec<String> = vec![
             "-M".into(),
@@ -69,24 +92,32 @@ impl QemuBackend {
             format!("memory-backend-memfd,id=mem,size={mem},share=on"),
             "-nodefaults".into(),
             "-no-user-config".into(),
+            "-sandbox".into(),
+            confine::QEMU_SECCOMP.into(),
             "-display".into(),
             "none".into(),
             "-no-reboot".into(),
             "-chardev".into(),
-            format!("socket,id=vsock,path={}", dir.join("vhost.sock").display()),
+            format!(
+                "socket,id=vsock,path={}",
+                qemu_path(&dir.join("vhost.sock"))
+            ),
             "-device".into(),
             "vhost-user-vsock-device,chardev=vsock".into(),
             "-serial".into(),
-            format!("file:{}", dir.join("console.log").display()),
+            format!("file:{console}"),
             "-qmp".into(),
-            format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+            format!(
+                "unix:{},server=on,wait=off",
+                qemu_path(&dir.join("qmp.sock"))
+            ),
         ]);
         for (i, disk) in spec.disks.iter().enumerate() {
             args.extend([
                 "-drive".into(),
                 format!(
                     "file={},format=raw,if=none,readonly=on,id=disk{i}",
-                    qemu_path(&disk.path)
+                    passed.open(&disk.path)?
                 ),
                 "-device".into(),
                 format!("virtio-blk-device,drive=disk{i},serial={}", disk.serial),
@@ -102,7 +133,7 @@ impl QemuBackend {
                 "-fsdev".into(),
                 format!(
                     "local,id=share{i},path={},security_model={model}{}",
-                    qemu_path(&share.path),
+                    passed.open(&share.path)?,
                     if share.readonly { ",readonly=on" } else { "" }
                 ),
                 "-device".into(),
@@ -111,9 +142,9 @@ impl QemuBackend {
         }
         args.extend([
             "-kernel".into(),
-            spec.kernel.display().to_string(),
+            passed.open(&spec.kernel)?,
             "-initrd".into(),
-            initrd.display().to_string(),
+            passed.open(initrd)?,
             "-append".into(),
             format!(
                 "console=ttyS0 quiet panic=-1 reboot=t rdinit=/init {}",
@@ -122,7 +153,7 @@ impl QemuBackend {
             .trim_end()
             .to_string(),
         ]);
-        args
+        Ok(args)
     }
 }
 
@@ -132,58 +163,52 @@ fn qemu_path(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
-/// `env` if set, else `name` on PATH.
-fn locate(env: &str, name: &str) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(path));
+/// Starts QEMU in its jail on a keeper thread, its own output (and the
+/// wrapper's) into `log`. A launch that fails says what QEMU said.
+async fn spawn_vmm(
+    confinement: &Confinement,
+    jail: Jail<'_>,
+    log: &Arc<LogRing>,
+) -> Result<VmmProcess> {
+    let (log_write, drained) = logring::pipe_into(log.clone())?;
+    let (info, vmm_pid) = match confinement {
+        Confinement::Bwrap(_) => {
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| Error::io("create the wrapper's report pipe", e.into()))?;
+            (Some(write), VmmPid::Reported(read))
+        }
+        Confinement::Off => (None, VmmPid::Child),
+    };
+    let what = jail.program.display().to_string();
+    let mut cmd = confine::command(confinement, Jail { info, ..jail })?;
+    let log_err = log_write
+        .try_clone()
+        .map_err(|e| Error::io("clone the log pipe", e))?;
+    cmd.stdin(Stdio::null()).stdout(log_write).stderr(log_err);
+    match VmmProcess::spawn(cmd, vmm_pid, what).await {
+        Ok(process) => Ok(process),
+        Err(e) => {
+            // Everything holding the pipe is gone, so it ends soon.
+            let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
+            let said = log.tail(2000);
+            Err(match e {
+                Error::Launch(why) if !said.trim().is_empty() => {
+                    Error::Launch(format!("{why}\n--- qemu ---\n{}", said.trim_end()))
+                }
+                other => other,
+            })
+        }
     }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
-/// Spawns QEMU so that it dies with us and ignores the terminal's Ctrl-C
-/// (the host decides when the VM ends).
-fn spawn_vmm(program: &Path, args: &[String], log: &Path) -> Result<Child> {
-    let log_file = std::fs::File::create(log)
-        .map_err(|e| Error::io(format!("create {}", log.display()), e))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(
-            log_file
-                .try_clone()
-                .map_err(|e| Error::io("clone log handle", e))?,
-        )
-        .stderr(log_file)
-        .process_group(0)
-        .kill_on_drop(true);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is a single async-signal-safe syscall.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-            Ok(())
-        });
+/// Hands the runtime directory, and what QEMU opens in it, to `id`.
+fn chown_for(id: Option<Identity>, paths: &[&Path]) -> Result<()> {
+    let Some(id) = id else { return Ok(()) };
+    for path in paths {
+        std::os::unix::fs::chown(path, Some(id.uid), Some(id.gid))
+            .map_err(|e| Error::io(format!("chown {} for QEMU", path.display()), e))?;
     }
-    cmd.spawn()
-        .map_err(|e| Error::Launch(format!("spawn {}: {e}", program.display())))
-}
-
-/// Waits for a child in the background and publishes how it ended.
-fn watch_exit(mut child: Child) -> (u32, watch::Receiver<Option<VmExit>>) {
-    let pid = child.id().unwrap_or(0);
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let status = match child.wait().await {
-            Ok(s) => s.to_string(),
-            Err(e) => format!("unknown ({e})"),
-        };
-        let _ = tx.send(Some(VmExit { status }));
-    });
-    (pid, rx)
+    Ok(())
 }
 
 impl VmBackend for QemuBackend {
@@ -194,23 +219,41 @@ impl VmBackend for QemuBackend {
     fn launch<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn VmInstance>>> {
         async move {
             // 0700: the initrd in it carries the sandbox's secret.
-            let dir = tempfile::Builder::new()
-                .prefix("voidbox-")
-                .permissions(std::fs::Permissions::from_mode(0o700))
-                .tempdir()
-                .map_err(|e| Error::io("create the VM's runtime directory", e))?;
+            let dir = rundir::create()?;
+            let shares: Vec<PathBuf> = spec.shares.iter().map(|s| s.path.clone()).collect();
+            let identity = confine::identity(&shares)?;
             let initrd = dir.path().join("initramfs.cpio");
             write_initrd(&spec.initramfs, &spec.extra_initramfs, &initrd)?;
-
-            let device = VsockDevice::start(&dir.path().join("vhost.sock"), GUEST_CID)
+            let socket = dir.path().join("vhost.sock");
+            let device = VsockDevice::start(&socket, GUEST_CID)
                 .map_err(|e| Error::Launch(format!("vsock device: {e}")))?;
-            let args = Self::qemu_args(spec, dir.path(), &initrd);
-            let qemu = spawn_vmm(&self.qemu, &args, &dir.path().join("qemu.log"))?;
-            let (qemu_pid, qemu_exit) = watch_exit(qemu);
+            chown_for(identity, &[dir.path(), &initrd, &socket])?;
+
+            // The console: a pipe QEMU opens as its serial "file", into a ring.
+            let console = LogRing::new(CONSOLE_LOG_BYTES);
+            let (console_write, _) = logring::pipe_into(console.clone())?;
+            if let Some(id) = identity {
+                std::os::unix::fs::fchown(&console_write, Some(id.uid), Some(id.gid))
+                    .map_err(|e| Error::io("hand the console pipe to QEMU's user", e))?;
+            }
+            let mut passed = Passed::default();
+            let console_name = passed.add(console_write);
+            let args = Self::qemu_args(spec, dir.path(), &initrd, &console_name, &mut passed)?;
+            let jail = Jail {
+                program: &self.qemu,
+                args: &args,
+                runtime_dir: dir.path(),
+                kvm: spec.accel == Accel::Kvm,
+                identity,
+                passed,
+                info: None,
+            };
+            let qemu_log = LogRing::new(QEMU_LOG_BYTES);
+            let process = spawn_vmm(&self.confinement, jail, &qemu_log).await?;
             Ok(Box::new(QemuVm {
-                qemu_pid,
-                qemu_exit,
-                killed: AtomicBool::new(false),
+                process,
+                console,
+                qemu_log,
                 device,
                 dir_path: dir.path().to_path_buf(),
                 dir: Mutex::new(Some(dir)),
@@ -230,14 +273,17 @@ fn write_initrd(base: &Path, extra: &[u8], dest: &Path) -> Result<()> {
         .open(dest)
         .map_err(|e| Error::io("open the VM's initrd", e))?;
     file.write_all(extra)
-        .map_err(|e| Error::io("write the VM's initrd", e))
+        .map_err(|e| Error::io("write the VM's initrd", e))?;
+    // It holds the secret: QEMU's user alone reads it.
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod the VM's initrd", e))
 }
 
 /// A running QEMU VM and its vsock device.
 pub struct QemuVm {
-    qemu_pid: u32,
-    qemu_exit: watch::Receiver<Option<VmExit>>,
-    killed: AtomicBool,
+    process: VmmProcess,
+    console: Arc<LogRing>,
+    qemu_log: Arc<LogRing>,
     device: VsockDevice,
     dir_path: PathBuf,
     /// Removed by [`QemuVm::kill_all`], once QEMU is dead: a sandbox's files
@@ -246,36 +292,12 @@ pub struct QemuVm {
 }
 
 impl QemuVm {
-    fn log_tail(&self, name: &str, max_bytes: usize) -> String {
-        tail_of(&self.dir_path.join(name), max_bytes)
-    }
-
     fn kill_all(&self) {
-        // Once reaped, the pid may belong to someone else: never signal it twice.
-        let running = self.qemu_exit.borrow().is_none();
-        if running && !self.killed.swap(true, Ordering::SeqCst) {
-            if let Some(pid) = Pid::from_raw(self.qemu_pid as i32) {
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-                // Reap now so no zombie outlives the sandbox; if the watcher
-                // task got there first this returns ECHILD at once.
-                let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-            }
-        }
+        self.process.kill();
+        // Before the socket goes, or a device that never saw QEMU waits on.
+        self.device.shut_down();
         drop(self.dir.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
-}
-
-fn tail_of(path: &Path, max_bytes: usize) -> String {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(max_bytes as u64);
-    let mut buf = Vec::new();
-    if file.seek(SeekFrom::Start(start)).is_ok() {
-        let _ = file.read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 async fn wait_for(mut rx: watch::Receiver<Option<VmExit>>) -> VmExit {
@@ -293,16 +315,16 @@ impl VmInstance for QemuVm {
     }
 
     fn wait_exit(&self) -> BoxFuture<'static, VmExit> {
-        wait_for(self.qemu_exit.clone()).boxed()
+        wait_for(self.process.exit()).boxed()
     }
 
     fn exit_status(&self) -> Option<VmExit> {
-        self.qemu_exit.borrow().clone()
+        self.process.exit().borrow().clone()
     }
 
     fn console_tail(&self, max_bytes: usize) -> String {
-        let mut tail = self.log_tail("console.log", max_bytes);
-        let qemu = self.log_tail("qemu.log", max_bytes / 2);
+        let mut tail = self.console.tail(max_bytes);
+        let qemu = self.qemu_log.tail(max_bytes / 2);
         if !qemu.trim().is_empty() {
             tail.push_str("\n--- qemu ---\n");
             tail.push_str(&qemu);
@@ -312,7 +334,7 @@ impl VmInstance for QemuVm {
 
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
         async move {
-            let exit = self.qemu_exit.clone();
+            let exit = self.process.exit();
             if tokio::time::timeout(grace, wait_for(exit.clone()))
                 .await
                 .is_err()
@@ -334,7 +356,7 @@ impl VmInstance for QemuVm {
     }
 
     fn host_pids(&self) -> Vec<u32> {
-        vec![self.qemu_pid]
+        self.process.pids().to_vec()
     }
 
     fn runtime_dir(&self) -> PathBuf {

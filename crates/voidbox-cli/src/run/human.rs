@@ -68,8 +68,11 @@ impl Human {
         }
     }
 
-    /// A line above the progress lines (or straight to stderr).
+    /// A line above the progress lines (or straight to stderr). Control
+    /// characters are shown, not sent: model text and guest output must not
+    /// drive the operator's terminal (OSC 52 writes the clipboard).
     fn line(&self, text: String) {
+        let text = visible_controls(&text);
         match &self.multi {
             Some(m) => {
                 let _ = m.println(text);
@@ -195,6 +198,24 @@ struct Row {
     cost: String,
 }
 
+/// `text` with every control character but tab and newline written as
+/// `\u{..}` (ESC, BEL, CSI and the other C0 and C1 codes included).
+fn visible_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let shown = |c: char| !c.is_control() || c == '\t' || c == '\n';
+    if text.chars().all(shown) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if shown(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn style(width: usize, running: bool) -> ProgressStyle {
     let template = if running {
         format!("{{spinner:.cyan}} {{prefix:<{width}.bold}} {{msg}} {{elapsed:>4}}")
@@ -263,10 +284,16 @@ impl Display for Human {
                     self.vm_line(&box_name, "starting");
                 }
             }
-            RunEvent::SandboxReady { box_name, boot } => {
+            RunEvent::SandboxReady {
+                box_name,
+                boot,
+                accel,
+            } => {
                 self.unit(&box_name).state = "running".into();
                 self.update(&box_name);
-                self.vm_line(&box_name, &format!("booted in {}", secs(boot)));
+                let on = accel.map(|a| format!(" on {a}: {}", a.isolation()));
+                let line = format!("booted in {}{}", secs(boot), on.unwrap_or_default());
+                self.vm_line(&box_name, &line);
             }
             RunEvent::TurnStarted { box_name, turn } => {
                 self.flush(&box_name);
@@ -465,6 +492,25 @@ impl Human {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_sequences_from_the_guest_or_the_model_are_shown_not_sent() {
+        // OSC 52 (write the clipboard), a title change, CSI, BEL and a C1 CSI.
+        let hostile = "ok \u{1b}]52;c;ZXZpbA==\u{7}\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m end\ttab";
+        let shown = visible_controls(hostile);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\t'),
+            "{shown}"
+        );
+        assert_eq!(
+            shown,
+            "ok \\u{1b}]52;c;ZXZpbA==\\u{7}\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}31m end\ttab"
+        );
+        assert!(matches!(
+            visible_controls("plain ünïcode"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn a_line_without_end_does_not_grow_without_end() {

@@ -24,7 +24,8 @@ use void_box::sandbox::VmProvider;
 use void_box::spec::{Runnable, SandboxResult};
 use void_box::workflow::{StepAction, WorkflowError, WorkflowResult};
 
-use crate::spec_cmd::{load_checked, print_error};
+use crate::spec_cmd::{load_checked, print_error, HostAccessArgs};
+use crate::stop::StopSignals;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -39,6 +40,8 @@ pub struct RunArgs {
     /// The spec file (`.json`: JSON, anything else: YAML).
     #[arg(long, short = 'f', value_name = "FILE")]
     file: PathBuf,
+    #[command(flatten)]
+    access: HostAccessArgs,
     /// Input for the first stage (root steps, the sandbox command's
     /// stdin): text, or `@PATH` to read a file.
     #[arg(long, value_name = "TEXT|@FILE")]
@@ -138,7 +141,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
-    let (spec, runnable) = match load_checked(&args.file) {
+    let (spec, runnable) = match load_checked(&args.file, &args.access) {
         Ok(found) => found,
         Err(e) => {
             print_error(&e);
@@ -188,7 +191,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
 
     let (tx, mut rx) = mpsc::unbounded_channel::<RunEvent>();
     let sink = EventSink::channel(tx);
-    // Boxed so that Ctrl-C can drop it: dropping the run kills every VM.
+    // Boxed so that a stop signal can drop it: dropping the run kills every VM.
     let mut execution = Box::pin(tracing::Instrument::instrument(
         async move {
             let input = input.as_deref();
@@ -202,17 +205,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         },
         span,
     ));
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut stop = StopSignals::new()?;
     let outcome = loop {
         tokio::select! {
             outcome = &mut execution => break outcome,
             Some(event) = rx.recv() => display.feed(recorder.record(event)),
-            _ = &mut ctrl_c => {
+            code = stop.next() => {
                 drop(execution);
                 recorder.write(json!({"event": "cancelled"}));
                 display.cancelled();
-                return Ok(ExitCode::from(130));
+                return Ok(ExitCode::from(code));
             }
         }
     };

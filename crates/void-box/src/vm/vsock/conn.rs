@@ -109,6 +109,20 @@ impl Conn {
         self.peer_buf_alloc.saturating_sub(in_flight)
     }
 
+    /// Queues a control packet unless one of its kind already waits: a
+    /// guest asking for credit a million times is owed one answer.
+    fn push_control(&mut self, control: Control) {
+        if !self.control.contains(&control) {
+            self.control.push_back(control);
+        }
+    }
+
+    /// Control packets waiting (at most one of each kind).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn control_len(&self) -> usize {
+        self.control.len()
+    }
+
     /// Something is waiting to go to the guest.
     pub fn has_rx_work(&self) -> bool {
         !self.control.is_empty()
@@ -136,19 +150,19 @@ impl Conn {
             OP_SHUTDOWN => {
                 self.flush();
                 self.close(io::ErrorKind::ConnectionReset);
-                self.control.push_back(Control::Rst);
+                self.push_control(Control::Rst);
             }
             OP_RW => {
                 if self.out_buf.len() + data.len() > BUF_ALLOC as usize {
                     // The guest ignored our credit: end the stream rather than lose bytes silently.
                     self.close(io::ErrorKind::InvalidData);
-                    self.control.push_back(Control::Rst);
+                    self.push_control(Control::Rst);
                     return;
                 }
                 self.out_buf.extend(data);
                 self.flush();
             }
-            OP_CREDIT_REQUEST => self.control.push_back(Control::CreditUpdate),
+            OP_CREDIT_REQUEST => self.push_control(Control::CreditUpdate),
             _ => {} // CREDIT_UPDATE: the credit fields above were all it carried
         }
     }
@@ -170,15 +184,13 @@ impl Conn {
                     // The host end is gone: tell the guest.
                     self.out_buf.clear();
                     self.close(io::ErrorKind::BrokenPipe);
-                    self.control.push_back(Control::Rst);
+                    self.push_control(Control::Rst);
                     return;
                 }
             }
         }
-        if (self.fwd_cnt - self.fwd_cnt_sent).0 >= BUF_ALLOC / 4
-            && !self.control.contains(&Control::CreditUpdate)
-        {
-            self.control.push_back(Control::CreditUpdate);
+        if (self.fwd_cnt - self.fwd_cnt_sent).0 >= BUF_ALLOC / 4 {
+            self.push_control(Control::CreditUpdate);
         }
     }
 

@@ -14,6 +14,11 @@
 
 mod conn;
 mod device;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod harness;
 mod packet;
+mod state;
+#[cfg(test)]
+mod tests;
 
 pub use device::VsockDevice;
