@@ -188,10 +188,36 @@ impl Roots {
             }
         };
         let dir = self.mkdir_all(parent)?;
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW;
+        // Non-blocking, so a FIFO planted at `path` cannot stall the agent;
+        // truncated only once it is known to be a file of its own.
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK;
         let fd = open_beneath(&dir, name, flags, mode & 0o7777, path, "create")?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(path, "stat", e))?;
+        only_regular(path, &st)?;
+        if st.st_nlink > 1 {
+            // A hard link: writing it would write another name's file too.
+            return Err(FileError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "{path}: has {} hard links; refusing to write it",
+                    st.st_nlink
+                ),
+            ));
+        }
+        rustix::fs::ftruncate(&fd, 0).map_err(|e| FileError::io(path, "truncate", e))?;
         chown_to(&fd, self.owner);
         Ok(File::from(fd))
+    }
+}
+
+/// Refuses anything but a regular file (a FIFO, a device, a socket).
+fn only_regular(path: &str, st: &rustix::fs::Stat) -> Result<(), FileError> {
+    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::RegularFile => Ok(()),
+        other => Err(FileError::new(
+            ErrorKind::InvalidRequest,
+            format!("{path}: not a regular file ({other:?})"),
+        )),
     }
 }
 
@@ -314,10 +340,19 @@ pub async fn read(
     mut rx: mpsc::UnboundedReceiver<HostMsg>,
     reply: Reply,
 ) {
-    let mut file = match roots
-        .open_at(path, OFlags::RDONLY | OFlags::NOFOLLOW, 0)
-        .map(File::from)
-    {
+    // Non-blocking, so a FIFO opens at once and is refused, not waited on.
+    let opened = roots
+        .open_at(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            0,
+        )
+        .and_then(|fd| {
+            let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(path, "stat", e))?;
+            only_regular(path, &st)?;
+            Ok(File::from(fd))
+        });
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) => return send_result(&reply, Err(e)).await,
     };

@@ -18,6 +18,7 @@ pub const SANDBOX_GID: u32 = 1000;
 pub fn prepare_guest(is_init: bool) -> io::Result<GuestConfig> {
     if is_init {
         mount_filesystems()?;
+        harden_kernel();
     }
     let config = take_config(Path::new(GUEST_CONFIG_PATH))?;
     if is_init {
@@ -55,6 +56,27 @@ fn mount_filesystems() -> io::Result<()> {
             .map_err(|e| io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}")))?;
     }
     Ok(())
+}
+
+/// Kernel settings that never depend on a default: no hard links to files
+/// one does not own, no following of others' symlinks or opening of others'
+/// FIFOs in sticky directories, no kernel log or pointers for the sandbox
+/// user. (`protected_regular` stays off: the file API creates files as root
+/// in `/tmp`, a sticky directory, on the sandbox user's behalf.)
+const HARDENING: [(&str, &str); 5] = [
+    ("/proc/sys/fs/protected_hardlinks", "1"),
+    ("/proc/sys/fs/protected_symlinks", "1"),
+    ("/proc/sys/fs/protected_fifos", "1"),
+    ("/proc/sys/kernel/dmesg_restrict", "1"),
+    ("/proc/sys/kernel/kptr_restrict", "2"),
+];
+
+fn harden_kernel() {
+    for (path, value) in HARDENING {
+        if let Err(e) = fs::write(path, value) {
+            log(&format!("cannot set {path} to {value}: {e}"));
+        }
+    }
 }
 
 /// Reads the configuration and deletes it, so that no process started later
