@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 use void_box_protocol::{
-    secret_matches, ErrorKind, ErrorReply, Frame, FrameCodec, GuestMsg, HostMsg, AGENT_VSOCK_PORT,
-    PROTOCOL_VERSION,
+    secret_matches, ErrorKind, ErrorReply, Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError,
+    AGENT_VSOCK_PORT, PROTOCOL_VERSION,
 };
 
 use crate::context::AgentContext;
@@ -102,8 +102,21 @@ async fn handle_connection(
     let (outbox, mut outgoing) = mpsc::channel::<Frame<GuestMsg>>(OUTBOX_DEPTH);
     let writer = tokio::spawn(async move {
         while let Some(frame) = outgoing.recv().await {
-            if sink.send(frame).await.is_err() {
-                break;
+            let id = frame.id;
+            match sink.send(frame).await {
+                Ok(()) => {}
+                // A reply too big for a frame fails its request, not the
+                // connection (nothing of it was written).
+                Err(ProtocolError::FrameTooLarge { len, max }) => {
+                    let error = GuestMsg::Error(ErrorReply::new(
+                        ErrorKind::InvalidRequest,
+                        format!("the reply ({len} bytes) is larger than a frame ({max} bytes)"),
+                    ));
+                    if sink.send(Frame::new(id, error)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
             }
         }
     });

@@ -317,13 +317,24 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+/// Error messages are cut to this many bytes: one that echoes a path or a
+/// command near the frame limit must not make its reply unsendable.
+pub const MAX_ERROR_MESSAGE: usize = 4096;
+
 impl ErrorReply {
-    /// Builds an error reply.
+    /// Builds an error reply; a message over [`MAX_ERROR_MESSAGE`] bytes is
+    /// cut (on a character boundary) and marked.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE {
+            let mut end = MAX_ERROR_MESSAGE - 3;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
         }
+        Self { kind, message }
     }
 }
 
@@ -421,5 +432,24 @@ impl GuestConfig {
     /// Decodes a configuration written by [`GuestConfig::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_error_message_is_cut_to_a_sendable_size() {
+        let long = format!("/workspace/{}", "é".repeat(600_000));
+        let reply = ErrorReply::new(ErrorKind::NotFound, long);
+        assert!(reply.message.len() <= MAX_ERROR_MESSAGE);
+        assert!(reply.message.ends_with("..."));
+        let frame = crate::Frame::new(7, GuestMsg::Error(reply));
+        crate::codec::encode_frame(&frame).expect("fits in a frame");
+        assert_eq!(
+            ErrorReply::new(ErrorKind::NotFound, "short").message,
+            "short"
+        );
     }
 }

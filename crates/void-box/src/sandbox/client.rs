@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use void_box_protocol::flow::SendWindow;
 use void_box_protocol::{
-    Frame, FrameCodec, GuestMsg, HostMsg, Secret, PROTOCOL_VERSION, STREAM_WINDOW,
+    Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError, Secret, PROTOCOL_VERSION, STREAM_WINDOW,
 };
 
 use crate::error::{Error, Result};
@@ -383,11 +383,24 @@ pub struct StreamSender {
 }
 
 impl StreamSender {
-    /// Sends a message without waiting for credit.
+    /// Sends a message without waiting for credit. One too big for a frame
+    /// (a model's multi-megabyte command, say) fails this call here; on the
+    /// wire it would end the whole connection.
     pub fn send(&self, msg: HostMsg) -> Result<()> {
-        self.outbox
-            .send(Frame::new(self.id, msg))
-            .map_err(|_| self.shared.failure())
+        let frame = Frame::new(self.id, msg);
+        // Data chunks are at most CHUNK_LEN by construction.
+        if !matches!(frame.msg, HostMsg::Stdin(_) | HostMsg::FileChunk(_)) {
+            if let Err(ProtocolError::FrameTooLarge { len, max }) =
+                void_box_protocol::codec::encode_frame(&frame)
+            {
+                return Err(Error::TooLarge {
+                    what: "the request".into(),
+                    size: len as u64,
+                    max: max as u64,
+                });
+            }
+        }
+        self.outbox.send(frame).map_err(|_| self.shared.failure())
     }
 
     /// Sends `data` in chunks, each after waiting for the guest's credit.
