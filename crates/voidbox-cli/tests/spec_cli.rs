@@ -187,6 +187,14 @@ fn run_json_prints_one_object_per_line_then_the_result() {
         stages[0]["boxes"][0]["result"]["tool_calls"][0]["name"],
         "bash"
     );
+    // What isolated each box is in its result and its ready event.
+    let accel = void_box::vm::Accel::from_env().unwrap().to_string();
+    assert_eq!(stages[0]["boxes"][0]["result"]["accel"], accel.as_str());
+    let ready = lines
+        .iter()
+        .find(|l| l["event"] == "sandbox_ready")
+        .unwrap();
+    assert_eq!(ready["accel"], accel.as_str());
 }
 
 #[test]

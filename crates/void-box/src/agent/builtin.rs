@@ -183,6 +183,7 @@ pub(super) async fn run(
                 turns: turn,
                 duration: started.elapsed(),
                 model: response.model.clone(),
+                accel: sandbox.accel(),
             });
         }
 

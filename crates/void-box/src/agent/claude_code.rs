@@ -383,5 +383,6 @@ pub(super) async fn run(
         turns: result.num_turns.unwrap_or(parser.turns),
         duration: started.elapsed(),
         model: parser.model,
+        accel: sandbox.accel(),
     })
 }

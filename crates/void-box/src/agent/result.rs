@@ -51,6 +51,9 @@ pub struct RunResult {
     pub duration: Duration,
     /// The model that answered.
     pub model: String,
+    /// What isolated the box's sandbox: `kvm`, or `tcg` (software
+    /// emulation, not hardware isolation).
+    pub accel: crate::vm::Accel,
 }
 
 impl RunResult {

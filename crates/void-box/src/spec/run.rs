@@ -42,6 +42,8 @@ pub struct SandboxResult {
     /// Wall time, boot included.
     #[serde(rename = "duration_ms", serialize_with = "crate::millis::serialize")]
     pub duration: Duration,
+    /// What isolated it: `kvm`, or `tcg` (software emulation).
+    pub accel: crate::vm::Accel,
 }
 
 impl SandboxResult {
@@ -195,6 +197,7 @@ impl SandboxRun {
             stderr: out.stderr_text(),
             status: out.status,
             duration: started.elapsed(),
+            accel: sandbox.accel(),
         })
     }
 }

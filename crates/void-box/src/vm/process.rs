@@ -49,16 +49,25 @@ impl VmmProcess {
     /// `pre_exec` set-up (death signal, descriptors).
     pub(crate) async fn spawn(cmd: Command, vmm_pid: VmmPid, what: String) -> Result<Self> {
         let (ready_tx, ready_rx) = oneshot::channel();
+        let (spawned_tx, mut spawned_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
         let keeper = std::thread::Builder::new()
             .name("voidbox-vmm".into())
-            .spawn(move || keep(cmd, vmm_pid, what, ready_tx, exit_tx))
+            .spawn(move || keep(cmd, vmm_pid, what, spawned_tx, ready_tx, exit_tx))
             .map_err(|e| Error::io("start the VMM keeper thread", e))?;
         let keeper = Mutex::new(Some(keeper));
-        let started = tokio::time::timeout(START_DEADLINE, ready_rx)
-            .await
-            .map_err(|_| Error::Launch("the VMM did not start within 10 s".into()))?
-            .map_err(|_| Error::Launch("the VMM keeper thread ended early".into()))??;
+        let started = match tokio::time::timeout(START_DEADLINE, ready_rx).await {
+            Ok(ready) => {
+                ready.map_err(|_| Error::Launch("the VMM keeper thread ended early".into()))??
+            }
+            Err(_) => {
+                // A wrapper that never reports: kill it, which ends the keeper too.
+                if let Ok(wrapper) = spawned_rx.try_recv() {
+                    let _ = pidfd_send_signal(wrapper.as_fd(), Signal::KILL);
+                }
+                return Err(Error::Launch("the VMM did not start within 10 s".into()));
+            }
+        };
         Ok(Self {
             pids: started.pids,
             pidfds: started.pidfds,
@@ -127,6 +136,7 @@ fn keep(
     mut cmd: Command,
     vmm_pid: VmmPid,
     what: String,
+    spawned: oneshot::Sender<OwnedFd>,
     ready: oneshot::Sender<Result<Started>>,
     exit: watch::Sender<Option<VmExit>>,
 ) {
@@ -140,7 +150,12 @@ fn keep(
             return;
         }
     };
-    drop(cmd); // closes our copies of the descriptors passed to the child
+    // Closes our copies of the descriptors passed to the child.
+    drop(cmd);
+    // The launcher's way to kill the child if it never reports its pids.
+    if let Ok(fd) = pid_fd(child.id()) {
+        let _ = spawned.send(fd);
+    }
     match started(&child, vmm_pid) {
         Ok(started) => {
             let _ = ready.send(Ok(started));
