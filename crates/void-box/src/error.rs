@@ -107,3 +107,19 @@ impl ConfigError {
         }
     }
 }
+
+/// An error and its sources on one line (reqwest's own message is terse,
+/// and keeps a redirect policy's reason in the source).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}

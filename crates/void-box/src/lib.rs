@@ -35,6 +35,7 @@ pub mod sandbox;
 pub mod skill;
 pub mod spec;
 mod stage;
+mod tail;
 mod tls;
 pub mod vm;
 pub mod volume;

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 
 use super::LlmError;
+use crate::error::error_chain;
 
 /// Longest wait between two attempts, whatever `Retry-After` says.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -352,21 +353,6 @@ async fn body_excerpt(response: reqwest::Response) -> String {
         }
     }
     excerpt(&String::from_utf8_lossy(&bytes), BODY_EXCERPT_CHARS)
-}
-
-/// An error and its sources on one line (reqwest's own message is terse).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
 }
 
 fn redact_error(err: LlmError, key: &str) -> LlmError {

@@ -36,19 +36,6 @@ fn check_scheme(url: &reqwest::Url) -> Result<(), String> {
     }
 }
 
-/// An error and what caused it (reqwest keeps a redirect policy's reason
-/// in the source).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// The document at `url`, whose SHA-256 must be `sha256` (lowercase hex).
 pub async fn fetch(url: &str, sha256: &str) -> Result<String, String> {
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -83,7 +70,7 @@ pub async fn fetch(url: &str, sha256: &str) -> Result<String, String> {
         .get(parsed)
         .send()
         .await
-        .map_err(|e| format!("fetch failed: {}", with_causes(&e)))?;
+        .map_err(|e| format!("fetch failed: {}", crate::error::error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(format!("fetch failed: HTTP {}", response.status()));
     }

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::sandbox::{ExecEvent, ExecStream, StdinWriter};
+use crate::tail::Tail;
 
 /// Bytes each pipe holds before its writer waits.
 const PIPE_CAPACITY: usize = 64 * 1024;
@@ -33,32 +34,6 @@ const STDOUT_TAIL: usize = 1024;
 pub(crate) type GuestStdout = DuplexStream;
 /// The command's stdin, to write.
 pub(crate) type GuestStdin = DuplexStream;
-
-/// The last `cap` bytes written to it.
-struct Tail {
-    buf: Vec<u8>,
-    cap: usize,
-}
-
-impl Tail {
-    fn new(cap: usize) -> Tail {
-        Tail {
-            buf: Vec::new(),
-            cap,
-        }
-    }
-
-    fn push(&mut self, data: &[u8]) {
-        let data = &data[data.len().saturating_sub(self.cap)..];
-        let excess = (self.buf.len() + data.len()).saturating_sub(self.cap);
-        self.buf.drain(..excess);
-        self.buf.extend_from_slice(data);
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buf).into_owned()
-    }
-}
 
 struct State {
     stdout: Tail,
@@ -200,23 +175,5 @@ async fn pump_input(mut pipe: DuplexStream, stdin: StdinWriter) {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Tail;
-
-    #[test]
-    fn tail_keeps_the_last_bytes() {
-        let mut tail = Tail::new(5);
-        tail.push(b"abc");
-        assert_eq!(tail.text(), "abc");
-        tail.push(b"defg");
-        assert_eq!(tail.text(), "cdefg");
-        tail.push(b"0123456789");
-        assert_eq!(tail.text(), "56789");
-        tail.push(b"");
-        assert_eq!(tail.text(), "56789");
     }
 }

@@ -45,11 +45,12 @@ pub fn looks_like_credential(name: &str) -> bool {
 /// Refuses `env` entries that copy a credential-like host variable, unless
 /// `--pass-env` names it.
 pub(super) fn check_env(spec: &Spec, env: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    let key_vars = spec.key_vars();
     for (name, value) in env {
         if !value.is_empty() || spec.access.pass_env.contains(name) {
             continue;
         }
-        if spec.key_vars().contains(&name.as_str()) || looks_like_credential(name) {
+        if key_vars.contains(&name.as_str()) || looks_like_credential(name) {
             return Err(spec
                 .error(
                     spec.find(&format!("{name}:")),

@@ -3,7 +3,6 @@
 //! that writes its UART at full speed for hours costs the host a fixed
 //! amount of memory and no disk at all.
 
-use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
@@ -11,37 +10,33 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::tail::Tail;
 
-/// The last `cap` bytes written to a log.
+/// The last `cap` bytes written to a log, shared with its reader task.
 #[derive(Debug)]
 pub(crate) struct LogRing {
-    cap: usize,
-    data: Mutex<VecDeque<u8>>,
+    tail: Mutex<Tail>,
 }
 
 impl LogRing {
     pub(crate) fn new(cap: usize) -> Arc<Self> {
         Arc::new(Self {
-            cap,
-            data: Mutex::new(VecDeque::with_capacity(cap.min(64 * 1024))),
+            tail: Mutex::new(Tail::new(cap)),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends `bytes`, dropping the oldest beyond the cap.
     pub(crate) fn push(&self, bytes: &[u8]) {
-        let bytes = &bytes[bytes.len().saturating_sub(self.cap)..];
-        let mut data = self.data.lock().unwrap_or_else(|p| p.into_inner());
-        let over = (data.len() + bytes.len()).saturating_sub(self.cap);
-        data.drain(..over);
-        data.extend(bytes);
+        self.lock().push(bytes);
     }
 
     /// The last `max_bytes`, as text.
     pub(crate) fn tail(&self, max_bytes: usize) -> String {
-        let data = self.data.lock().unwrap_or_else(|p| p.into_inner());
-        let start = data.len().saturating_sub(max_bytes);
-        let bytes: Vec<u8> = data.range(start..).copied().collect();
-        String::from_utf8_lossy(&bytes).into_owned()
+        self.lock().last(max_bytes)
     }
 }
 
