@@ -5,6 +5,8 @@
 # virtualization).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Disk is the resource CI runs short of first: say what there is.
+df -h . | sed 's/^/test: /'
 scripts/setup.sh --with-test-tools
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -14,3 +16,5 @@ for example in crates/void-box/examples/*.rs; do
 done
 # VM tests boot one VM per test; two at a time fits two cores.
 cargo test --workspace --locked -- --test-threads=2
+df -h . | sed 's/^/test: /'
+du -sh target | sed 's/^/test: /'
