@@ -1,10 +1,12 @@
 //! State shared by every connection: the guest configuration, the reaper,
-//! the command root, the command user and the writable roots.
+//! the command root, the command user, the writable roots, and the control
+//! groups commands run in.
 
 use std::io;
 
 use void_box_protocol::{GuestConfig, GuestUser};
 
+use crate::cgroup::Cgroups;
 use crate::files::Roots;
 use crate::init::{SANDBOX_GID, SANDBOX_UID};
 use crate::reaper::Reaper;
@@ -19,17 +21,36 @@ pub struct AgentContext {
     pub root: CommandRoot,
     /// Who they run as.
     pub user: GuestUser,
+    /// The groups they run in; `None` only when the agent is not PID 1
+    /// and finds no cgroup hierarchy it may manage.
+    pub cgroups: Option<Cgroups>,
 }
 
 impl AgentContext {
-    pub fn new(config: GuestConfig, root: CommandRoot, reaper: Reaper) -> io::Result<Self> {
+    /// As PID 1 (`is_init`) the control groups must come up; otherwise
+    /// (the agent run by hand) commands run without them.
+    pub fn new(
+        config: GuestConfig,
+        root: CommandRoot,
+        reaper: Reaper,
+        is_init: bool,
+    ) -> io::Result<Self> {
         let user = config.user.clone().unwrap_or(GuestUser {
             uid: SANDBOX_UID,
             gid: SANDBOX_GID,
             groups: Vec::new(),
         });
+        let cgroups = match Cgroups::setup(is_init) {
+            Ok(cgroups) => Some(cgroups),
+            Err(e) if !is_init => {
+                crate::init::log(&format!("commands run without control groups: {e}"));
+                None
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Self {
             roots: Roots::open(&root, (user.uid, user.gid))?,
+            cgroups,
             config,
             reaper,
             root,

@@ -2,9 +2,12 @@
 //! timeout and cancel.
 //!
 //! Every command runs as the unprivileged sandbox user, in a session and
-//! process group of its own, under resource limits. Timeout, cancel, and the
-//! host going away kill the whole group; so does the leader's exit, so that
-//! a stray background process cannot hold the output streams open.
+//! process group of its own and a control group of its own, under resource
+//! limits and the system-call filter. Timeout, cancel, and the host going
+//! away kill the whole control group, so even a process that left the
+//! session with `setsid` dies. The leader's exit kills its process group,
+//! so that a stray background process cannot hold the output streams
+//! open; a process that started a session of its own (a daemon) lives on.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -21,6 +24,7 @@ use void_box_protocol::{
     ErrorKind, ExecRequest, ExitStatus, GuestMsg, HostMsg, ResourceLimits, CHUNK_LEN,
 };
 
+use crate::cgroup::ExecCgroup;
 use crate::context::AgentContext;
 use crate::pty::{self, PtyMaster};
 use crate::reply::Reply;
@@ -69,7 +73,24 @@ pub async fn run(
         return;
     }
     let limits = req.limits.or(ctx.config.limits);
-    let (pid, exit_rx, io) = match spawn(ctx, &req, limits) {
+    let cgroup = match ctx.cgroups.as_ref().map(|c| c.create()).transpose() {
+        Ok(cgroup) => cgroup,
+        Err(e) => {
+            reply
+                .error(
+                    ErrorKind::Io,
+                    format!("cannot make the command's control group: {e}"),
+                )
+                .await;
+            return;
+        }
+    };
+    let release = |cgroup: Option<ExecCgroup>| {
+        if let (Some(cgroups), Some(cgroup)) = (&ctx.cgroups, cgroup) {
+            cgroups.release(cgroup);
+        }
+    };
+    let (pid, exit_rx, io) = match spawn(ctx, &req, limits, cgroup.as_ref()) {
         Ok(started) => started,
         Err(e) => {
             let kind = match e.kind() {
@@ -80,12 +101,19 @@ pub async fn run(
             reply
                 .error(kind, format!("cannot run `{}`: {e}", req.program))
                 .await;
+            release(cgroup);
             return;
         }
     };
     let group = Pid::from_raw(pid).expect("spawned pid is positive");
-    if !reply.send(GuestMsg::Started { pid: pid as u32 }).await {
+    let kill_all = || {
         kill_group(group);
+        if let Some(cgroup) = &cgroup {
+            cgroup.kill();
+        }
+    };
+    if !reply.send(GuestMsg::Started { pid: pid as u32 }).await {
+        kill_all();
     }
 
     let window = SendWindow::new();
@@ -114,21 +142,21 @@ pub async fn run(
                 None => {
                     host_gone = true;
                     status.cancelled = true;
-                    kill_group(group);
+                    kill_all();
                 }
                 Some(HostMsg::Cancel) => {
                     status.cancelled = true;
-                    kill_group(group);
+                    kill_all();
                 }
                 Some(msg) => {
                     if !route(msg, &window, &mut stdin_tx, pty_master.as_ref()) {
-                        kill_group(group);
+                        kill_all();
                     }
                 }
             },
             _ = sleep_until_opt(deadline), if deadline.is_some() && !status.timed_out => {
                 status.timed_out = true;
-                kill_group(group);
+                kill_all();
             }
         }
     };
@@ -169,6 +197,7 @@ pub async fn run(
     for pump in &pumps {
         pump.abort();
     }
+    release(cgroup);
     if !host_gone {
         reply.send(GuestMsg::Exited(status)).await;
     }
@@ -215,6 +244,7 @@ fn spawn(
     ctx: &AgentContext,
     req: &ExecRequest,
     limits: ResourceLimits,
+    cgroup: Option<&ExecCgroup>,
 ) -> io::Result<(
     i32,
     tokio::sync::oneshot::Receiver<crate::reaper::ChildExit>,
@@ -241,6 +271,7 @@ fn spawn(
             root: ctx.root.chroot.as_deref(),
             limits,
             controlling_tty,
+            cgroup_procs: cgroup.map(|c| c.procs_fd()),
         })?;
         io::Result::Ok((pid, registration.watch(pid)))
     };

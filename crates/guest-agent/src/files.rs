@@ -5,16 +5,20 @@
 //! neither `..` nor a symlink (absolute or relative) can lead outside the
 //! root, whatever a guest process planted in it.
 
+use std::collections::BinaryHeap;
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use tokio::sync::mpsc;
 use void_box_protocol::flow::{RecvWindow, SendWindow};
 use void_box_protocol::{
-    DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN, WRITABLE_ROOTS,
+    DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN, MAX_LIST_PAGE,
+    WRITABLE_ROOTS,
 };
 
 use crate::reply::Reply;
@@ -148,34 +152,67 @@ impl Roots {
         Ok(dir)
     }
 
-    /// Entries of a directory, sorted by name.
-    pub fn list(&self, path: &str) -> Result<Vec<DirEntry>, FileError> {
+    /// One page of a directory's entries in name order: at most `limit`
+    /// (and [`MAX_LIST_PAGE`]) of those whose names sort after `after`,
+    /// and whether more follow. Only the page is held: the smallest names
+    /// are kept in a bounded heap as the directory is read, so a directory
+    /// of a million entries costs the agent one page of memory.
+    ///
+    /// Names that are not UTF-8 are compared as shown (lossily), so two
+    /// such names that look alike may not both make it across a page
+    /// boundary; every other name is listed exactly once.
+    pub fn list(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<DirEntry>, bool), FileError> {
+        let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
         let fd = self.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
         let dir = rustix::fs::Dir::read_from(&fd).map_err(|e| FileError::io(path, "list", e))?;
-        let mut entries = Vec::new();
+        // The limit + 1 smallest names: one more tells whether more follow.
+        let mut page: BinaryHeap<(String, CString)> = BinaryHeap::with_capacity(limit + 2);
         for entry in dir {
             let entry = entry.map_err(|e| FileError::io(path, "list", e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "." || name == ".." {
+            let raw = entry.file_name();
+            if raw == c"." || raw == c".." {
                 continue;
             }
-            let st = rustix::fs::statat(
-                &fd,
-                entry.file_name(),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| FileError::io(path, "stat", e))?;
+            let name = raw.to_string_lossy().into_owned();
+            if after.is_some_and(|after| name.as_str() <= after) {
+                continue;
+            }
+            page.push((name, raw.to_owned()));
+            if page.len() > limit + 1 {
+                page.pop();
+            }
+        }
+        let mut names = page.into_sorted_vec();
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let mut entries = Vec::with_capacity(names.len());
+        for (name, raw) in names {
+            let st = match rustix::fs::statat(&fd, &raw, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Removed since it was read: not an entry any more.
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(FileError::io(path, "stat", e)),
+            };
             entries.push(DirEntry {
                 name,
                 stat: file_stat(&st),
             });
         }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok((entries, more))
     }
 
-    /// Creates or truncates a file for writing, creating its parents.
-    fn create(&self, path: &str, mode: u32) -> Result<File, FileError> {
+    /// Starts writing `path` (creating its parents): the data goes to a
+    /// fresh file beside it, which replaces `path` only when complete. So
+    /// nothing ever writes through whatever a guest process left at
+    /// `path` (a FIFO, a device, a hard link to another file, a symlink),
+    /// and a failed write leaves the old file as it was. An existing
+    /// target that is not a file of its own is refused all the same.
+    fn create(&self, path: &str, mode: u32) -> Result<PendingFile, FileError> {
         let (parent, name) = match path.rsplit_once('/') {
             Some((parent, name)) if !name.is_empty() && name != "." && name != ".." => {
                 (if parent.is_empty() { "/" } else { parent }, name)
@@ -188,26 +225,94 @@ impl Roots {
             }
         };
         let dir = self.mkdir_all(parent)?;
-        // Non-blocking, so a FIFO planted at `path` cannot stall the agent;
-        // truncated only once it is known to be a file of its own.
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK;
-        let fd = open_beneath(&dir, name, flags, mode & 0o7777, path, "create")?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(path, "stat", e))?;
-        only_regular(path, &st)?;
-        if st.st_nlink > 1 {
-            // A hard link: writing it would write another name's file too.
-            return Err(FileError::new(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "{path}: has {} hard links; refusing to write it",
-                    st.st_nlink
-                ),
-            ));
+        match open_beneath(&dir, name, OFlags::PATH | OFlags::NOFOLLOW, 0, path, "open") {
+            Ok(existing) => {
+                let st =
+                    rustix::fs::fstat(&existing).map_err(|e| FileError::io(path, "stat", e))?;
+                only_regular(path, &st)?;
+                if st.st_nlink > 1 {
+                    return Err(FileError::new(
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "{path}: has {} hard links; refusing to replace it",
+                            st.st_nlink
+                        ),
+                    ));
+                }
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        rustix::fs::ftruncate(&fd, 0).map_err(|e| FileError::io(path, "truncate", e))?;
-        chown_to(&fd, self.owner);
-        Ok(File::from(fd))
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        for _ in 0..16 {
+            let temp = temp_name();
+            match openat_beneath(&dir, temp.as_str(), flags, mode & 0o7777) {
+                Ok(fd) => {
+                    chown_to(&fd, self.owner);
+                    return Ok(PendingFile {
+                        dir,
+                        temp,
+                        name: name.to_string(),
+                        file: Some(File::from(fd)),
+                    });
+                }
+                // A name someone planted: take another.
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(FileError::io(path, "create", e)),
+            }
+        }
+        Err(FileError::new(
+            ErrorKind::Io,
+            format!("{path}: no free temporary name beside it"),
+        ))
     }
+}
+
+/// A file being written under a temporary name in its target's directory.
+struct PendingFile {
+    dir: OwnedFd,
+    temp: String,
+    name: String,
+    /// `None` once renamed into place.
+    file: Option<File>,
+}
+
+impl PendingFile {
+    fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("written before commit")
+    }
+
+    /// Gives the finished file its name, replacing what was there.
+    fn commit(mut self, path: &str) -> Result<(), FileError> {
+        self.file = None;
+        rustix::fs::renameat(&self.dir, self.temp.as_str(), &self.dir, self.name.as_str())
+            .map_err(|e| FileError::io(path, "rename into", e))?;
+        self.temp.clear();
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    /// An unfinished file is removed; the target was never touched.
+    fn drop(&mut self) {
+        if !self.temp.is_empty() {
+            let _ =
+                rustix::fs::unlinkat(&self.dir, self.temp.as_str(), rustix::fs::AtFlags::empty());
+        }
+    }
+}
+
+/// A name for a file being written: hidden, short (whatever the target's
+/// length), and unlikely to be taken.
+fn temp_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        ".voidbox-write-{}-{nanos:09}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Refuses anything but a regular file (a FIFO, a device, a socket).
@@ -231,6 +336,16 @@ fn open_beneath<P: rustix::path::Arg>(
     path: &str,
     what: &str,
 ) -> Result<OwnedFd, FileError> {
+    openat_beneath(dir, name, flags, mode).map_err(|e| FileError::io(path, what, e))
+}
+
+/// [`open_beneath`] with the bare errno.
+fn openat_beneath<P: rustix::path::Arg>(
+    dir: impl AsFd,
+    name: P,
+    flags: OFlags,
+    mode: u32,
+) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat2(
         dir,
         name,
@@ -238,7 +353,6 @@ fn open_beneath<P: rustix::path::Arg>(
         Mode::from_raw_mode(mode),
         RESOLVE,
     )
-    .map_err(|e| FileError::io(path, what, e))
 }
 
 fn chown_to(fd: &OwnedFd, (uid, gid): (u32, u32)) {
@@ -283,7 +397,9 @@ pub async fn send_result(reply: &Reply, result: Result<GuestMsg, FileError>) {
     };
 }
 
-/// Receives a file in chunks, crediting the host as each chunk is written.
+/// Receives a file in chunks, crediting the host as each chunk is written;
+/// the file takes its name when the last chunk is in. File system calls run
+/// with [`blocking`], so a slow disk never stalls the other requests.
 pub async fn write(
     roots: &Roots,
     path: &str,
@@ -291,7 +407,7 @@ pub async fn write(
     mut rx: mpsc::UnboundedReceiver<HostMsg>,
     reply: Reply,
 ) {
-    let mut file = match roots.create(path, mode) {
+    let mut file = match blocking(|| roots.create(path, mode)) {
         Ok(f) => f,
         Err(e) => return send_result(&reply, Err(e)).await,
     };
@@ -306,7 +422,7 @@ pub async fn write(
                         .await;
                     return;
                 }
-                if let Err(e) = file.write_all(&data) {
+                if let Err(e) = blocking(|| file.file().write_all(&data)) {
                     let e = FileError::io(path, "write", e);
                     reply.error(e.kind, e.message).await;
                     return;
@@ -317,9 +433,12 @@ pub async fn write(
                 }
             }
             HostMsg::FileEnd => {
-                reply.send(GuestMsg::Written { bytes: written }).await;
-                return;
+                let result =
+                    blocking(|| file.commit(path)).map(|()| GuestMsg::Written { bytes: written });
+                return send_result(&reply, result).await;
             }
+            // The host gave up: the half-written file goes, the target stays.
+            HostMsg::Cancel => return,
             other => {
                 reply
                     .error(
@@ -333,6 +452,12 @@ pub async fn write(
     }
 }
 
+/// Runs file system calls on this worker thread after handing its other
+/// tasks to another one, so they go on while the calls block.
+pub fn blocking<T>(calls: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(calls)
+}
+
 /// Streams a file to the host, waiting for credit between chunks.
 pub async fn read(
     roots: &Roots,
@@ -341,17 +466,19 @@ pub async fn read(
     reply: Reply,
 ) {
     // Non-blocking, so a FIFO opens at once and is refused, not waited on.
-    let opened = roots
-        .open_at(
-            path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
-            0,
-        )
-        .and_then(|fd| {
-            let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(path, "stat", e))?;
-            only_regular(path, &st)?;
-            Ok(File::from(fd))
-        });
+    let opened = blocking(|| {
+        roots
+            .open_at(
+                path,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+                0,
+            )
+            .and_then(|fd| {
+                let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(path, "stat", e))?;
+                only_regular(path, &st)?;
+                Ok(File::from(fd))
+            })
+    });
     let mut file = match opened {
         Ok(f) => f,
         Err(e) => return send_result(&reply, Err(e)).await,
@@ -361,10 +488,11 @@ pub async fn read(
     // Credit arrives while this task waits for it.
     let credits = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            if let HostMsg::Credit(n) = msg {
-                if credit_window.grant(n).is_err() {
-                    break;
-                }
+            match msg {
+                HostMsg::Credit(n) if credit_window.grant(n).is_ok() => {}
+                // Broken credit, or the host gave up: stop sending.
+                HostMsg::Credit(_) | HostMsg::Cancel => break,
+                _ => {}
             }
         }
         credit_window.close();
@@ -372,7 +500,7 @@ pub async fn read(
     let mut size: u64 = 0;
     let mut buf = vec![0u8; CHUNK_LEN];
     loop {
-        let n = match file.read(&mut buf) {
+        let n = match blocking(|| file.read(&mut buf)) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {

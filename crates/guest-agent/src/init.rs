@@ -60,13 +60,14 @@ fn mount_filesystems() -> io::Result<()> {
 
 /// Kernel settings that never depend on a default: no hard links to files
 /// one does not own, no following of others' symlinks or opening of others'
-/// FIFOs in sticky directories, no kernel log or pointers for the sandbox
-/// user. (`protected_regular` stays off: the file API creates files as root
-/// in `/tmp`, a sticky directory, on the sandbox user's behalf.)
-const HARDENING: [(&str, &str); 5] = [
+/// FIFOs and files with `O_CREAT` in sticky directories, no kernel log or
+/// pointers for the sandbox user. (The file API is not hindered by
+/// `protected_regular`: it writes a fresh file and renames it into place.)
+const HARDENING: [(&str, &str); 6] = [
     ("/proc/sys/fs/protected_hardlinks", "1"),
     ("/proc/sys/fs/protected_symlinks", "1"),
     ("/proc/sys/fs/protected_fifos", "1"),
+    ("/proc/sys/fs/protected_regular", "1"),
     ("/proc/sys/kernel/dmesg_restrict", "1"),
     ("/proc/sys/kernel/kptr_restrict", "2"),
 ];

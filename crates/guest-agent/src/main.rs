@@ -6,6 +6,7 @@
 //! exiting panics the guest kernel, so fatal errors reboot the VM instead
 //! (QEMU runs with `-no-reboot`, so a reboot ends it).
 
+mod cgroup;
 mod context;
 mod exec;
 mod files;
@@ -14,6 +15,7 @@ mod pty;
 mod reaper;
 mod reply;
 mod rootfs;
+mod seccomp;
 mod server;
 mod spawn;
 mod telemetry;
@@ -30,7 +32,11 @@ fn main() {
         Ok(root) => root,
         Err(e) => init::fatal(&format!("preparing the command root failed: {e}")),
     };
+    // At least two workers: with one vCPU, one blocked worker would leave
+    // no one to answer heartbeats.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -39,7 +45,9 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         let reaper = reaper::Reaper::start()?;
-        let ctx = Arc::new(context::AgentContext::new(config, root, reaper)?);
+        let ctx = Arc::new(context::AgentContext::new(config, root, reaper, is_init)?);
+        // Booted: from here on the agent and all it starts run filtered.
+        seccomp::CommandFilter::new()?.install()?;
         server::serve(ctx).await
     });
     match result {

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,9 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
+use void_box_protocol::auth::{self, Nonce, Side};
 use void_box_protocol::{
-    secret_matches, ErrorKind, ErrorReply, Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError,
+    ErrorKind, ErrorReply, Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError, Secret,
     AGENT_VSOCK_PORT, PROTOCOL_VERSION,
 };
 
@@ -51,35 +53,51 @@ async fn handle_connection(
     let mut frames = FramedRead::new(read_half, FrameCodec::<HostMsg, GuestMsg>::new());
     let mut sink = FramedWrite::new(write_half, FrameCodec::<HostMsg, GuestMsg>::new());
 
+    let guest_nonce = nonce(&ctx.config.secret);
+    sink.send(Frame::new(
+        0,
+        GuestMsg::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: guest_nonce,
+        },
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
     let hello = tokio::time::timeout(HANDSHAKE_DEADLINE, frames.next())
         .await
         .map_err(|_| "no handshake within the deadline".to_string())?;
-    let refusal = match hello {
+    let secret = &ctx.config.secret;
+    let (refusal, host_nonce) = match hello {
         Some(Ok(Frame {
             msg:
                 HostMsg::Hello {
                     version,
-                    secret,
+                    nonce: host_nonce,
+                    proof,
                     unix_time_ns,
                 },
             ..
         })) => {
-            if version != PROTOCOL_VERSION {
+            let refusal = if version != PROTOCOL_VERSION {
                 Some(ErrorReply::new(
                     ErrorKind::VersionMismatch,
                     format!("host speaks protocol {version}, agent speaks {PROTOCOL_VERSION}"),
                 ))
-            } else if !secret_matches(&ctx.config.secret, &secret) {
+            } else if !auth::verify(secret, Side::Host, &guest_nonce, &host_nonce, &proof) {
                 Some(ErrorReply::new(ErrorKind::Unauthenticated, "wrong secret"))
             } else {
                 init::set_clock(unix_time_ns);
                 None
-            }
+            };
+            (refusal, host_nonce)
         }
-        Some(Ok(_)) => Some(ErrorReply::new(
-            ErrorKind::Unauthenticated,
-            "the first message must be Hello",
-        )),
+        Some(Ok(_)) => (
+            Some(ErrorReply::new(
+                ErrorKind::Unauthenticated,
+                "the first message must be Hello",
+            )),
+            [0; 32],
+        ),
         Some(Err(e)) => return Err(format!("bad handshake frame: {e}")),
         None => return Ok(()),
     };
@@ -94,6 +112,7 @@ async fn handle_connection(
         GuestMsg::HelloOk {
             version: PROTOCOL_VERSION,
             agent,
+            proof: auth::proof(secret, Side::Guest, &guest_nonce, &host_nonce),
         },
     ))
     .await
@@ -174,6 +193,19 @@ async fn handle_connection(
     result
 }
 
+/// A nonce no other handshake of this or any sandbox uses: an HMAC under
+/// the sandbox's own secret (unknown outside host and agent) of a counter
+/// and whatever randomness the kernel has. It never waits for the kernel's
+/// generator to be seeded, which early in a boot under TCG takes most of a
+/// second.
+fn nonce(secret: &Secret) -> Nonce {
+    static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 32];
+    let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::INSECURE);
+    let count = CONNECTIONS.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+    auth::derive(secret, b"voidbox-guest-nonce", &[&count, &random])
+}
+
 async fn handle_request(
     ctx: Arc<AgentContext>,
     request: HostMsg,
@@ -185,15 +217,16 @@ async fn handle_request(
         HostMsg::WriteFile { path, mode } => files::write(&ctx.roots, &path, mode, rx, reply).await,
         HostMsg::ReadFile { path } => files::read(&ctx.roots, &path, rx, reply).await,
         HostMsg::Stat { path } => {
-            let result = ctx.roots.stat(&path).map(GuestMsg::Stat);
+            let result = files::blocking(|| ctx.roots.stat(&path)).map(GuestMsg::Stat);
             files::send_result(&reply, result).await;
         }
         HostMsg::Mkdir { path } => {
-            let result = ctx.roots.mkdir_all(&path).map(|_| GuestMsg::Done);
+            let result = files::blocking(|| ctx.roots.mkdir_all(&path)).map(|_| GuestMsg::Done);
             files::send_result(&reply, result).await;
         }
-        HostMsg::List { path } => {
-            let result = ctx.roots.list(&path).map(GuestMsg::Listing);
+        HostMsg::List { path, after, limit } => {
+            let result = files::blocking(|| ctx.roots.list(&path, after.as_deref(), limit))
+                .map(|(entries, more)| GuestMsg::Listing { entries, more });
             files::send_result(&reply, result).await;
         }
         HostMsg::Telemetry => match telemetry::snapshot() {

@@ -52,6 +52,8 @@ pub struct Spawn<'a> {
     pub limits: ResourceLimits,
     /// Make stdin (a pty slave) the controlling terminal.
     pub controlling_tty: bool,
+    /// `cgroup.procs` of the control group to join, first of all.
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
 }
 
 /// What the child reads: raw pointers into buffers the parent keeps alive
@@ -71,6 +73,7 @@ struct ChildArgs {
     groups: Vec<Gid>,
     limits: ResourceLimits,
     controlling_tty: bool,
+    cgroup_procs: Option<RawFd>,
     /// errno of the step that failed, 0 if the child exec'd.
     error: AtomicI32,
 }
@@ -120,6 +123,7 @@ pub fn spawn(req: &Spawn<'_>) -> io::Result<i32> {
         groups: req.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
         limits: req.limits,
         controlling_tty: req.controlling_tty,
+        cgroup_procs: req.cgroup_procs.map(|fd| fd.as_raw_fd()),
         error: AtomicI32::new(0),
     };
     let pid = clone_vfork(&args)?;
@@ -195,6 +199,10 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 }
 
 fn child_setup(args: &ChildArgs) -> rustix::io::Result<()> {
+    // Joined while still root: moving a process needs the agent's rights.
+    if let Some(fd) = args.cgroup_procs {
+        crate::cgroup::join(fd)?;
+    }
     for (target, &fd) in args.stdio.iter().enumerate() {
         dup_to(fd, target as RawFd)?;
     }

@@ -7,12 +7,15 @@
 //! contents) are flow-controlled with per-stream credit windows (see
 //! [`flow`]), so no chunk is ever dropped and no side buffers without bound.
 //!
-//! A connection starts with a versioned handshake ([`HostMsg::Hello`]) that
-//! carries the 32-byte per-sandbox secret; the guest compares it in constant
-//! time ([`secret_matches`]) and refuses every other request before it.
+//! A connection starts with a versioned, mutually authenticated handshake
+//! ([`GuestMsg::Challenge`], [`HostMsg::Hello`], [`GuestMsg::HelloOk`]): each
+//! side proves it holds the 32-byte per-sandbox secret with an HMAC over
+//! both sides' nonces ([`auth`]), so the secret itself never crosses the
+//! wire, and the guest refuses every other request before it.
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod codec;
 pub mod flow;
 pub mod message;
@@ -22,9 +25,10 @@ pub use codec::{FrameCodec, ProtocolError};
 pub use message::*;
 
 /// Version of this protocol; both sides must agree on it in the handshake.
-pub const PROTOCOL_VERSION: u16 = 2;
-/// The AF_VSOCK port the guest agent listens on.
-pub const AGENT_VSOCK_PORT: u32 = 1024;
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The AF_VSOCK port the guest agent listens on: below 1024, so that only
+/// root in the guest could bind it (and the agent holds it from boot).
+pub const AGENT_VSOCK_PORT: u32 = 1023;
 /// Length of the per-sandbox secret in bytes.
 pub const SECRET_LEN: usize = 32;
 /// Largest encoded frame (without its length prefix) either side accepts.
@@ -33,6 +37,9 @@ pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 pub const CHUNK_LEN: usize = 64 * 1024;
 /// Bytes a sender may have in flight on one stream before it needs credit.
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Most entries in one page of a directory listing: 1024 entries of the
+/// longest names (255 bytes) and their metadata fit well within a frame.
+pub const MAX_LIST_PAGE: u32 = 1024;
 /// Where the host places the guest configuration inside the initramfs.
 pub const GUEST_CONFIG_PATH: &str = "/.voidbox/config";
 /// The commands' default working directory, and where relative paths of
@@ -43,9 +50,3 @@ pub const WRITABLE_ROOTS: [&str; 2] = [WORKSPACE_DIR, "/tmp"];
 
 /// A per-sandbox secret.
 pub type Secret = [u8; SECRET_LEN];
-
-/// Compares two secrets in constant time.
-pub fn secret_matches(expected: &Secret, presented: &Secret) -> bool {
-    use subtle::ConstantTimeEq;
-    expected.ct_eq(presented).into()
-}

@@ -27,12 +27,14 @@ impl<M> Frame<M> {
 /// Messages the host sends to the guest agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum HostMsg {
-    /// First message on every connection.
+    /// The answer to [`GuestMsg::Challenge`], the host's first message.
     Hello {
         /// Must equal [`crate::PROTOCOL_VERSION`].
         version: u16,
-        /// The per-sandbox secret.
-        secret: Secret,
+        /// The host's fresh nonce.
+        nonce: crate::auth::Nonce,
+        /// [`crate::auth::proof`] by the host over both nonces.
+        proof: crate::auth::Proof,
         /// Host wall-clock time, used to set the guest clock.
         unix_time_ns: u64,
     },
@@ -76,10 +78,16 @@ pub enum HostMsg {
         /// Absolute guest path inside a writable root.
         path: String,
     },
-    /// List a directory.
+    /// One page of a directory's entries, sorted by name.
     List {
         /// Absolute guest path inside a writable root.
         path: String,
+        /// Only entries whose names sort after this one (the last name of
+        /// the previous page); `None`: from the start.
+        after: Option<String>,
+        /// Most entries in the page; the guest answers at most
+        /// [`crate::MAX_LIST_PAGE`].
+        limit: u32,
     },
     /// Ask for a resource usage snapshot.
     Telemetry,
@@ -90,12 +98,21 @@ pub enum HostMsg {
 /// Messages the guest agent sends to the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum GuestMsg {
+    /// The first message on every connection: the guest's nonce.
+    Challenge {
+        /// The agent's protocol version.
+        version: u16,
+        /// Fresh random bytes the host's proof must cover.
+        nonce: crate::auth::Nonce,
+    },
     /// The handshake succeeded.
     HelloOk {
         /// The agent's protocol version.
         version: u16,
         /// The agent's name and version, for diagnostics.
         agent: String,
+        /// [`crate::auth::proof`] by the guest over both nonces.
+        proof: crate::auth::Proof,
     },
     /// Answer to [`HostMsg::Ping`].
     Pong,
@@ -128,8 +145,13 @@ pub enum GuestMsg {
     Done,
     /// Result of [`HostMsg::Stat`].
     Stat(FileStat),
-    /// Result of [`HostMsg::List`].
-    Listing(Vec<DirEntry>),
+    /// Result of [`HostMsg::List`]: a page of entries.
+    Listing {
+        /// Entries in name order.
+        entries: Vec<DirEntry>,
+        /// Whether entries follow the last of this page.
+        more: bool,
+    },
     /// Result of [`HostMsg::Telemetry`].
     Telemetry(TelemetrySnapshot),
     /// The request failed; this is the last message of its stream.
@@ -351,7 +373,7 @@ impl std::fmt::Display for ErrorReply {
 /// secret is never visible to the unprivileged processes it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestConfig {
-    /// The per-sandbox secret the host presents in [`HostMsg::Hello`].
+    /// The per-sandbox secret both sides prove in the handshake.
     pub secret: Secret,
     /// Guest hostname.
     pub hostname: String,

@@ -27,13 +27,18 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
 
 fn host_msg() -> impl Strategy<Value = HostMsg> {
     prop_oneof![
-        (any::<u16>(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(version, secret, t)| {
-            HostMsg::Hello {
+        (
+            any::<u16>(),
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+            any::<u64>()
+        )
+            .prop_map(|(version, nonce, proof, t)| HostMsg::Hello {
                 version,
-                secret,
+                nonce,
+                proof,
                 unix_time_ns: t,
-            }
-        }),
+            }),
         Just(HostMsg::Ping),
         (
             ".*",
@@ -66,14 +71,23 @@ fn host_msg() -> impl Strategy<Value = HostMsg> {
         (".*", any::<u32>()).prop_map(|(path, mode)| HostMsg::WriteFile { path, mode }),
         data().prop_map(HostMsg::FileChunk),
         ".*".prop_map(|path| HostMsg::ReadFile { path }),
-        ".*".prop_map(|path| HostMsg::List { path }),
+        (".*", any::<Option<String>>(), any::<u32>())
+            .prop_map(|(path, after, limit)| HostMsg::List { path, after, limit }),
         Just(HostMsg::Shutdown),
     ]
 }
 
 fn guest_msg() -> impl Strategy<Value = GuestMsg> {
     prop_oneof![
-        (any::<u16>(), ".*").prop_map(|(version, agent)| GuestMsg::HelloOk { version, agent }),
+        (any::<u16>(), ".*", any::<[u8; 32]>()).prop_map(|(version, agent, proof)| {
+            GuestMsg::HelloOk {
+                version,
+                agent,
+                proof,
+            }
+        }),
+        (any::<u16>(), any::<[u8; 32]>())
+            .prop_map(|(version, nonce)| GuestMsg::Challenge { version, nonce }),
         any::<u32>().prop_map(|pid| GuestMsg::Started { pid }),
         data().prop_map(GuestMsg::Stdout),
         data().prop_map(GuestMsg::Stderr),
@@ -92,19 +106,22 @@ fn guest_msg() -> impl Strategy<Value = GuestMsg> {
                 }
             )),
         any::<u64>().prop_map(|size| GuestMsg::FileEnd { size }),
-        (".*", any::<u64>(), any::<i64>()).prop_map(|(name, size, mtime_unix_ns)| {
-            GuestMsg::Listing(vec![DirEntry {
-                name,
-                stat: FileStat {
-                    kind: FileKind::File,
-                    size,
-                    mode: 0o644,
-                    uid: 1000,
-                    gid: 1000,
-                    mtime_unix_ns,
-                },
-            }])
-        }),
+        (".*", any::<u64>(), any::<i64>(), any::<bool>()).prop_map(
+            |(name, size, mtime_unix_ns, more)| GuestMsg::Listing {
+                more,
+                entries: vec![DirEntry {
+                    name,
+                    stat: FileStat {
+                        kind: FileKind::File,
+                        size,
+                        mode: 0o644,
+                        uid: 1000,
+                        gid: 1000,
+                        mtime_unix_ns,
+                    },
+                }],
+            }
+        ),
         ".*".prop_map(|m| GuestMsg::Error(ErrorReply::new(ErrorKind::Io, m))),
     ]
 }
@@ -173,13 +190,4 @@ fn oversized_message_is_refused_by_encoder() {
         encode_frame(&frame),
         Err(ProtocolError::FrameTooLarge { .. })
     ));
-}
-
-#[test]
-fn secrets_compare() {
-    let a = [7u8; 32];
-    let mut b = a;
-    assert!(secret_matches(&a, &b));
-    b[31] ^= 1;
-    assert!(!secret_matches(&a, &b));
 }

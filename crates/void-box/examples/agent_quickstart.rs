@@ -4,7 +4,6 @@
 //! `cargo run -p void-box --example agent_quickstart`
 
 use serde_json::json;
-use tokio::sync::mpsc;
 use void_box::agent::VoidBox;
 use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
@@ -38,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         }))
         .build()?;
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (sink, mut rx) = EventSink::channel();
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             match event {
@@ -57,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let result = agent.run_with(None, EventSink::channel(tx)).await?;
+    let result = agent.run_with(None, sink).await?;
     printer.await?;
     println!(
         "output: {}\nturns: {}, tokens: {} in / {} out, {:?}",

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::mpsc;
 use void_box::agent::{AgentError, Decision, PostToolAction, PreToolAction, ToolOutcome, VoidBox};
-use void_box::event::{EventSink, RunEvent};
+use void_box::event::{EventReceiver, EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
 use void_box::sandbox::fake::{FakeGuest, FakeProvider, FakeReply};
 use void_box::skill::Skill;
@@ -51,14 +50,14 @@ fn absolute(path: &str) -> String {
     }
 }
 
-fn events() -> (EventSink, mpsc::UnboundedReceiver<RunEvent>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (EventSink::channel(tx), rx)
+fn events() -> (EventSink, EventReceiver) {
+    let (sink, rx) = EventSink::channel();
+    (sink, rx)
 }
 
-fn drain(mut rx: mpsc::UnboundedReceiver<RunEvent>) -> Vec<RunEvent> {
+fn drain(mut rx: EventReceiver) -> Vec<RunEvent> {
     let mut all = Vec::new();
-    while let Ok(e) = rx.try_recv() {
+    while let Some(e) = rx.try_recv() {
         all.push(e);
     }
     all

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use tokio::sync::mpsc;
 use void_box::agent::{AgentError, Decision, PostToolAction, PreToolAction, ToolOutcome, VoidBox};
 use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
@@ -48,11 +47,8 @@ async fn reads_edits_runs_and_returns_schema_valid_json() {
         .build()
         .unwrap();
     let sandbox = agent.sandbox_config().build().await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let result = agent
-        .run_in(&sandbox, None, EventSink::channel(tx))
-        .await
-        .unwrap();
+    let (sink, mut rx) = EventSink::channel();
+    let result = agent.run_in(&sandbox, None, sink).await.unwrap();
 
     assert_eq!(result.output, Some(json!({"count": 2, "lines": 2})));
     assert_eq!(result.turns, 5);
@@ -74,7 +70,7 @@ async fn reads_edits_runs_and_returns_schema_valid_json() {
     );
 
     let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
+    while let Some(e) = rx.try_recv() {
         events.push(e);
     }
     let started = events
@@ -303,9 +299,9 @@ async fn claude_code_engine_parses_stream_json() {
         .build()
         .unwrap();
     let sandbox = agent.sandbox_config().build().await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (sink, mut rx) = EventSink::channel();
     let result = agent
-        .run_in(&sandbox, Some("from stage one"), EventSink::channel(tx))
+        .run_in(&sandbox, Some("from stage one"), sink)
         .await
         .unwrap();
     assert_eq!(result.output, Some(json!({"skills": "notes"})));
@@ -320,7 +316,7 @@ async fn claude_code_engine_parses_stream_json() {
     let prompt = guest_text(&sandbox, "/tmp/claude-prompt.txt").await;
     assert!(prompt.starts_with("What skills do you have?") && prompt.ends_with("from stage one"));
     let mut kinds = Vec::new();
-    while let Ok(e) = rx.try_recv() {
+    while let Some(e) = rx.try_recv() {
         kinds.push(match e {
             RunEvent::TextDelta { .. } => "text",
             RunEvent::ToolCallStarted { .. } => "tool_start",

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::mpsc;
 use void_box::agent::VoidBox;
 use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
@@ -70,9 +69,9 @@ async fn cancelling_a_run_leaves_no_vm_or_temp_dir() {
     let pipeline = Pipeline::named("doomed", seed)
         .fan_out(vec![sleeper("left"), sleeper("right")])
         .pipe(sleeper("never-started"));
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (sink, mut rx) = EventSink::channel();
     // Boxed, so that dropping it drops the future itself.
-    let mut run = Box::pin(pipeline.run_with(None, EventSink::channel(tx)));
+    let mut run = Box::pin(pipeline.run_with(None, sink));
 
     // Wait until both fan-out boxes are inside their `sleep`.
     let deadline = tokio::time::sleep(Duration::from_secs(90));

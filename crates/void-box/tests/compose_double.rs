@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::mock_llm::{turn, MockLlmServer, Wire};
 use serde_json::json;
-use tokio::sync::mpsc;
 use void_box::agent::VoidBox;
 use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
@@ -140,11 +139,8 @@ async fn workflow_steps_of_both_kinds_boot_through_the_provider() {
         .step(Step::command("upper", "tr", ["a-z", "A-Z"]).depends_on(["make"]))
         .step(Step::agent("think", reader).depends_on(["make"]))
         .output_step("upper");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let result = workflow
-        .run_on(&provider, None, EventSink::channel(tx))
-        .await
-        .unwrap();
+    let (sink, mut rx) = EventSink::channel();
+    let result = workflow.run_on(&provider, None, sink).await.unwrap();
     assert_eq!(result.output.as_deref(), Some("MADE\n"));
     let think = result.steps.iter().find(|s| s.name == "think").unwrap();
     let summary = &think.result.as_ref().unwrap().tool_calls[0].summary;
@@ -155,7 +151,7 @@ async fn workflow_steps_of_both_kinds_boot_through_the_provider() {
     // Every step, the agent step included, booted through the provider.
     assert_eq!(provider.guests().len(), 3);
     let mut output = String::new();
-    while let Ok(e) = rx.try_recv() {
+    while let Some(e) = rx.try_recv() {
         if let RunEvent::Output {
             box_name,
             stream: OutputStream::Stdout,
@@ -211,11 +207,8 @@ async fn a_sandbox_spec_runs_its_command_with_input_and_streams_output() {
     let provider = FakeProvider::with_commands(|_, cmd| {
         FakeReply::ok(String::from_utf8_lossy(&cmd.stdin).to_uppercase())
     });
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let result = run
-        .run_on(&provider, Some("hello"), EventSink::channel(tx))
-        .await
-        .unwrap();
+    let (sink, mut rx) = EventSink::channel();
+    let result = run.run_on(&provider, Some("hello"), sink).await.unwrap();
     assert!(result.success);
     assert_eq!(result.stdout, "HELLO");
     let guest = &provider.guests()[0];
@@ -223,7 +216,7 @@ async fn a_sandbox_spec_runs_its_command_with_input_and_streams_output() {
     assert!(guest.config().env.contains(&("MODE".into(), "loud".into())));
     assert!(guest.config().allowed_commands.contains(&"tr".into()));
     let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
+    while let Some(e) = rx.try_recv() {
         events.push(e);
     }
     assert!(matches!(events[0], RunEvent::StageStarted { .. }));

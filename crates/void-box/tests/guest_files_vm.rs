@@ -77,15 +77,82 @@ async fn the_guest_sets_its_hardening_sysctls_at_boot() {
     let out = sb
         .exec(Exec::shell(
             "cd /proc/sys && cat fs/protected_hardlinks fs/protected_symlinks \
-             fs/protected_fifos kernel/dmesg_restrict kernel/kptr_restrict; dmesg >/dev/null 2>&1; echo dmesg=$?",
+             fs/protected_fifos fs/protected_regular kernel/dmesg_restrict kernel/kptr_restrict; \
+             dmesg >/dev/null 2>&1; echo dmesg=$?",
         ))
         .await
         .unwrap();
     assert_eq!(
         out.stdout_text(),
-        "1\n1\n1\n1\n2\ndmesg=1\n",
+        "1\n1\n1\n1\n1\n2\ndmesg=1\n",
         "{}",
         out.stderr_text()
     );
     sb.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_write_leaves_the_old_file_and_no_temporary() {
+    let sb = Sandbox::builder().build().await.unwrap();
+    sb.write_file("/workspace/keep", b"old\n").await.unwrap();
+    // 64 MiB takes seconds under any accelerator's guest; give up at once.
+    let big = vec![b'n'; 64 << 20];
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(20),
+        sb.write_file("/workspace/keep", &big),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the write should still have been running");
+    // The guest hears the cancel and removes its half-written file.
+    let started = std::time::Instant::now();
+    loop {
+        let out = sb.exec(Exec::shell("ls -A /workspace")).await.unwrap();
+        if !out.stdout_text().contains(".voidbox-write-") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a temporary stayed: {}",
+            out.stdout_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sb.read_file("/workspace/keep").await.unwrap(), b"old\n");
+    // A finished write replaces the file whole, as the sandbox user's.
+    sb.write_file("/workspace/keep", b"new\n").await.unwrap();
+    let out = sb
+        .exec(Exec::shell(
+            "cat /workspace/keep; stat -c %u /workspace/keep",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "new\n1000\n");
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_file_that_is_a_fifo_fails_the_stage_promptly() {
+    use serde_json::json;
+    use void_box::agent::VoidBox;
+    use void_box::llm::{LlmProvider, MockScript, MockTurn};
+    use void_box::pipeline::Pipeline;
+
+    // The model plants a FIFO where the stage's output file should be.
+    let planter = VoidBox::new("planter")
+        .llm(LlmProvider::mock(MockScript::new(vec![
+            MockTurn::default().call("bash", json!({"command": "mkfifo /workspace/out.md"})),
+            MockTurn::text("done"),
+        ])))
+        .output_file("out.md")
+        .build()
+        .unwrap();
+    // A boot and two model turns: well under a minute unless something hangs.
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        Pipeline::named("fifo", planter).run(),
+    )
+    .await
+    .expect("a stage whose output file is a FIFO hung")
+    .unwrap_err();
+    assert!(err.cause.contains("not a regular file"), "{err}");
 }

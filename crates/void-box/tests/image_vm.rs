@@ -49,6 +49,13 @@ async fn python_and_node_run_with_the_image_config_and_boot_again_without_the_re
     )
     .await;
     assert_eq!(py.trim(), "[3, 42]");
+    // Below 1024, where the agent listens, only guest root may bind a port.
+    let bind = sh(
+        &sandbox,
+        "python3 -c \"import socket\ntry:\n    socket.socket(socket.AF_VSOCK).bind((socket.VMADDR_CID_ANY, 1000)); print('bound')\nexcept PermissionError: print('refused')\"",
+    )
+    .await;
+    assert_eq!(bind.trim(), "refused");
     let node = sh(
         &sandbox,
         "node -e 'console.log([1,2,3].map(x => x * 2).join(\",\"))'",

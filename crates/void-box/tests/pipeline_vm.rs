@@ -235,15 +235,12 @@ async fn workflow_steps_pass_files_and_stdout_to_dependents() {
         .step(Step::shell("show", "cat note.txt /workspace/inputs/note/stdout").depends_on(["note"]))
         .output_step("total")
         .max_parallel(2);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let result = workflow
-        .run_with(None, EventSink::channel(tx))
-        .await
-        .unwrap();
+    let (sink, mut rx) = EventSink::channel();
+    let result = workflow.run_with(None, sink).await.unwrap();
     // Each step's output was streamed under its name, and each booted a VM.
     let mut streamed = String::new();
     let mut booted = 0;
-    while let Ok(event) = rx.try_recv() {
+    while let Some(event) = rx.try_recv() {
         match event {
             RunEvent::Output {
                 box_name,

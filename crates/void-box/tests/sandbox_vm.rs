@@ -238,10 +238,30 @@ async fn read_guest_frame(stream: &mut tokio::net::UnixStream) -> Option<Frame<G
 async fn wrong_secret_and_unauthenticated_requests_are_refused() {
     let sb = sandbox().await;
 
+    // The agent speaks first: a fresh nonce, never the same twice.
     let mut conn = raw_connection(&sb).await;
+    let Some(GuestMsg::Challenge { nonce, .. }) = read_guest_frame(&mut conn).await.map(|f| f.msg)
+    else {
+        panic!("no challenge");
+    };
+    let mut other = raw_connection(&sb).await;
+    let Some(GuestMsg::Challenge { nonce: nonce2, .. }) =
+        read_guest_frame(&mut other).await.map(|f| f.msg)
+    else {
+        panic!("no challenge");
+    };
+    assert_ne!(nonce, nonce2);
+    drop(other);
+    // A proof made without the secret.
     let hello = HostMsg::Hello {
         version: PROTOCOL_VERSION,
-        secret: [0x42; 32],
+        nonce: [0x42; 32],
+        proof: void_box_protocol::auth::proof(
+            &[0x42; 32],
+            void_box_protocol::auth::Side::Host,
+            &nonce,
+            &[0x42; 32],
+        ),
         unix_time_ns: 0,
     };
     conn.write_all(&encode_frame(&Frame::new(0, hello)).unwrap())
@@ -257,6 +277,10 @@ async fn wrong_secret_and_unauthenticated_requests_are_refused() {
     );
 
     let mut conn = raw_connection(&sb).await;
+    assert!(matches!(
+        read_guest_frame(&mut conn).await.map(|f| f.msg),
+        Some(GuestMsg::Challenge { .. })
+    ));
     let exec = HostMsg::Exec(void_box_protocol::ExecRequest {
         program: "true".into(),
         ..Default::default()
@@ -271,6 +295,10 @@ async fn wrong_secret_and_unauthenticated_requests_are_refused() {
 
     // Garbage instead of a frame: refused, and the agent keeps serving.
     let mut conn = raw_connection(&sb).await;
+    assert!(matches!(
+        read_guest_frame(&mut conn).await.map(|f| f.msg),
+        Some(GuestMsg::Challenge { .. })
+    ));
     conn.write_all(&[0xff; 64]).await.unwrap();
     assert!(read_guest_frame(&mut conn).await.is_none());
     assert!(sb.exec("true").await.unwrap().status.success());

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use report::{BoxReport, BoxStatus, PipelineError, PipelineResult, StageReport};
@@ -140,13 +139,13 @@ impl Pipeline {
     where
         F: Fn(&str, &str) + Send + Sync,
     {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let run = self.run_with(None, EventSink::channel(tx));
+        let (sink, mut rx) = EventSink::channel();
+        let run = self.run_with(None, sink);
         tokio::pin!(run);
         loop {
             tokio::select! {
                 result = &mut run => {
-                    while let Ok(event) = rx.try_recv() {
+                    while let Some(event) = rx.try_recv() {
                         forward_text(&event, &on_output);
                     }
                     return result;

@@ -23,6 +23,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
+use void_box_protocol::auth::{self, Nonce, Side};
 use void_box_protocol::flow::SendWindow;
 use void_box_protocol::{
     Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError, Secret, PROTOCOL_VERSION, STREAM_WINDOW,
@@ -135,6 +136,26 @@ impl AgentClient {
         let (read_half, write_half) = stream.into_split();
         let mut frames = FramedRead::new(read_half, Codec::new());
         let mut sink = FramedWrite::new(write_half, Codec::new());
+        let guest_nonce = match frames.next().await {
+            Some(Ok(Frame {
+                msg: GuestMsg::Challenge { version, nonce },
+                ..
+            })) if version == PROTOCOL_VERSION => nonce,
+            Some(Ok(Frame {
+                msg: GuestMsg::Challenge { version, .. },
+                ..
+            })) => {
+                return Err(Error::Guest {
+                    kind: void_box_protocol::ErrorKind::VersionMismatch,
+                    message: format!(
+                        "the guest agent speaks protocol {version}, the host {PROTOCOL_VERSION}"
+                    ),
+                })
+            }
+            other => return Err(handshake_failure(other)),
+        };
+        let mut host_nonce: Nonce = [0; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut host_nonce);
         let unix_time_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -143,37 +164,24 @@ impl AgentClient {
             0,
             HostMsg::Hello {
                 version: PROTOCOL_VERSION,
-                secret: *secret,
+                nonce: host_nonce,
+                proof: auth::proof(secret, Side::Host, &guest_nonce, &host_nonce),
                 unix_time_ns,
             },
         ))
         .await?;
         match frames.next().await {
             Some(Ok(Frame {
-                msg: GuestMsg::HelloOk { .. },
-                ..
-            })) => {}
-            Some(Ok(Frame {
-                msg: GuestMsg::Error(e),
+                msg: GuestMsg::HelloOk { proof, .. },
                 ..
             })) => {
-                return Err(Error::Guest {
-                    kind: e.kind,
-                    message: e.message,
-                })
+                if !auth::verify(secret, Side::Guest, &guest_nonce, &host_nonce, &proof) {
+                    return Err(Error::Disconnected(
+                        "the guest agent could not prove it holds the sandbox's secret".into(),
+                    ));
+                }
             }
-            Some(Ok(other)) => {
-                return Err(Error::Disconnected(format!(
-                    "unexpected handshake answer: {:?}",
-                    other.msg
-                )))
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => {
-                return Err(Error::Disconnected(
-                    "guest closed the connection during the handshake".into(),
-                ))
-            }
+            other => return Err(handshake_failure(other)),
         }
 
         let shared = Arc::new(Shared {
@@ -247,6 +255,7 @@ impl AgentClient {
         let stream = Stream {
             rx,
             queued,
+            answered: false,
             sender: StreamSender {
                 id,
                 window,
@@ -274,6 +283,24 @@ impl Drop for AgentClient {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+/// Why a handshake answer is not the one expected.
+fn handshake_failure(answer: Option<std::result::Result<Frame<GuestMsg>, ProtocolError>>) -> Error {
+    match answer {
+        Some(Ok(Frame {
+            msg: GuestMsg::Error(e),
+            ..
+        })) => Error::Guest {
+            kind: e.kind,
+            message: e.message,
+        },
+        Some(Ok(other)) => {
+            Error::Disconnected(format!("unexpected handshake answer: {:?}", other.msg))
+        }
+        Some(Err(e)) => e.into(),
+        None => Error::Disconnected("guest closed the connection during the handshake".into()),
     }
 }
 
@@ -330,10 +357,15 @@ async fn heartbeat(
     }
 }
 
-/// One request's stream of messages.
+/// One request's stream of messages. Dropped before its final answer
+/// (a caller that gave up), it cancels the request in the guest, so that
+/// nothing there waits on it: a command is killed, a half-written file
+/// removed.
 pub struct Stream {
     rx: mpsc::UnboundedReceiver<GuestMsg>,
     queued: Arc<Queued>,
+    /// Whether the final message of the request arrived.
+    answered: bool,
     sender: StreamSender,
 }
 
@@ -348,11 +380,42 @@ impl Stream {
         self.sender.clone()
     }
 
+    /// The next message within `limit`: fails with [`Error::Timeout`]
+    /// naming `what` when none comes (see [`super::RequestDeadlines`]).
+    pub async fn recv_within(&mut self, limit: Duration, what: &str) -> Result<GuestMsg> {
+        self.recv_until(tokio::time::Instant::now() + limit, limit, what)
+            .await
+    }
+
+    /// The next message before `deadline` (`limit` after its start).
+    pub async fn recv_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        limit: Duration,
+        what: &str,
+    ) -> Result<GuestMsg> {
+        tokio::time::timeout_at(deadline, self.recv())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout(format!(
+                    "the guest did not answer {what} within {:.1} s",
+                    limit.as_secs_f64()
+                )))
+            })
+    }
+
     /// The next message; fails when the connection dies.
     pub async fn recv(&mut self) -> Result<GuestMsg> {
         match self.rx.recv().await {
             Some(msg) => {
                 self.queued.leave(&msg);
+                self.answered |= !matches!(
+                    msg,
+                    GuestMsg::Started { .. }
+                        | GuestMsg::Stdout(_)
+                        | GuestMsg::Stderr(_)
+                        | GuestMsg::FileChunk(_)
+                );
                 Ok(msg)
             }
             None => Err(self.sender.shared.failure()),
@@ -362,6 +425,12 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        if !self.answered {
+            let _ = self
+                .sender
+                .outbox
+                .send(Frame::new(self.sender.id, HostMsg::Cancel));
+        }
         let routes = &self.sender.shared.routes;
         if let Some(route) = routes
             .lock()
@@ -405,11 +474,30 @@ impl StreamSender {
 
     /// Sends `data` in chunks, each after waiting for the guest's credit.
     pub async fn send_data(&self, data: &[u8], wrap: fn(Vec<u8>) -> HostMsg) -> Result<()> {
+        self.send_data_within(data, wrap, None).await
+    }
+
+    /// Like [`send_data`](Self::send_data), failing with [`Error::Timeout`]
+    /// when the guest grants no credit for `idle` (the `Duration`) while
+    /// doing `what`.
+    pub async fn send_data_within(
+        &self,
+        data: &[u8],
+        wrap: fn(Vec<u8>) -> HostMsg,
+        idle: Option<(Duration, &str)>,
+    ) -> Result<()> {
         for chunk in data.chunks(void_box_protocol::CHUNK_LEN) {
-            self.window
-                .reserve(chunk.len())
-                .await
-                .map_err(|_| self.shared.failure())?;
+            let credit = self.window.reserve(chunk.len());
+            let reserved = match idle {
+                Some((limit, what)) => tokio::time::timeout(limit, credit).await.map_err(|_| {
+                    Error::Timeout(format!(
+                        "the guest took no data of {what} for {:.1} s",
+                        limit.as_secs_f64()
+                    ))
+                })?,
+                None => credit.await,
+            };
+            reserved.map_err(|_| self.shared.failure())?;
             self.send(wrap(chunk.to_vec()))?;
         }
         Ok(())
@@ -422,6 +510,50 @@ mod tests {
     use tokio::time::timeout;
 
     type GuestCodec = FrameCodec<HostMsg, GuestMsg>;
+    type GuestFrames = FramedRead<tokio::net::unix::OwnedReadHalf, GuestCodec>;
+    type GuestSink = FramedWrite<tokio::net::unix::OwnedWriteHalf, GuestCodec>;
+
+    /// The guest's side of the handshake, proving `secret`.
+    async fn guest_handshake(frames: &mut GuestFrames, sink: &mut GuestSink, secret: &Secret) {
+        let guest_nonce = [9; 32];
+        let challenge = GuestMsg::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: guest_nonce,
+        };
+        sink.send(Frame::new(0, challenge)).await.unwrap();
+        let Some(Ok(Frame {
+            msg: HostMsg::Hello { nonce, .. },
+            ..
+        })) = frames.next().await
+        else {
+            panic!("no Hello");
+        };
+        let ok = GuestMsg::HelloOk {
+            version: PROTOCOL_VERSION,
+            agent: "test".into(),
+            proof: auth::proof(secret, Side::Guest, &guest_nonce, &nonce),
+        };
+        sink.send(Frame::new(0, ok)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_guest_that_cannot_prove_the_secret_is_refused() {
+        let (host, guest) = UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let (r, w) = guest.into_split();
+            let (mut frames, mut sink) = (
+                FramedRead::new(r, GuestCodec::new()),
+                FramedWrite::new(w, GuestCodec::new()),
+            );
+            guest_handshake(&mut frames, &mut sink, &[1; 32]).await;
+            while let Some(Ok(_)) = frames.next().await {}
+        });
+        let err = AgentClient::handshake(host, &[2; 32], Duration::from_secs(60))
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("could not prove"), "{err}");
+    }
 
     /// A guest that answers the handshake, then sends `msgs` on stream 1
     /// as fast as it can, ignoring credit. Returns the host's client and
@@ -432,12 +564,7 @@ mod tests {
             let (r, w) = guest.into_split();
             let mut frames = FramedRead::new(r, GuestCodec::new());
             let mut sink = FramedWrite::new(w, GuestCodec::new());
-            frames.next().await; // Hello
-            let ok = GuestMsg::HelloOk {
-                version: PROTOCOL_VERSION,
-                agent: "flood".into(),
-            };
-            sink.send(Frame::new(0, ok)).await.unwrap();
+            guest_handshake(&mut frames, &mut sink, &[0; 32]).await;
             frames.next().await; // the host opened stream 1
             let mut sent = 0;
             for msg in msgs {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use void_box_protocol::ResourceLimits;
 
+use super::deadlines::RequestDeadlines;
 use super::defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 use super::mounts::{check_guest_path, check_host_path, ImageMount, Mount, MountMode, VolumeMount};
 use crate::error::ConfigError;
@@ -46,6 +47,8 @@ pub struct SandboxConfig {
     /// before every call fails.
     #[serde(rename = "liveness_timeout_ms", with = "crate::millis")]
     pub liveness_timeout: Duration,
+    /// How long the guest may take to answer each kind of request.
+    pub deadlines: RequestDeadlines,
     /// The accelerator; `None`: `VOIDBOX_ACCEL`, else auto-detect.
     pub accel: Option<Accel>,
     /// Kernel and initramfs to boot instead of the cached guest image.
@@ -87,6 +90,7 @@ impl Default for SandboxConfig {
             limits: DEFAULT_LIMITS,
             boot_timeout: Duration::from_secs(30),
             liveness_timeout: Duration::from_secs(30),
+            deadlines: RequestDeadlines::default(),
             accel: None,
             boot: None,
             hostname: "voidbox".into(),
@@ -146,6 +150,12 @@ impl SandboxConfig {
             return Err(ConfigError::new(
                 "liveness_timeout_ms",
                 "must be at least 100 ms",
+            ));
+        }
+        if self.deadlines.shortest() < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "deadlines",
+                "every request deadline must be at least 10 ms",
             ));
         }
         let valid_host = |h: &str| {
@@ -272,6 +282,13 @@ impl SandboxConfig {
     /// every call fails (default 30 s).
     pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
         self.liveness_timeout = timeout;
+        self
+    }
+
+    /// How long the guest may take to answer each kind of request
+    /// (default [`RequestDeadlines::default`]).
+    pub fn deadlines(mut self, deadlines: RequestDeadlines) -> Self {
+        self.deadlines = deadlines;
         self
     }
 

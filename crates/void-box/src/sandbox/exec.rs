@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
 use void_box_protocol::flow::RecvWindow;
 use void_box_protocol::{
     ExecRequest, ExitStatus, GuestMsg, HostMsg, PtySize, ResourceLimits, CHUNK_LEN,
@@ -11,6 +12,7 @@ use void_box_protocol::{
 
 use super::capture::{text_with_notice, Capture, Cut, DEFAULT_MAX_OUTPUT};
 use super::client::{Stream, StreamSender};
+use super::RequestDeadlines;
 use crate::error::{Error, Result};
 
 /// A command to run in the guest.
@@ -202,17 +204,32 @@ pub struct ExecStream {
     window: RecvWindow,
     pid: u32,
     finished: bool,
+    /// When the exit must have arrived (a command with a timeout).
+    end: Option<(Instant, Duration)>,
+    /// The command, for errors.
+    what: String,
 }
 
 impl ExecStream {
-    /// Waits for the guest to start the command.
-    pub(crate) async fn start(mut stream: Stream) -> Result<ExecStream> {
-        match stream.recv().await? {
+    /// Waits for the guest to start the command (`what`), at most
+    /// `deadlines.exec_start`; `end` is when its exit must have arrived.
+    pub(crate) async fn start(
+        mut stream: Stream,
+        deadlines: RequestDeadlines,
+        end: Option<Instant>,
+        what: String,
+    ) -> Result<ExecStream> {
+        let first = stream
+            .recv_within(deadlines.exec_start, &format!("the start of {what}"))
+            .await;
+        match first? {
             GuestMsg::Started { pid } => Ok(ExecStream {
                 stream,
                 window: RecvWindow::new(),
                 pid,
                 finished: false,
+                end: end.map(|end| (end, end.saturating_duration_since(Instant::now()))),
+                what,
             }),
             GuestMsg::Error(e) => Err(Error::Guest {
                 kind: e.kind,
@@ -251,7 +268,20 @@ impl ExecStream {
         if self.finished {
             return Ok(None);
         }
-        let event = match self.stream.recv().await? {
+        let msg = match self.end {
+            Some((end, limit)) => {
+                let what = format!("the end of {}", self.what);
+                let msg = self.stream.recv_until(end, limit, &what).await;
+                if msg.is_err() {
+                    // Whatever the guest still runs of it goes too.
+                    let _ = self.stream.send(HostMsg::Cancel);
+                    self.finished = true;
+                }
+                msg?
+            }
+            None => self.stream.recv().await?,
+        };
+        let event = match msg {
             GuestMsg::Stdout(data) => ExecEvent::Stdout(self.account(data)?),
             GuestMsg::Stderr(data) => ExecEvent::Stderr(self.account(data)?),
             GuestMsg::Exited(status) => {

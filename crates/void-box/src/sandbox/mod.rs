@@ -3,9 +3,11 @@
 mod capture;
 mod client;
 mod config;
+mod deadlines;
 mod defaults;
 mod exec;
 pub mod fake;
+mod files;
 mod mounts;
 mod plan;
 mod provider;
@@ -17,14 +19,16 @@ use rand::RngCore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use void_box_protocol::{
-    DirEntry, FileStat, GuestConfig, GuestMsg, HostMsg, Secret, TelemetrySnapshot, AGENT_VSOCK_PORT,
+    GuestConfig, GuestMsg, HostMsg, Secret, TelemetrySnapshot, AGENT_VSOCK_PORT,
 };
 
 pub use crate::error::ConfigError;
 pub use capture::{Cut, DEFAULT_MAX_OUTPUT};
 pub use config::{SandboxConfig, MAX_MEMORY_MB, MAX_VCPUS, MIN_MEMORY_MB};
+pub use deadlines::RequestDeadlines;
 pub use defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 pub use exec::{Exec, ExecEvent, ExecStream, Output, OutputSink, OutputStream, StdinWriter};
+pub use files::{ListPage, DEFAULT_MAX_LIST, DEFAULT_MAX_READ};
 pub use mounts::{check_guest_path, ImageMount, Mount, MountMode, VolumeMount};
 pub use provider::{SandboxProvider, VmProvider};
 // The sandbox's own knobs, so that the layers above never name `vm`.
@@ -36,9 +40,6 @@ use crate::vm::image::config_initramfs;
 use crate::vm::{VmBackend, VmInstance};
 use client::AgentClient;
 use plan::BootPlan;
-
-/// The largest file [`Sandbox::read_file`] reads.
-pub const DEFAULT_MAX_READ: u64 = 256 << 20;
 
 /// Boots a sandbox on `backend`: makes its secret and guest
 /// configuration, launches the VM the plan describes (kernel, initramfs,
@@ -97,7 +98,13 @@ pub(crate) async fn launch(
             config.liveness_timeout,
         )
         .await?;
-        Ok(Sandbox::watch(vm, client, spec.accel, started.elapsed()))
+        Ok(Sandbox::watch(
+            vm,
+            client,
+            spec.accel,
+            started.elapsed(),
+            config.deadlines,
+        ))
     };
     let result = boot.instrument(span.clone()).await;
     match &result {
@@ -179,6 +186,7 @@ pub struct Sandbox {
     exit_watch: JoinHandle<()>,
     accel: Accel,
     boot_time: Duration,
+    deadlines: RequestDeadlines,
 }
 
 impl Sandbox {
@@ -196,6 +204,7 @@ impl Sandbox {
         client: AgentClient,
         accel: Accel,
         boot_time: Duration,
+        deadlines: RequestDeadlines,
     ) -> Sandbox {
         let client = Arc::new(client);
         let exit_watch = {
@@ -219,6 +228,7 @@ impl Sandbox {
             exit_watch,
             accel,
             boot_time,
+            deadlines,
         }
     }
 
@@ -268,9 +278,10 @@ impl Sandbox {
 
     /// Runs a command and collects its output.
     ///
-    /// With a timeout, the guest kills the command's process group when it
-    /// passes and the result says `timed_out`; the host gives up waiting
-    /// 10 s after that in case the guest cannot.
+    /// With a timeout, the guest kills everything the command started
+    /// when it passes and the result says `timed_out`; the host gives up
+    /// waiting [`RequestDeadlines::exec_grace`] after that in case the
+    /// guest cannot.
     pub async fn exec(&self, cmd: impl Into<Exec>) -> Result<Output> {
         self.exec_with_output(cmd, &|_, _| {}).await
     }
@@ -285,27 +296,16 @@ impl Sandbox {
         let mut cmd = cmd.into();
         let stdin = cmd.stdin.take();
         let max_output = cmd.max_output.unwrap_or(DEFAULT_MAX_OUTPUT);
-        let host_deadline = cmd
-            .request
-            .timeout_ms
-            .map(|ms| Duration::from_millis(ms) + Duration::from_secs(10));
         let started = Instant::now();
         let program = cmd.request.program.clone();
-        let run = async {
+        let output = async {
             let stream = self.exec_stream(cmd).await?;
             if let Some(data) = stdin {
                 stream.stdin().write_all_and_close(data);
             }
             stream.collect_with(max_output, on_output).await
-        };
-        let output = match host_deadline {
-            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
-                Error::Timeout(format!(
-                    "the guest did not report the command's end within {limit:?}"
-                ))
-            })?,
-            None => run.await,
-        };
+        }
+        .await;
         crate::observe::metrics::exec_finished(&program, started.elapsed());
         output
     }
@@ -319,134 +319,20 @@ impl Sandbox {
                 cmd.request.env.push(("TRACEPARENT".into(), parent));
             }
         }
+        let end = cmd.request.timeout_ms.map(|ms| {
+            tokio::time::Instant::now() + Duration::from_millis(ms) + self.deadlines.exec_grace
+        });
+        let what = format!("`{}`", cmd.request.program);
         let stream = self.client.open(HostMsg::Exec(cmd.request))?;
-        ExecStream::start(stream).await
-    }
-
-    /// Writes a file (created or truncated, parents created) under
-    /// `/workspace` or `/tmp`.
-    pub async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.write_file_mode(path, data, 0o644).await
-    }
-
-    /// Like [`write_file`](Self::write_file) with permission bits.
-    pub async fn write_file_mode(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
-        let mut stream = self.client.open(HostMsg::WriteFile {
-            path: path.to_string(),
-            mode,
-        })?;
-        let sender = stream.sender();
-        let upload = async {
-            sender.send_data(data, HostMsg::FileChunk).await?;
-            sender.send(HostMsg::FileEnd)
-        };
-        // The guest may refuse (bad path) before the upload ends: watch both.
-        tokio::pin!(upload);
-        let mut uploaded = false;
-        loop {
-            tokio::select! {
-                result = &mut upload, if !uploaded => {
-                    result?;
-                    uploaded = true;
-                }
-                msg = stream.recv() => {
-                    return match msg? {
-                        GuestMsg::Written { bytes } if bytes == data.len() as u64 => Ok(()),
-                        GuestMsg::Written { bytes } => Err(Error::Disconnected(format!(
-                            "guest wrote {bytes} of {} bytes to {path}", data.len()
-                        ))),
-                        other => Err(unexpected(other)),
-                    };
-                }
-            }
-        }
-    }
-
-    /// Reads a whole file from under `/workspace` or `/tmp`, of at most
-    /// [`DEFAULT_MAX_READ`] bytes (see [`read_file_limited`](Self::read_file_limited)).
-    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
-        self.read_file_limited(path, DEFAULT_MAX_READ).await
-    }
-
-    /// Reads a whole file of at most `max` bytes: a larger one (by its size
-    /// before the read, or by what arrives) is an [`Error::TooLarge`] and
-    /// is not held, so a guest cannot make the host keep more than `max`.
-    pub async fn read_file_limited(&self, path: &str, max: u64) -> Result<Vec<u8>> {
-        let too_large = |size: u64| Error::TooLarge {
-            what: format!("guest file {path}"),
-            size,
-            max,
-        };
-        let size = self.stat(path).await?.size;
-        if size > max {
-            return Err(too_large(size));
-        }
-        let mut stream = self.client.open(HostMsg::ReadFile {
-            path: path.to_string(),
-        })?;
-        let mut window = void_box_protocol::flow::RecvWindow::new();
-        let mut data = Vec::new();
-        loop {
-            match stream.recv().await? {
-                GuestMsg::FileChunk(chunk) => {
-                    window.on_data(chunk.len())?;
-                    if data.len() as u64 + chunk.len() as u64 > max {
-                        // It grew while being read; dropping the stream
-                        // stops taking more.
-                        return Err(too_large(data.len() as u64 + chunk.len() as u64));
-                    }
-                    data.extend_from_slice(&chunk);
-                    if let Some(grant) = window.on_consumed(chunk.len()) {
-                        stream.send(HostMsg::Credit(grant))?;
-                    }
-                }
-                GuestMsg::FileEnd { size } if size == data.len() as u64 => return Ok(data),
-                GuestMsg::FileEnd { size } => {
-                    return Err(Error::Disconnected(format!(
-                        "guest announced {size} bytes of {path} but sent {}",
-                        data.len()
-                    )))
-                }
-                other => return Err(unexpected(other)),
-            }
-        }
-    }
-
-    /// Metadata of a path.
-    pub async fn stat(&self, path: &str) -> Result<FileStat> {
-        match self.request(HostMsg::Stat { path: path.into() }).await? {
-            GuestMsg::Stat(st) => Ok(st),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Creates a directory and its parents.
-    pub async fn mkdir(&self, path: &str) -> Result<()> {
-        match self.request(HostMsg::Mkdir { path: path.into() }).await? {
-            GuestMsg::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Lists a directory.
-    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
-        match self.request(HostMsg::List { path: path.into() }).await? {
-            GuestMsg::Listing(entries) => Ok(entries),
-            other => Err(unexpected(other)),
-        }
+        ExecStream::start(stream, self.deadlines, end, what).await
     }
 
     /// CPU, memory and process figures of the guest.
     pub async fn telemetry(&self) -> Result<TelemetrySnapshot> {
-        match self.request(HostMsg::Telemetry).await? {
+        match self.query(HostMsg::Telemetry, "telemetry").await? {
             GuestMsg::Telemetry(t) => Ok(t),
             other => Err(unexpected(other)),
         }
-    }
-
-    async fn request(&self, msg: HostMsg) -> Result<GuestMsg> {
-        let mut stream = self.client.open(msg)?;
-        stream.recv().await
     }
 
     /// Powers the guest off and waits for the VM to end (killing it if it
@@ -462,7 +348,7 @@ impl Sandbox {
     }
 }
 
-fn unexpected(msg: GuestMsg) -> Error {
+pub(super) fn unexpected(msg: GuestMsg) -> Error {
     match msg {
         GuestMsg::Error(e) => Error::Guest {
             kind: e.kind,

@@ -15,7 +15,7 @@
 //! ([`super::rundir`]).
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -68,7 +68,7 @@ impl QemuBackend {
     fn qemu_args(
         spec: &VmSpec,
         dir: &Path,
-        initrd: &Path,
+        initrd: &str,
         console: &str,
         passed: &mut Passed,
     ) -> Result<Vec<String>> {
@@ -144,7 +144,7 @@ impl QemuBackend {
             "-kernel".into(),
             passed.open(&spec.kernel)?,
             "-initrd".into(),
-            passed.open(initrd)?,
+            initrd.to_string(),
             "-append".into(),
             format!(
                 "console=ttyS0 quiet panic=-1 reboot=t rdinit=/init {}",
@@ -218,16 +218,13 @@ impl VmBackend for QemuBackend {
 
     fn launch<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn VmInstance>>> {
         async move {
-            // 0700: the initrd in it carries the sandbox's secret.
             let dir = rundir::create()?;
             let shares: Vec<PathBuf> = spec.shares.iter().map(|s| s.path.clone()).collect();
             let identity = confine::identity(&shares)?;
-            let initrd = dir.path().join("initramfs.cpio");
-            write_initrd(&spec.initramfs, &spec.extra_initramfs, &initrd)?;
             let socket = dir.path().join("vhost.sock");
             let device = VsockDevice::start(&socket, GUEST_CID)
                 .map_err(|e| Error::Launch(format!("vsock device: {e}")))?;
-            chown_for(identity, &[dir.path(), &initrd, &socket])?;
+            chown_for(identity, &[dir.path(), &socket])?;
 
             // The console: a pipe QEMU opens as its serial "file", into a ring.
             let console = LogRing::new(CONSOLE_LOG_BYTES);
@@ -238,6 +235,7 @@ impl VmBackend for QemuBackend {
             }
             let mut passed = Passed::default();
             let console_name = passed.add(console_write);
+            let initrd = passed.add(initrd_memfd(&spec.initramfs, &spec.extra_initramfs)?);
             let args = Self::qemu_args(spec, dir.path(), &initrd, &console_name, &mut passed)?;
             let jail = Jail {
                 program: &self.qemu,
@@ -264,19 +262,20 @@ impl VmBackend for QemuBackend {
 }
 
 /// The per-VM initrd: the shared base archive with this VM's archive
-/// appended (the kernel unpacks concatenated archives in order).
-fn write_initrd(base: &Path, extra: &[u8], dest: &Path) -> Result<()> {
-    std::fs::copy(base, dest)
+/// appended (the kernel unpacks concatenated archives in order). It holds
+/// the sandbox's secret and environment, so it lives in memory only, in a
+/// memfd that QEMU alone is handed: nothing of it is left on disk, even
+/// when `voidbox` is killed.
+fn initrd_memfd(base: &Path, extra: &[u8]) -> Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create("voidbox-initrd", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| Error::io("create the VM's initrd", e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    let mut source = std::fs::File::open(base)
         .map_err(|e| Error::Image(format!("cannot read initramfs {}: {e}", base.display())))?;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dest)
-        .map_err(|e| Error::io("open the VM's initrd", e))?;
-    file.write_all(extra)
+    std::io::copy(&mut source, &mut file)
+        .and_then(|_| file.write_all(extra))
         .map_err(|e| Error::io("write the VM's initrd", e))?;
-    // It holds the secret: QEMU's user alone reads it.
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("chmod the VM's initrd", e))
+    Ok(file.into())
 }
 
 /// A running QEMU VM and its vsock device.

@@ -15,7 +15,6 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::MultiProgress;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use void_box::agent::{AgentError, RunResult};
 use void_box::event::{EventLine, EventSink, RunEvent};
 use void_box::observe::timeline::Timeline;
@@ -189,8 +188,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         OutputFormat::Json => Box::new(json::JsonLines::new(trace_id.clone())),
     };
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<RunEvent>();
-    let sink = EventSink::channel(tx);
+    let (sink, mut rx) = EventSink::channel();
     // Boxed so that a stop signal can drop it: dropping the run kills every VM.
     let mut execution = Box::pin(tracing::Instrument::instrument(
         async move {
@@ -220,7 +218,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     // What was sent before the run ended is still queued; show it first.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    while let Ok(event) = rx.try_recv() {
+    while let Some(event) = rx.try_recv() {
         display.feed(recorder.record(event));
     }
     let timeline = Timeline::from_events(&recorder.events);

@@ -42,7 +42,7 @@ mod serve;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -222,6 +222,7 @@ impl VmBackend for FakeProvider {
                     commands: Mutex::new(Vec::new()),
                     exit: watch::channel(None).0,
                     tasks: Mutex::new(Vec::new()),
+                    silent: AtomicBool::new(false),
                     provider: Arc::downgrade(&self.state),
                 }),
             };
@@ -265,6 +266,8 @@ struct GuestState {
     commands: Mutex<Vec<FakeCommand>>,
     exit: watch::Sender<Option<VmExit>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Answers no request ([`FakeGuest::set_answering`]).
+    silent: AtomicBool,
     /// Weak: the provider holds its guests, not the other way round.
     provider: std::sync::Weak<ProviderState>,
 }
@@ -317,6 +320,17 @@ impl FakeGuest {
     /// included).
     pub fn commands(&self) -> Vec<FakeCommand> {
         lock(&self.inner.commands).clone()
+    }
+
+    /// With `false`, the guest goes on answering heartbeats but leaves
+    /// every new request unanswered, like an agent whose handlers are
+    /// stuck: what the host's request deadlines are for. `true` restores.
+    pub fn set_answering(&self, answering: bool) {
+        self.inner.silent.store(!answering, Ordering::Relaxed);
+    }
+
+    fn is_silent(&self) -> bool {
+        self.inner.silent.load(Ordering::Relaxed)
     }
 
     /// Whether the sandbox was shut down or killed.

@@ -8,10 +8,11 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
+use void_box_protocol::auth::{self, Side};
 use void_box_protocol::flow::{RecvWindow, SendWindow};
 use void_box_protocol::{
-    policy, secret_matches, ErrorKind, ErrorReply, ExecRequest, ExitStatus, Frame, FrameCodec,
-    GuestMsg, HostMsg, TelemetrySnapshot, CHUNK_LEN, PROTOCOL_VERSION,
+    policy, ErrorKind, ErrorReply, ExecRequest, ExitStatus, Frame, FrameCodec, GuestMsg, HostMsg,
+    TelemetrySnapshot, CHUNK_LEN, MAX_LIST_PAGE, PROTOCOL_VERSION,
 };
 
 use super::fs::{add_parents, confine, list, stat};
@@ -51,32 +52,42 @@ pub(super) async fn serve(guest: FakeGuest, stream: UnixStream) {
     let (read_half, write_half) = stream.into_split();
     let mut frames = FramedRead::new(read_half, FrameCodec::<HostMsg, GuestMsg>::new());
     let mut sink = FramedWrite::new(write_half, FrameCodec::<HostMsg, GuestMsg>::new());
-    let refusal = match frames.next().await {
+    let guest_nonce: auth::Nonce = rand::random();
+    let challenge = GuestMsg::Challenge {
+        version: PROTOCOL_VERSION,
+        nonce: guest_nonce,
+    };
+    if sink.send(Frame::new(0, challenge)).await.is_err() {
+        return;
+    }
+    let secret = &guest.inner.config.secret;
+    let answer = match frames.next().await {
         Some(Ok(Frame {
-            msg: HostMsg::Hello {
-                version, secret, ..
-            },
+            msg:
+                HostMsg::Hello {
+                    version,
+                    nonce,
+                    proof,
+                    ..
+                },
             ..
         })) => {
             if version != PROTOCOL_VERSION {
-                Some(ErrorReply::new(ErrorKind::VersionMismatch, "version"))
-            } else if !secret_matches(&guest.inner.config.secret, &secret) {
-                Some(ErrorReply::new(ErrorKind::Unauthenticated, "wrong secret"))
+                GuestMsg::Error(ErrorReply::new(ErrorKind::VersionMismatch, "version"))
+            } else if !auth::verify(secret, Side::Host, &guest_nonce, &nonce, &proof) {
+                GuestMsg::Error(ErrorReply::new(ErrorKind::Unauthenticated, "wrong secret"))
             } else {
-                None
+                GuestMsg::HelloOk {
+                    version: PROTOCOL_VERSION,
+                    agent: "fake-guest".into(),
+                    proof: auth::proof(secret, Side::Guest, &guest_nonce, &nonce),
+                }
             }
         }
-        _ => Some(ErrorReply::new(
+        _ => GuestMsg::Error(ErrorReply::new(
             ErrorKind::Unauthenticated,
             "the first message must be Hello",
         )),
-    };
-    let answer = match refusal {
-        Some(e) => GuestMsg::Error(e),
-        None => GuestMsg::HelloOk {
-            version: PROTOCOL_VERSION,
-            agent: "fake-guest".into(),
-        },
     };
     let refused = matches!(answer, GuestMsg::Error(_));
     if sink.send(Frame::new(0, answer)).await.is_err() || refused {
@@ -122,6 +133,10 @@ pub(super) async fn serve(guest: FakeGuest, stream: UnixStream) {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let window = SendWindow::new();
                 streams.insert(frame.id, (tx, window.clone()));
+                if guest.is_silent() {
+                    // Heard, never answered: the agent stays alive (pings).
+                    continue;
+                }
                 requests.push(tokio::spawn(handle(
                     guest.clone(),
                     request,
@@ -191,10 +206,24 @@ async fn handle(
             }
             Err(e) => GuestMsg::Error(e),
         }),
-        HostMsg::List { path } => reply.send(match confine(&path).and_then(|p| list(&guest, &p)) {
-            Ok(entries) => GuestMsg::Listing(entries),
-            Err(e) => GuestMsg::Error(e),
-        }),
+        HostMsg::List { path, after, limit } => {
+            reply.send(match confine(&path).and_then(|p| list(&guest, &p)) {
+                Ok(entries) => {
+                    let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
+                    let mut page: Vec<_> = entries
+                        .into_iter()
+                        .filter(|e| after.as_ref().is_none_or(|a| e.name > *a))
+                        .collect();
+                    let more = page.len() > limit;
+                    page.truncate(limit);
+                    GuestMsg::Listing {
+                        entries: page,
+                        more,
+                    }
+                }
+                Err(e) => GuestMsg::Error(e),
+            })
+        }
         HostMsg::Telemetry => reply.send(GuestMsg::Telemetry(TelemetrySnapshot {
             uptime_ms: 1000,
             cpu_count: 1,
