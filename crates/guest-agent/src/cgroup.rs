@@ -63,7 +63,7 @@ impl Cgroups {
             }
             _ => {}
         }
-        write(&sandbox.join("memory.max"), &memory_cap()?.to_string())?;
+        write(&sandbox.join("memory.max"), &memory_cap().to_string())?;
         write(&sandbox.join("pids.max"), &SANDBOX_PIDS_MAX.to_string())?;
         let cgroups = Self {
             sandbox,
@@ -162,11 +162,11 @@ pub fn join(fd: RawFd) -> rustix::io::Result<()> {
 
 /// What the commands may use: all of the guest's memory but a reserve of
 /// a sixteenth, and at least 32 MiB, for the agent and the kernel.
-fn memory_cap() -> io::Result<u64> {
+fn memory_cap() -> u64 {
     let info = rustix::system::sysinfo();
     let total = info.totalram as u64 * u64::from(info.mem_unit.max(1));
     let reserve = (total / 16).max(32 << 20);
-    Ok(total.saturating_sub(reserve).max(total / 2))
+    total.saturating_sub(reserve).max(total / 2)
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {

@@ -17,8 +17,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use tokio::sync::mpsc;
 use void_box_protocol::flow::{RecvWindow, SendWindow};
 use void_box_protocol::{
-    DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN, MAX_LIST_PAGE,
-    WRITABLE_ROOTS,
+    DirEntry, ErrorKind, FileKind, FileStat, GuestMsg, HostMsg, CHUNK_LEN, WRITABLE_ROOTS,
 };
 
 use crate::reply::Reply;
@@ -153,7 +152,7 @@ impl Roots {
     }
 
     /// One page of a directory's entries in name order: at most `limit`
-    /// (and [`MAX_LIST_PAGE`]) of those whose names sort after `after`,
+    /// (and [`void_box_protocol::MAX_LIST_PAGE`]) of those whose names sort after `after`,
     /// and whether more follow. Only the page is held: the smallest names
     /// are kept in a bounded heap as the directory is read, so a directory
     /// of a million entries costs the agent one page of memory.
@@ -167,7 +166,7 @@ impl Roots {
         after: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<DirEntry>, bool), FileError> {
-        let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
+        let limit = void_box_protocol::list_page_len(limit);
         let fd = self.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
         let dir = rustix::fs::Dir::read_from(&fd).map_err(|e| FileError::io(path, "list", e))?;
         // The limit + 1 smallest names: one more tells whether more follow.

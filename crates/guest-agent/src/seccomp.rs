@@ -37,48 +37,47 @@ use seccompiler::{
 };
 
 /// Calls a command may never make, whatever its arguments.
-const DENIED: &[(&str, i64)] = &[
-    ("bpf", libc::SYS_bpf),
-    ("keyctl", libc::SYS_keyctl),
-    ("add_key", libc::SYS_add_key),
-    ("request_key", libc::SYS_request_key),
-    ("perf_event_open", libc::SYS_perf_event_open),
-    ("io_uring_setup", libc::SYS_io_uring_setup),
-    ("io_uring_enter", libc::SYS_io_uring_enter),
-    ("io_uring_register", libc::SYS_io_uring_register),
-    ("ptrace", libc::SYS_ptrace),
-    ("process_vm_readv", libc::SYS_process_vm_readv),
-    ("process_vm_writev", libc::SYS_process_vm_writev),
-    ("userfaultfd", libc::SYS_userfaultfd),
-    ("mount", libc::SYS_mount),
-    ("umount2", libc::SYS_umount2),
-    ("pivot_root", libc::SYS_pivot_root),
-    ("open_tree", libc::SYS_open_tree),
-    ("move_mount", libc::SYS_move_mount),
-    ("fsopen", libc::SYS_fsopen),
-    ("fsconfig", libc::SYS_fsconfig),
-    ("fsmount", libc::SYS_fsmount),
-    ("fspick", libc::SYS_fspick),
-    ("mount_setattr", libc::SYS_mount_setattr),
-    ("setns", libc::SYS_setns),
-    ("init_module", libc::SYS_init_module),
-    ("finit_module", libc::SYS_finit_module),
-    ("delete_module", libc::SYS_delete_module),
-    ("kexec_load", libc::SYS_kexec_load),
-    ("kexec_file_load", libc::SYS_kexec_file_load),
-    ("swapon", libc::SYS_swapon),
-    ("swapoff", libc::SYS_swapoff),
-    ("acct", libc::SYS_acct),
-    ("quotactl", libc::SYS_quotactl),
-    ("open_by_handle_at", libc::SYS_open_by_handle_at),
-    ("syslog", libc::SYS_syslog),
-    ("iopl", libc::SYS_iopl),
-    ("ioperm", libc::SYS_ioperm),
+const DENIED: &[i64] = &[
+    libc::SYS_bpf,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_perf_event_open,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_userfaultfd,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_open_tree,
+    libc::SYS_move_mount,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_setns,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_syslog,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
 ];
 
 /// Calls denied only with `CLONE_NEWUSER` in their flags (argument 0).
-const NO_NEW_USER_NS: &[(&str, i64)] =
-    &[("unshare", libc::SYS_unshare), ("clone", libc::SYS_clone)];
+const NO_NEW_USER_NS: &[i64] = &[libc::SYS_unshare, libc::SYS_clone];
 
 /// The compiled filters.
 pub struct CommandFilter {
@@ -92,9 +91,9 @@ impl CommandFilter {
     /// Compiles the filters for this machine's architecture.
     pub fn new() -> io::Result<Self> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-            DENIED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
+            DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
         let new_user = libc::CLONE_NEWUSER as u64;
-        for &(_, nr) in NO_NEW_USER_NS {
+        for &nr in NO_NEW_USER_NS {
             let flag = SeccompCondition::new(
                 0,
                 SeccompCmpArgLen::Qword,

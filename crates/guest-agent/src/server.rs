@@ -67,7 +67,8 @@ async fn handle_connection(
         .await
         .map_err(|_| "no handshake within the deadline".to_string())?;
     let secret = &ctx.config.secret;
-    let (refusal, host_nonce) = match hello {
+    // The host's nonce, once its Hello checks out.
+    let verdict = match hello {
         Some(Ok(Frame {
             msg:
                 HostMsg::Hello {
@@ -78,34 +79,33 @@ async fn handle_connection(
                 },
             ..
         })) => {
-            let refusal = if version != PROTOCOL_VERSION {
-                Some(ErrorReply::new(
+            if version != PROTOCOL_VERSION {
+                Err(ErrorReply::new(
                     ErrorKind::VersionMismatch,
                     format!("host speaks protocol {version}, agent speaks {PROTOCOL_VERSION}"),
                 ))
             } else if !auth::verify(secret, Side::Host, &guest_nonce, &host_nonce, &proof) {
-                Some(ErrorReply::new(ErrorKind::Unauthenticated, "wrong secret"))
+                Err(ErrorReply::new(ErrorKind::Unauthenticated, "wrong secret"))
             } else {
                 init::set_clock(unix_time_ns);
-                None
-            };
-            (refusal, host_nonce)
+                Ok(host_nonce)
+            }
         }
-        Some(Ok(_)) => (
-            Some(ErrorReply::new(
-                ErrorKind::Unauthenticated,
-                "the first message must be Hello",
-            )),
-            [0; 32],
-        ),
+        Some(Ok(_)) => Err(ErrorReply::new(
+            ErrorKind::Unauthenticated,
+            "the first message must be Hello",
+        )),
         Some(Err(e)) => return Err(format!("bad handshake frame: {e}")),
         None => return Ok(()),
     };
-    if let Some(refusal) = refusal {
-        let text = refusal.to_string();
-        let _ = sink.send(Frame::new(0, GuestMsg::Error(refusal))).await;
-        return Err(format!("handshake refused: {text}"));
-    }
+    let host_nonce = match verdict {
+        Ok(nonce) => nonce,
+        Err(refusal) => {
+            let text = refusal.to_string();
+            let _ = sink.send(Frame::new(0, GuestMsg::Error(refusal))).await;
+            return Err(format!("handshake refused: {text}"));
+        }
+    };
     let agent = format!("guest-agent {}", env!("CARGO_PKG_VERSION"));
     sink.send(Frame::new(
         0,

@@ -40,6 +40,12 @@ pub const STREAM_WINDOW: u32 = 1024 * 1024;
 /// Most entries in one page of a directory listing: 1024 entries of the
 /// longest names (255 bytes) and their metadata fit well within a frame.
 pub const MAX_LIST_PAGE: u32 = 1024;
+
+/// Most entries in the page a [`HostMsg::List`] with this `limit` gets:
+/// at least one (so paging moves on), at most [`MAX_LIST_PAGE`].
+pub fn list_page_len(limit: u32) -> usize {
+    limit.clamp(1, MAX_LIST_PAGE) as usize
+}
 /// Where the host places the guest configuration inside the initramfs.
 pub const GUEST_CONFIG_PATH: &str = "/.voidbox/config";
 /// The commands' default working directory, and where relative paths of

@@ -49,30 +49,20 @@ impl Sandbox {
         // The guest may refuse (bad path) before the upload ends: watch
         // both. Credit goes straight to the upload, which has its own
         // deadline per chunk; once all is sent, the answer has `idle`.
-        tokio::pin!(upload);
-        let mut uploaded = false;
-        loop {
-            tokio::select! {
-                result = &mut upload, if !uploaded => {
-                    result?;
-                    uploaded = true;
-                }
-                msg = stream.recv() => {
-                    return match msg? {
-                        GuestMsg::Written { bytes } if bytes == data.len() as u64 => Ok(()),
-                        GuestMsg::Written { bytes } => Err(Error::Disconnected(format!(
-                            "guest wrote {bytes} of {} bytes to {path}", data.len()
-                        ))),
-                        other => Err(unexpected(other)),
-                    };
-                }
-                _ = tokio::time::sleep(idle), if uploaded => {
-                    return Err(Error::Timeout(format!(
-                        "the guest did not answer {what} within {:.1} s",
-                        idle.as_secs_f64()
-                    )));
-                }
+        let answer = tokio::select! {
+            result = upload => {
+                result?;
+                stream.recv_within(idle, &what).await?
             }
+            msg = stream.recv() => msg?,
+        };
+        match answer {
+            GuestMsg::Written { bytes } if bytes == data.len() as u64 => Ok(()),
+            GuestMsg::Written { bytes } => Err(Error::Disconnected(format!(
+                "guest wrote {bytes} of {} bytes to {path}",
+                data.len()
+            ))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -201,7 +191,7 @@ impl Sandbox {
             GuestMsg::Listing { entries, more } => {
                 // Ordered, after the cursor, within the limit: anything else
                 // would make paging skip or repeat.
-                let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
+                let limit = void_box_protocol::list_page_len(limit);
                 let ordered = entries.windows(2).all(|w| w[0].name < w[1].name);
                 let after_cursor = match (after, entries.first()) {
                     (Some(after), Some(first)) => first.name.as_str() > after,

@@ -12,7 +12,7 @@ use void_box_protocol::auth::{self, Side};
 use void_box_protocol::flow::{RecvWindow, SendWindow};
 use void_box_protocol::{
     policy, ErrorKind, ErrorReply, ExecRequest, ExitStatus, Frame, FrameCodec, GuestMsg, HostMsg,
-    TelemetrySnapshot, CHUNK_LEN, MAX_LIST_PAGE, PROTOCOL_VERSION,
+    TelemetrySnapshot, CHUNK_LEN, PROTOCOL_VERSION,
 };
 
 use super::fs::{add_parents, confine, list, stat};
@@ -209,7 +209,7 @@ async fn handle(
         HostMsg::List { path, after, limit } => {
             reply.send(match confine(&path).and_then(|p| list(&guest, &p)) {
                 Ok(entries) => {
-                    let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
+                    let limit = void_box_protocol::list_page_len(limit);
                     let mut page: Vec<_> = entries
                         .into_iter()
                         .filter(|e| after.as_ref().is_none_or(|a| e.name > *a))
