@@ -6,7 +6,7 @@
 #
 # Output, as OCI image layouts (oci-layout + index.json + blobs/sha256/...):
 #   target/test-images/python   Debian 12 (mmdebstrap --variant=apt) with
-#                               python3, nodejs (+ ca-certificates), one gzip
+#                               python3, nodejs, curl, jq (+ ca-certificates), one gzip
 #                               layer; config with
 #                               Env, WorkingDir=/srv/app, User=app (uid 1234,
 #                               in the image's /etc/passwd) and Cmd. Tag: latest.
@@ -41,7 +41,7 @@ suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security_mirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # ca-certificates: Debian's node warns on every start without its CA bundle.
-python_packages=(python3 nodejs ca-certificates)
+python_packages=(python3 nodejs ca-certificates curl jq)
 # Every timestamp in the images (file mtimes, config "created").
 export SOURCE_DATE_EPOCH=1700000000
 force=false

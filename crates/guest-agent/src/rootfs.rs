@@ -107,10 +107,36 @@ pub fn prepare(config: &GuestConfig) -> io::Result<CommandRoot> {
     fs::create_dir_all(&workspace).map_err(context(format!("create {WORKSPACE_DIR}")))?;
     // Best effort: an agent started by hand (not PID 1) may not own it.
     let _ = chown(&workspace, Some(uid), Some(gid));
+    if let Some(server) = &config.nameserver {
+        write_resolver_files(&root, server).map_err(context("write /etc/resolv.conf".into()))?;
+    }
     for m in &config.mounts {
         mount_one(&root, m, uid, gid)?;
     }
     Ok(root)
+}
+
+/// Points the command root's resolver at the host's DNS server. Whatever
+/// the image had there (often a symlink into `/run`) is replaced in its
+/// overlay; `/etc/hosts` gets the loopback names if the image has none.
+fn write_resolver_files(root: &CommandRoot, server: &str) -> io::Result<()> {
+    let etc = root.real_dir("/etc")?;
+    let resolv = etc.join("resolv.conf");
+    match fs::symlink_metadata(&resolv) {
+        Ok(meta) if !meta.is_file() => fs::remove_file(&resolv)?,
+        _ => {}
+    }
+    // A symlink is replaced, not followed: remove_file above, and a plain
+    // file is rewritten.
+    fs::write(
+        &resolv,
+        format!("nameserver {server}\noptions timeout:2 attempts:2\n"),
+    )?;
+    let hosts = etc.join("hosts");
+    if fs::symlink_metadata(&hosts).is_err() {
+        fs::write(&hosts, "127.0.0.1 localhost\n::1 localhost\n")?;
+    }
+    Ok(())
 }
 
 fn mount_image_root(rootfs: &RootFs) -> io::Result<()> {

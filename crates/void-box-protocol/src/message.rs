@@ -393,6 +393,9 @@ pub struct GuestConfig {
     pub user: Option<GuestUser>,
     /// Working directory of commands that name none; `None`: `/workspace`.
     pub workdir: Option<String>,
+    /// The DNS server `/etc/resolv.conf` names, when the guest has a
+    /// network (its interface is configured by the kernel's `ip=`).
+    pub nameserver: Option<String>,
 }
 
 /// An image the guest mounts as the root of every command.

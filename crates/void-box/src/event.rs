@@ -95,6 +95,14 @@ pub enum RunEvent {
         /// The text (lossily decoded).
         text: String,
     },
+    /// A connection attempt or DNS question of the box's sandbox (its
+    /// egress audit trail).
+    Network {
+        /// Box name.
+        box_name: String,
+        /// What happened.
+        connection: crate::net::NetworkEvent,
+    },
     /// The stage ended.
     StageFinished {
         /// Box name.

@@ -28,6 +28,7 @@ pub mod error;
 pub mod event;
 pub mod llm;
 pub(crate) mod millis;
+pub mod net;
 pub mod observe;
 pub mod oci;
 pub mod pipeline;

@@ -379,9 +379,16 @@ async fn execute(
 
 fn system_prompt(vbox: &VoidBox, skills: &Provisioned) -> String {
     let c = &vbox.inner.config;
+    let network = match &c.sandbox.network {
+        crate::net::NetworkPolicy::Off => "no network".to_string(),
+        crate::net::NetworkPolicy::On { rules, .. } => {
+            let allow: Vec<String> = rules.allow.iter().map(|r| r.to_string()).collect();
+            format!("network access limited to: {}", allow.join(", "))
+        }
+    };
     let mut s = format!(
         "You are `{}`, an AI agent working inside an isolated Linux micro-VM with its own kernel \
-         and no network. Your working directory is {WORKSPACE_DIR}. Use the tools to inspect and change \
+         and {network}. Your working directory is {WORKSPACE_DIR}. Use the tools to inspect and change \
          files and to run commands; they run inside the VM. When the task is done, reply with \
          your final answer and no tool calls.\n",
         c.name

@@ -164,10 +164,11 @@ impl VoidBoxBuilder {
         self
     }
 
-    /// Guest networking. Sandboxes have no network device yet, so `true`
-    /// is refused at [`build`](Self::build) rather than silently ignored.
-    pub fn network(mut self, enabled: bool) -> Self {
-        self.config.sandbox.network = enabled;
+    /// Guest networking: `true` is the public internet only; a
+    /// [`NetworkPolicy`](crate::net::NetworkPolicy) says exactly what the
+    /// box's commands may reach.
+    pub fn network(mut self, policy: impl Into<crate::net::NetworkPolicy>) -> Self {
+        self.config.sandbox.network = policy.into();
         self
     }
 

@@ -20,6 +20,8 @@ struct Instruments {
     exec_duration: Histogram<f64>,
     guest_cpu: Gauge<f64>,
     guest_memory: Gauge<u64>,
+    net_events: Counter<u64>,
+    net_bytes: Counter<u64>,
 }
 
 fn instruments() -> Option<&'static Instruments> {
@@ -79,6 +81,18 @@ fn instruments() -> Option<&'static Instruments> {
                 .u64_gauge("voidbox.guest.memory.used")
                 .with_unit("By")
                 .with_description("Guest memory in use")
+                .build(),
+            net_events: meter
+                .u64_counter("voidbox.network.attempts")
+                .with_unit("{attempt}")
+                .with_description(
+                    "Guest connection attempts and DNS questions, by kind and verdict",
+                )
+                .build(),
+            net_bytes: meter
+                .u64_counter("voidbox.network.io")
+                .with_unit("By")
+                .with_description("Bytes relayed for guest connections, by direction")
                 .build(),
         }
     }))
@@ -165,5 +179,31 @@ pub fn guest_sample(box_name: &str, cpu_utilization: f64, memory_used: u64) {
         let attrs = [kv("voidbox.box", box_name.to_string())];
         m.guest_cpu.record(cpu_utilization, &attrs);
         m.guest_memory.record(memory_used, &attrs);
+    }
+}
+
+/// A guest connection ended or was refused, or a DNS question answered.
+pub fn network_event(event: &crate::net::NetworkEvent) {
+    let Some(m) = instruments() else { return };
+    let kind = match event.kind {
+        crate::net::NetworkEventKind::Tcp => "tcp",
+        crate::net::NetworkEventKind::Udp => "udp",
+        crate::net::NetworkEventKind::Dns => "dns",
+    };
+    m.net_events.add(
+        1,
+        &[
+            kv("voidbox.network.kind", kind),
+            kv("voidbox.network.allowed", event.allowed),
+        ],
+    );
+    for (direction, n) in [
+        ("sent", event.bytes_sent),
+        ("received", event.bytes_received),
+    ] {
+        if n > 0 {
+            m.net_bytes
+                .add(n, &[kv("voidbox.network.direction", direction)]);
+        }
     }
 }

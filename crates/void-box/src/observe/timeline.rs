@@ -171,7 +171,8 @@ impl Timeline {
                         s.error = error.clone();
                     }
                 }
-                RunEvent::TextDelta { .. } | RunEvent::Output { .. } => {}
+                RunEvent::TextDelta { .. } | RunEvent::Output { .. } | RunEvent::Network { .. } => {
+                }
             }
         }
         for s in &mut timeline.stages {

@@ -13,6 +13,7 @@ use super::deadlines::RequestDeadlines;
 use super::defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 use super::mounts::{check_guest_path, check_host_path, ImageMount, Mount, MountMode, VolumeMount};
 use crate::error::ConfigError;
+use crate::net::NetworkPolicy;
 use crate::vm::image::GuestImage;
 use crate::vm::Accel;
 use crate::volume::check_volume_name;
@@ -55,9 +56,9 @@ pub struct SandboxConfig {
     pub boot: Option<GuestImage>,
     /// The guest's hostname.
     pub hostname: String,
-    /// Guest networking. Sandboxes have no network device yet, so `true`
-    /// is refused by [`validate`](Self::validate) rather than ignored.
-    pub network: bool,
+    /// Guest networking: [`NetworkPolicy::Off`] (no network device at
+    /// all), or a device whose egress the policy filters.
+    pub network: NetworkPolicy,
     /// An OCI image as the root filesystem of every command
     /// (`python:3.12-slim`, `localhost:5000/x:y`); `None`: the guest's own
     /// busybox userland.
@@ -94,7 +95,7 @@ impl Default for SandboxConfig {
             accel: None,
             boot: None,
             hostname: "voidbox".into(),
-            network: false,
+            network: NetworkPolicy::Off,
             image: None,
             overlay_mb: None,
             user: None,
@@ -172,12 +173,9 @@ impl SandboxConfig {
                 ),
             ));
         }
-        if self.network {
-            return Err(ConfigError::new(
-                "network",
-                "guest networking is not supported yet: sandboxes have no network device",
-            ));
-        }
+        self.network
+            .validate()
+            .map_err(|e| ConfigError::new("network", e))?;
         let images = self
             .image
             .iter()
@@ -304,9 +302,10 @@ impl SandboxConfig {
         self
     }
 
-    /// Guest networking (refused until sandboxes have a network device).
-    pub fn network(mut self, enabled: bool) -> Self {
-        self.network = enabled;
+    /// Guest networking: `true` is the public internet only, `false` no
+    /// network device; a [`NetworkPolicy`] says exactly what is reachable.
+    pub fn network(mut self, policy: impl Into<NetworkPolicy>) -> Self {
+        self.network = policy.into();
         self
     }
 
@@ -409,7 +408,12 @@ mod tests {
             field(SandboxConfig::default().allowed_commands(["bin/sh"])),
             "allowed_commands"
         );
-        assert_eq!(field(SandboxConfig::default().network(true)), "network");
+        let flood = crate::net::NetworkLimits {
+            max_connections: 0,
+            ..Default::default()
+        };
+        let network = crate::net::NetworkPolicy::public().with_limits(flood);
+        assert_eq!(field(SandboxConfig::default().network(network)), "network");
         assert_eq!(field(SandboxConfig::default().image("Bad Ref")), "image");
         assert_eq!(field(SandboxConfig::default().user("a b")), "user");
         assert_eq!(

@@ -36,6 +36,7 @@ pub use crate::vm::image::GuestImage;
 pub use crate::vm::Accel;
 
 use crate::error::{Error, Result};
+use crate::net::{Egress, NetworkEvent, NetworkPolicy};
 use crate::vm::image::config_initramfs;
 use crate::vm::{VmBackend, VmInstance};
 use client::AgentClient;
@@ -57,6 +58,7 @@ pub(crate) async fn launch(
         user,
         workdir,
         base_env,
+        nameserver,
     } = plan;
     let span = tracing::info_span!(
         "sandbox.boot",
@@ -85,12 +87,16 @@ pub(crate) async fn launch(
             mounts,
             user,
             workdir,
+            nameserver,
         };
         spec.extra_initramfs = config_initramfs(&guest.to_bytes())
             .map_err(|e| Error::io("write the guest config archive", e))?;
         spec.memory_mb = config.memory_mb;
         spec.vcpus = config.vcpus;
         let vm: Arc<dyn VmInstance> = Arc::from(backend.launch(&spec).await?);
+        // Serving the link before the guest boots: its first packets wait
+        // in the socket pair meanwhile.
+        let egress = start_network(config, &*vm)?;
         let client = connect_agent(
             &*vm,
             &secret,
@@ -101,6 +107,7 @@ pub(crate) async fn launch(
         Ok(Sandbox::watch(
             vm,
             client,
+            egress,
             spec.accel,
             started.elapsed(),
             config.deadlines,
@@ -118,6 +125,24 @@ pub(crate) async fn launch(
         }
     }
     result
+}
+
+/// Starts the host side of the sandbox's network, when it has one.
+fn start_network(config: &SandboxConfig, vm: &dyn VmInstance) -> Result<Option<Egress>> {
+    let NetworkPolicy::On { rules, limits } = &config.network else {
+        return Ok(None);
+    };
+    let link = vm
+        .take_network_link()
+        .ok_or_else(|| Error::Launch("the VM was launched without its network link".into()))?;
+    let id = vm
+        .runtime_dir()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Egress::start(link, rules.clone(), *limits, &id)
+        .map(Some)
+        .map_err(|e| Error::io("start the sandbox's network", e))
 }
 
 fn console_suffix(vm: &dyn VmInstance) -> String {
@@ -183,6 +208,8 @@ async fn connect_agent(
 pub struct Sandbox {
     vm: Arc<dyn VmInstance>,
     client: Arc<AgentClient>,
+    /// The network's host side; dropping it ends every connection.
+    egress: Option<Egress>,
     exit_watch: JoinHandle<()>,
     accel: Accel,
     boot_time: Duration,
@@ -202,6 +229,7 @@ impl Sandbox {
     fn watch(
         vm: Arc<dyn VmInstance>,
         client: AgentClient,
+        egress: Option<Egress>,
         accel: Accel,
         boot_time: Duration,
         deadlines: RequestDeadlines,
@@ -225,6 +253,7 @@ impl Sandbox {
         Sandbox {
             vm,
             client,
+            egress,
             exit_watch,
             accel,
             boot_time,
@@ -269,6 +298,12 @@ impl Sandbox {
             .connect(port)
             .await
             .map_err(|e| Error::io(format!("connect to guest vsock port {port}"), e))
+    }
+
+    /// The audit trail of the sandbox's network from now on: one event per
+    /// connection attempt and DNS question. `None` without a network.
+    pub fn network_events(&self) -> Option<tokio::sync::broadcast::Receiver<NetworkEvent>> {
+        self.egress.as_ref().map(Egress::subscribe)
     }
 
     /// The last bytes of the guest's serial console.

@@ -33,6 +33,8 @@ pub(crate) struct BootPlan {
     /// Environment under the sandbox's own: the user's `HOME`/`USER`, then
     /// the image's `Env`.
     pub base_env: Vec<(String, String)>,
+    /// The guest's DNS server, when it has a network.
+    pub nameserver: Option<String>,
 }
 
 impl BootPlan {
@@ -45,6 +47,7 @@ impl BootPlan {
             user: None,
             workdir: None,
             base_env: Vec::new(),
+            nameserver: None,
         }
     }
 }
@@ -150,6 +153,14 @@ pub(crate) async fn resolve(config: &SandboxConfig, mut plan: BootPlan) -> Resul
             readonly: true,
             own_root: false,
         });
+    }
+    if config.network.is_on() {
+        plan.spec.network = true;
+        let cmdline = crate::net::guest_cmdline();
+        plan.spec.cmdline_extra = format!("{} {cmdline}", plan.spec.cmdline_extra)
+            .trim()
+            .to_string();
+        plan.nameserver = Some(crate::net::GATEWAY_ADDR.to_string());
     }
     // Parents before children, whatever order they were declared in.
     plan.mounts.sort_by_key(|m| m.target.matches('/').count());

@@ -47,6 +47,7 @@ impl SandboxProvider for VmProvider {
                 cmdline_extra: String::new(),
                 disks: Vec::new(),
                 shares: Vec::new(),
+                network: false,
             };
             let plan = plan::resolve(config, BootPlan::bare(spec)).await?;
             launch(config, plan, &QemuBackend::from_env()?).await

@@ -50,7 +50,7 @@ impl Base {
             mode: self.mode.into(),
             memory_mb: self.config.memory_mb,
             vcpus: self.config.vcpus,
-            network: self.config.network,
+            network: network_view(&self.config.network),
             env: self.env_view.clone(),
             kernel: boot.map(|i| i.kernel.display().to_string()),
             initramfs: boot.map(|i| i.initramfs.display().to_string()),
@@ -122,7 +122,7 @@ impl Base {
             b.config.memory_mb = o.memory_mb.unwrap_or(b.config.memory_mb);
             b.config.vcpus = o.vcpus.unwrap_or(b.config.vcpus);
             if let Some(n) = &o.network {
-                b.config.network = n.value;
+                b.config.network = n.value.0.clone();
                 b.network_at = spec.at(n, "network");
             }
             b.add_env(&o.env, env);
@@ -143,7 +143,6 @@ impl Base {
         config.validate().map_err(|e| {
             if e.field == "network" {
                 spec.error(self.network_at, e.to_string())
-                    .hint("set `network: false`; guest networking is not available yet")
             } else {
                 let at = match spec.key_at(e.field, 1) {
                     (0, _) => spec.key_at("sandbox", 1),
@@ -160,6 +159,14 @@ impl Base {
         let config = self.config.clone().allow_command(program);
         self.check(spec, &config)?;
         Ok(config)
+    }
+}
+
+/// What `inspect` shows of a network: its rules, or nothing when off.
+fn network_view(policy: &crate::net::NetworkPolicy) -> Option<crate::net::Rules> {
+    match policy {
+        crate::net::NetworkPolicy::Off => None,
+        crate::net::NetworkPolicy::On { rules, .. } => Some(rules.clone()),
     }
 }
 
@@ -190,7 +197,7 @@ fn base(spec: &Spec, env: Env) -> Base {
         b.config.memory_mb = s.memory_mb.unwrap_or(b.config.memory_mb);
         b.config.vcpus = s.vcpus.unwrap_or(b.config.vcpus);
         if let Some(n) = &s.network {
-            b.config.network = n.value;
+            b.config.network = n.value.0.clone();
             b.network_at = spec.at(n, "network");
         }
         b.add_env(&s.env, env);
@@ -309,7 +316,7 @@ fn make_box(
         skills: skills.iter().map(|s| s.label()).collect(),
         memory_mb: base.config.memory_mb,
         vcpus: base.config.vcpus,
-        network: base.config.network,
+        network: network_view(&base.config.network),
         image: base.config.image.clone(),
         env: base.env_view.clone(),
         timeout_secs: input.timeout_secs,

@@ -59,7 +59,7 @@ pub(crate) struct SandboxSpec {
     #[serde(default)]
     pub vcpus: Option<u32>,
     #[serde(default)]
-    pub network: Option<Sp<bool>>,
+    pub network: Option<Sp<NetworkSpec>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -81,6 +81,53 @@ pub(crate) struct SandboxSpec {
     pub guest_image: Option<Sp<Value>>,
     #[serde(default)]
     pub snapshot: Option<Sp<Value>>,
+}
+
+/// `network: true | false | {allow: [...], deny: [...], max_connections: N}`,
+/// its rules parsed as it is read, so a bad one points at its line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "NetworkSpecRaw")]
+pub(crate) struct NetworkSpec(pub crate::net::NetworkPolicy);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NetworkSpecRaw {
+    On(bool),
+    Rules(NetworkRulesSpec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NetworkRulesSpec {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    max_connections: Option<u32>,
+}
+
+impl TryFrom<NetworkSpecRaw> for NetworkSpec {
+    type Error = String;
+
+    fn try_from(raw: NetworkSpecRaw) -> Result<Self, String> {
+        use crate::net::{NetworkLimits, NetworkPolicy};
+        match raw {
+            NetworkSpecRaw::On(on) => Ok(NetworkSpec(NetworkPolicy::from(on))),
+            NetworkSpecRaw::Rules(r) => {
+                let defaults = NetworkLimits::default();
+                let limits = NetworkLimits {
+                    max_connections: r.max_connections.unwrap_or(defaults.max_connections),
+                    ..defaults
+                };
+                let policy = NetworkPolicy::rules(&r.allow, &r.deny)
+                    .map_err(|e| e.to_string())?
+                    .with_limits(limits);
+                policy.validate()?;
+                Ok(NetworkSpec(policy))
+            }
+        }
+    }
 }
 
 /// A host directory shared into the guest.
@@ -112,7 +159,7 @@ pub(crate) struct BoxSandbox {
     #[serde(default)]
     pub vcpus: Option<u32>,
     #[serde(default)]
-    pub network: Option<Sp<bool>>,
+    pub network: Option<Sp<NetworkSpec>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]

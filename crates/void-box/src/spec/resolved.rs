@@ -60,8 +60,8 @@ pub struct ResolvedSandbox {
     pub memory_mb: u32,
     /// Guest CPUs.
     pub vcpus: u32,
-    /// Guest networking (only `false` can run today).
-    pub network: bool,
+    /// Guest networking: its allow and deny rules; `null`: no network.
+    pub network: Option<crate::net::Rules>,
     /// Guest environment. Values copied from the host show as
     /// `(from host)`, never the value.
     pub env: BTreeMap<String, String>,
@@ -126,8 +126,8 @@ pub struct ResolvedBox {
     pub memory_mb: u32,
     /// Guest CPUs.
     pub vcpus: u32,
-    /// Guest networking.
-    pub network: bool,
+    /// Guest networking, as in [`ResolvedSandbox::network`].
+    pub network: Option<crate::net::Rules>,
     /// The OCI image its commands run in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

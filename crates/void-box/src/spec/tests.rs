@@ -334,22 +334,18 @@ const SEED_AGENT: &str = "{\n  \"api_version\": \"v1\",\n  \"kind\": \"agent\",\
 fn seed_examples_load() {
     let p = parse(SEED_PIPELINE, "pipeline.yaml").unwrap();
     assert_eq!(p.summary(), "pipeline quick-pipeline (2 boxes)");
-    // It asks for networking, which the VoidBox build refuses, at the key.
-    let e = build_with(&p, &[]).unwrap_err();
-    assert!(e.message.contains("not supported yet"), "{e}");
-    assert_eq!(at(&e), (9, 12));
+    // `network: true`: the public internet only.
+    let (_, r) = build_with(&p, &[]).unwrap();
+    let view = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        view["sandbox"]["network"],
+        serde_json::json!({"allow": ["public"], "deny": []}),
+        "{view}"
+    );
 
     let a = parse(SEED_AGENT, "agent.json").unwrap();
     assert_eq!(a.summary(), "agent quick-agent (1 box)");
-    let e = build_with(&a, &[]).unwrap_err();
-    assert!(e.message.contains("network"), "{e}");
-    assert_eq!(at(&e), (9, 5));
-    let ok = parse(
-        &SEED_AGENT.replace("\"network\": true", "\"network\": false"),
-        "agent.json",
-    )
-    .unwrap();
-    let (_, r) = build_with(&ok, &[("ANTHROPIC_API_KEY", "sk-secret")]).unwrap();
+    let (_, r) = build_with(&a, &[("ANTHROPIC_API_KEY", "sk-secret")]).unwrap();
     let agent = r.agent.unwrap();
     assert_eq!(agent.engine, "claude-code");
     assert_eq!(agent.llm.unwrap().provider, "anthropic");
@@ -512,4 +508,34 @@ fn resolved_view_renders_as_yaml() {
     assert!(yaml.contains("kind: pipeline"), "{yaml}");
     assert!(yaml.contains("provider: mock"), "{yaml}");
     assert!(yaml.contains("memory_mb: 512"), "{yaml}");
+}
+
+#[test]
+fn network_rules_are_read_and_a_bad_one_points_at_its_line() {
+    let spec = |network: &str| {
+        format!(
+            "kind: workflow\nname: w\nsandbox:\n  network:\n{network}\nworkflow:\n  steps:\n    - name: a\n      run: {{program: echo}}\n"
+        )
+    };
+    let good = spec("    allow: [api.github.com, \"*.pypi.org:443\", host.voidbox.internal:11434]\n    deny: [10.0.0.0/8]\n    max_connections: 8");
+    let (_, r) = build_with(&parse(&good, "w.yaml").unwrap(), &[]).unwrap();
+    let view = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        view["sandbox"]["network"],
+        serde_json::json!({
+            "allow": ["api.github.com", "*.pypi.org:443", "host.voidbox.internal:11434"],
+            "deny": ["10.0.0.0/8"]
+        })
+    );
+    let e = parse(&spec("    allow: [\"api.github.com:http\"]"), "w.yaml").unwrap_err();
+    assert!(e.message.contains("`http` is not a port"), "{e}");
+    assert_eq!(e.line, 5, "{e}");
+    let e = parse(
+        &spec("    allow: [public]\n    max_connections: 0"),
+        "w.yaml",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("max_connections"), "{e}");
+    let e = parse(&spec("    allowed: [public]"), "w.yaml").unwrap_err();
+    assert!(e.line >= 4, "{e}");
 }

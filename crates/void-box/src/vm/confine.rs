@@ -142,6 +142,13 @@ impl Passed {
         Ok(self.add(file.into()))
     }
 
+    /// Passes `fd` on; returns its number in QEMU.
+    pub(crate) fn add_raw(&mut self, fd: OwnedFd) -> i32 {
+        let raw = fd.as_raw_fd();
+        self.fds.push(fd);
+        raw
+    }
+
     /// Passes `fd` on; returns the name QEMU gives it.
     pub(crate) fn add(&mut self, fd: OwnedFd) -> String {
         let name = format!("/proc/self/fd/{}", fd.as_raw_fd());

@@ -50,6 +50,10 @@ pub struct VmSpec {
     pub disks: Vec<Disk>,
     /// Host directories shared with the guest (virtio-9p), by mount tag.
     pub shares: Vec<Share>,
+    /// Attach a virtio-net device. Its frames go to a socket pair whose
+    /// host end [`VmInstance::take_network_link`] hands out; nothing else
+    /// connects it anywhere.
+    pub network: bool,
 }
 
 /// A read-only raw disk image attached as virtio-blk.
@@ -113,6 +117,11 @@ pub trait VmInstance: Send + Sync {
     fn host_pids(&self) -> Vec<u32>;
     /// Host directory holding this VM's sockets and files.
     fn runtime_dir(&self) -> PathBuf;
+    /// The host end of the network device's link (Ethernet frames, each
+    /// after its 4-byte big-endian length), once; `None` without a device.
+    fn take_network_link(&self) -> Option<std::os::unix::net::UnixStream> {
+        None
+    }
 }
 
 /// `env` if set, else `name` on PATH.

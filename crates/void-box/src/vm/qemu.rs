@@ -70,6 +70,7 @@ impl QemuBackend {
         dir: &Path,
         initrd: &str,
         console: &str,
+        network: Option<i32>,
         passed: &mut Passed,
     ) -> Result<Vec<String>> {
         let mem = format!("{}M", spec.memory_mb);
@@ -140,6 +141,18 @@ impl QemuBackend {
                 format!("virtio-9p-device,fsdev=share{i},mount_tag={}", share.tag),
             ]);
         }
+        if let Some(link) = network {
+            args.extend([
+                "-netdev".into(),
+                format!("stream,id=net0,addr.type=fd,addr.str={link}"),
+                "-device".into(),
+                format!(
+                    "virtio-net-device,netdev=net0,mac={},host_mtu={}",
+                    mac_text(&crate::net::GUEST_MAC),
+                    crate::net::MTU
+                ),
+            ]);
+        }
         args.extend([
             "-kernel".into(),
             passed.open(&spec.kernel)?,
@@ -155,6 +168,11 @@ impl QemuBackend {
         ]);
         Ok(args)
     }
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
 }
 
 /// A path inside a QEMU option list, where `,` separates options and is
@@ -236,7 +254,21 @@ impl VmBackend for QemuBackend {
             let mut passed = Passed::default();
             let console_name = passed.add(console_write);
             let initrd = passed.add(initrd_memfd(&spec.initramfs, &spec.extra_initramfs)?);
-            let args = Self::qemu_args(spec, dir.path(), &initrd, &console_name, &mut passed)?;
+            let (network, network_link) = if spec.network {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                    .map_err(|e| Error::io("create the network link", e))?;
+                (Some(passed.add_raw(theirs.into())), Some(ours))
+            } else {
+                (None, None)
+            };
+            let args = Self::qemu_args(
+                spec,
+                dir.path(),
+                &initrd,
+                &console_name,
+                network,
+                &mut passed,
+            )?;
             let jail = Jail {
                 program: &self.qemu,
                 args: &args,
@@ -253,6 +285,7 @@ impl VmBackend for QemuBackend {
                 console,
                 qemu_log,
                 device,
+                network_link: Mutex::new(network_link),
                 dir_path: dir.path().to_path_buf(),
                 dir: Mutex::new(Some(dir)),
             }) as Box<dyn VmInstance>)
@@ -284,6 +317,7 @@ pub struct QemuVm {
     console: Arc<LogRing>,
     qemu_log: Arc<LogRing>,
     device: VsockDevice,
+    network_link: Mutex<Option<std::os::unix::net::UnixStream>>,
     dir_path: PathBuf,
     /// Removed by [`QemuVm::kill_all`], once QEMU is dead: a sandbox's files
     /// go with it even while something else still holds the instance.
@@ -360,6 +394,13 @@ impl VmInstance for QemuVm {
 
     fn runtime_dir(&self) -> PathBuf {
         self.dir_path.clone()
+    }
+
+    fn take_network_link(&self) -> Option<std::os::unix::net::UnixStream> {
+        self.network_link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 

@@ -1,9 +1,11 @@
 //! `voidbox bench`: figures printed beside the floor or baseline they are
 //! measured against, in one run. `startup`: cold start, exec round trip,
 //! file throughput and memory; `images`: booting from an OCI image, pull
-//! and convert, and reading from images and mounts.
+//! and convert, and reading from images and mounts; `network`: download
+//! throughput, connect and DNS latency through the guest network.
 
 mod images;
+mod network;
 mod startup;
 
 use std::path::PathBuf;
@@ -57,6 +59,23 @@ pub enum BenchCommand {
         )]
         floor_init: PathBuf,
     },
+    /// Download throughput into the guest beside the host's, TCP connect
+    /// and DNS latency, through the guest network.
+    Network {
+        /// An image with curl and python3 (e.g. the test registry's
+        /// `127.0.0.1:5055/python:latest`).
+        #[arg(long)]
+        image: String,
+        /// Download size, in MiB.
+        #[arg(long, default_value_t = 200)]
+        size_mib: usize,
+        /// TCP connects to time.
+        #[arg(long, default_value_t = 200)]
+        connects: usize,
+        /// DNS look-ups to time.
+        #[arg(long, default_value_t = 100)]
+        lookups: usize,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
@@ -74,6 +93,12 @@ pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
             file_mib,
             floor_init,
         } => images::run(&image, runs, pulls, file_mib, floor_init).await,
+        BenchCommand::Network {
+            image,
+            size_mib,
+            connects,
+            lookups,
+        } => network::run(&image, size_mib, connects, lookups).await,
     }
 }
 

@@ -178,6 +178,7 @@ pub(super) async fn floor_boot(
         cmdline_extra: String::new(),
         disks: Vec::new(),
         shares: Vec::new(),
+        network: false,
     };
     let started = Instant::now();
     let vm = backend.launch(&spec).await?;

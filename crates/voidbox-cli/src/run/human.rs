@@ -349,6 +349,18 @@ impl Display for Human {
                 unit.cost = cost_usd;
                 self.update(&box_name);
             }
+            RunEvent::Network {
+                box_name,
+                connection,
+            } => {
+                // Allowed DNS answers are noise beside the connections.
+                let quiet =
+                    connection.kind == void_box::net::NetworkEventKind::Dns && connection.allowed;
+                if !quiet {
+                    self.flush(&box_name);
+                    self.vm_line(&box_name, &format!("net {}", connection.summary()));
+                }
+            }
             RunEvent::StageFinished {
                 box_name,
                 success,

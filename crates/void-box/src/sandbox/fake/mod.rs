@@ -198,6 +198,7 @@ impl SandboxProvider for FakeProvider {
                 cmdline_extra: String::new(),
                 disks: Vec::new(),
                 shares: Vec::new(),
+                network: false,
             };
             super::launch(config, super::plan::BootPlan::bare(spec), self).await
         })

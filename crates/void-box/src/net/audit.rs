@@ -1,0 +1,123 @@
+//! The audit trail: one event per connection attempt and per DNS answer,
+//! sent to subscribers (the run's events), to tracing (so OTLP exports
+//! them as span events) and to the metrics.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// What a [`NetworkEvent`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkEventKind {
+    /// A TCP connection (reported when it ends, or when it is refused).
+    Tcp,
+    /// A UDP datagram to anything but the guest's DNS server.
+    Udp,
+    /// A DNS question the guest asked.
+    Dns,
+}
+
+/// One connection attempt or DNS answer of a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkEvent {
+    /// What it is.
+    pub kind: NetworkEventKind,
+    /// Whether the policy let it through.
+    pub allowed: bool,
+    /// The rule that decided (`allow api.github.com`), or why none did.
+    pub reason: String,
+    /// The host name it was for: the DNS question, or the name the guest
+    /// resolved this address with, or the TLS SNI / HTTP Host it sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The address the guest connected to (for DNS: the first answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// The destination port (0 for DNS).
+    pub port: u16,
+    /// Bytes from the guest to the destination.
+    pub bytes_sent: u64,
+    /// Bytes from the destination to the guest.
+    pub bytes_received: u64,
+    /// How long it lasted.
+    #[serde(with = "crate::millis")]
+    pub duration: Duration,
+    /// What went wrong after the policy allowed it (the destination
+    /// refused, a timeout, a reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl NetworkEvent {
+    /// One line for people: `allowed tcp api.github.com (140.82.112.6):443 ...`.
+    pub fn summary(&self) -> String {
+        let verdict = if self.allowed { "allowed" } else { "denied" };
+        let kind = match self.kind {
+            NetworkEventKind::Tcp => "tcp",
+            NetworkEventKind::Udp => "udp",
+            NetworkEventKind::Dns => "dns",
+        };
+        let mut target = match (&self.host, self.address) {
+            (Some(h), Some(a)) => format!("{h} ({a})"),
+            (Some(h), None) => h.clone(),
+            (None, Some(a)) => a.to_string(),
+            (None, None) => "?".into(),
+        };
+        if self.port != 0 {
+            target.push_str(&format!(":{}", self.port));
+        }
+        let mut line = format!("{verdict} {kind} {target}: {}", self.reason);
+        if self.kind == NetworkEventKind::Tcp && self.allowed {
+            line.push_str(&format!(
+                "; {} B out, {} B in, {} ms",
+                self.bytes_sent,
+                self.bytes_received,
+                self.duration.as_millis()
+            ));
+        }
+        if let Some(e) = &self.error {
+            line.push_str(&format!("; {e}"));
+        }
+        line
+    }
+}
+
+/// Where a stack reports its events.
+#[derive(Debug, Clone)]
+pub(crate) struct Audit {
+    events: broadcast::Sender<NetworkEvent>,
+    sandbox_id: String,
+}
+
+impl Audit {
+    pub fn new(events: broadcast::Sender<NetworkEvent>, sandbox_id: &str) -> Audit {
+        Audit {
+            events,
+            sandbox_id: sandbox_id.to_string(),
+        }
+    }
+
+    pub fn record(&self, event: NetworkEvent) {
+        tracing::info!(
+            voidbox.sandbox_id = %self.sandbox_id,
+            voidbox.net.kind = ?event.kind,
+            voidbox.net.allowed = event.allowed,
+            voidbox.net.reason = %event.reason,
+            voidbox.net.host = event.host.as_deref().unwrap_or(""),
+            voidbox.net.address = %event.address.map(|a| a.to_string()).unwrap_or_default(),
+            voidbox.net.port = event.port,
+            voidbox.net.bytes_sent = event.bytes_sent,
+            voidbox.net.bytes_received = event.bytes_received,
+            voidbox.net.duration_ms = event.duration.as_millis() as u64,
+            voidbox.net.error = event.error.as_deref().unwrap_or(""),
+            "network {}",
+            if event.allowed { "allowed" } else { "denied" }
+        );
+        crate::observe::metrics::network_event(&event);
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+}

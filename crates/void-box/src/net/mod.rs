@@ -1,0 +1,216 @@
+//! The host side of a sandbox's network: a user-mode TCP/IP stack that
+//! terminates every connection the guest opens and re-makes it on the host
+//! only when the [egress policy](policy) allows it.
+//!
+//! The guest sees an ordinary virtio-net interface (`10.0.2.15/24`, gateway
+//! and DNS at `10.0.2.2`). QEMU hands its Ethernet frames to us over a
+//! socket pair (`-netdev stream`), and [`smoltcp`] plays every host the
+//! guest talks to: no TAP, no bridge, no privileges, and no packet of the
+//! guest's ever reaches a host network. A connection the policy refuses is
+//! reset before its handshake completes (the guest sees "connection
+//! refused"); DNS is answered from the host's resolver, filtered by the same
+//! rules; every attempt is an [`NetworkEvent`] (ADR 0008).
+
+mod audit;
+mod dns;
+mod frames;
+mod host_addrs;
+pub mod policy;
+mod relay;
+mod sniff;
+mod stack;
+
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+pub use audit::{NetworkEvent, NetworkEventKind};
+pub use policy::{Decision, Rule, RuleError, Rules, HOST_ALIAS};
+
+/// The guest's address.
+pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// The gateway, which is also the guest's DNS server.
+pub const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// What [`HOST_ALIAS`] resolves to in the guest.
+pub const HOST_ALIAS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 254);
+/// The guest subnet's prefix length.
+pub const PREFIX_LEN: u8 = 24;
+/// The link MTU. Large frames carry a 64 KiB TCP segment in one frame, so
+/// the emulated guest handles ~40 times fewer packets than at 1500.
+pub const MTU: usize = 65520;
+/// The guest NIC's MAC address.
+pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// The gateway's MAC address.
+pub const GATEWAY_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x02];
+
+/// The kernel command line that configures the guest's interface (the
+/// kernel's own static IP configuration: no DHCP, no userspace step).
+pub fn guest_cmdline() -> String {
+    format!("ip={GUEST_ADDR}::{GATEWAY_ADDR}:255.255.255.0::eth0:off")
+}
+
+/// Bounds on what one sandbox's network may hold on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLimits {
+    /// Most connections open (or being opened) at once; more are refused.
+    pub max_connections: u32,
+    /// Bytes buffered per connection and direction, in the stack and on
+    /// the way to or from the host socket.
+    pub buffer_bytes: u32,
+}
+
+impl Default for NetworkLimits {
+    fn default() -> Self {
+        NetworkLimits {
+            max_connections: 128,
+            buffer_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl NetworkLimits {
+    /// Checks the limits are sane; says which is not.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=4096).contains(&self.max_connections) {
+            return Err(format!(
+                "max_connections {} is outside 1-4096",
+                self.max_connections
+            ));
+        }
+        if !(16 * 1024..=16 << 20).contains(&self.buffer_bytes) {
+            return Err(format!(
+                "buffer_bytes {} is outside 16 KiB-16 MiB",
+                self.buffer_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A sandbox's network: none at all (the default: no network device), or
+/// a device whose egress follows `rules`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkPolicy {
+    /// No network device.
+    #[default]
+    Off,
+    /// A network device; connections go where `rules` allow.
+    On {
+        /// Allow and deny rules.
+        rules: Rules,
+        /// Host-side bounds.
+        #[serde(default)]
+        limits: NetworkLimits,
+    },
+}
+
+impl NetworkPolicy {
+    /// The public internet and nothing else (`network: true`).
+    pub fn public() -> NetworkPolicy {
+        NetworkPolicy::from(Rules::public())
+    }
+
+    /// Exactly what `allow` lists, less what `deny` lists.
+    pub fn rules<A: AsRef<str>, D: AsRef<str>>(
+        allow: &[A],
+        deny: &[D],
+    ) -> Result<NetworkPolicy, RuleError> {
+        Rules::parse(allow, deny).map(NetworkPolicy::from)
+    }
+
+    /// The same policy with other limits (no effect when off).
+    pub fn with_limits(self, new: NetworkLimits) -> NetworkPolicy {
+        match self {
+            NetworkPolicy::Off => NetworkPolicy::Off,
+            NetworkPolicy::On { rules, .. } => NetworkPolicy::On { rules, limits: new },
+        }
+    }
+
+    /// Whether the sandbox gets a network device.
+    pub fn is_on(&self) -> bool {
+        matches!(self, NetworkPolicy::On { .. })
+    }
+
+    /// Checks rule count and limits.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            NetworkPolicy::Off => Ok(()),
+            NetworkPolicy::On { rules, limits } => {
+                if rules.len() > policy::MAX_RULES {
+                    return Err(format!(
+                        "{} rules; at most {} are allowed",
+                        rules.len(),
+                        policy::MAX_RULES
+                    ));
+                }
+                limits.validate()
+            }
+        }
+    }
+}
+
+impl From<bool> for NetworkPolicy {
+    fn from(on: bool) -> Self {
+        if on {
+            NetworkPolicy::public()
+        } else {
+            NetworkPolicy::Off
+        }
+    }
+}
+
+impl From<Rules> for NetworkPolicy {
+    fn from(rules: Rules) -> Self {
+        NetworkPolicy::On {
+            rules,
+            limits: NetworkLimits::default(),
+        }
+    }
+}
+
+/// How many audit events may wait for a slow subscriber before the oldest
+/// are dropped (the subscriber is told how many).
+const AUDIT_BACKLOG: usize = 4096;
+
+/// One sandbox's running network stack. Dropping it ends the stack and
+/// every connection it relays.
+pub struct Egress {
+    task: JoinHandle<()>,
+    events: broadcast::Sender<NetworkEvent>,
+}
+
+impl Egress {
+    /// Serves the guest frames arriving on `link` (QEMU's end of the
+    /// `-netdev stream` socket pair is the other) under `rules`. Needs a
+    /// Tokio runtime.
+    pub fn start(
+        link: UnixStream,
+        rules: Rules,
+        limits: NetworkLimits,
+        sandbox_id: &str,
+    ) -> std::io::Result<Egress> {
+        link.set_nonblocking(true)?;
+        let link = tokio::net::UnixStream::from_std(link)?;
+        let (events, _) = broadcast::channel(AUDIT_BACKLOG);
+        let audit = audit::Audit::new(events.clone(), sandbox_id);
+        let span = tracing::info_span!("sandbox.network", voidbox.sandbox_id = %sandbox_id);
+        let task = tokio::spawn(stack::run(link, rules, limits, audit).instrument(span));
+        Ok(Egress { task, events })
+    }
+
+    /// Every connection attempt and DNS answer from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NetworkEvent> {
+        self.events.subscribe()
+    }
+}
+
+impl Drop for Egress {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

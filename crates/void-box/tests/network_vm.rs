@@ -1,0 +1,417 @@
+//! The guest network in real VMs: real packets through the guest kernel's
+//! own TCP/IP stack, across virtio-net to the host's user-mode stack and
+//! the policy. curl and python run in the Debian test image (pulled from a
+//! registry on loopback); the destinations are test servers on the host's
+//! loopback. Needs `scripts/setup.sh --with-test-tools`.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::registry::TestRegistry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use void_box::net::{NetworkEvent, NetworkEventKind, NetworkLimits, NetworkPolicy};
+use void_box::{Exec, Sandbox};
+
+/// An HTTP server on `addr` answering every request with `body`.
+async fn http_server(addr: &str, body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let at = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    at
+}
+
+async fn python_image() -> (TestRegistry, String) {
+    let registry = TestRegistry::start();
+    registry.push("python", "latest", "python");
+    let reference = registry.reference("python:latest");
+    (registry, reference)
+}
+
+async fn run(sandbox: &Sandbox, script: &str) -> (i32, String, String) {
+    let out = sandbox
+        .exec(Exec::shell(script).timeout(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    (
+        out.status.code.unwrap_or(-1),
+        out.stdout_text(),
+        out.stderr_text(),
+    )
+}
+
+async fn ok(sandbox: &Sandbox, script: &str) -> String {
+    let (code, out, err) = run(sandbox, script).await;
+    assert_eq!(code, 0, "`{script}`: {out}{err}");
+    out
+}
+
+/// Events received so far.
+fn drain(trail: &mut broadcast::Receiver<NetworkEvent>) -> Vec<NetworkEvent> {
+    let mut events = Vec::new();
+    while let Ok(e) = trail.try_recv() {
+        events.push(e);
+    }
+    events
+}
+
+fn find(events: &[NetworkEvent], what: impl Fn(&NetworkEvent) -> bool) -> Option<&NetworkEvent> {
+    events.iter().find(|e| what(e))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_policy_lets_through_what_it_allows_and_refuses_the_rest() {
+    let (_registry, image) = python_image().await;
+    let allowed = http_server("127.0.0.1:0", "hello from the host").await;
+    let unnamed = http_server("127.0.0.1:0", "should not be reached").await;
+    // A server on every host address, to show the host's own addresses
+    // are not reachable by them either.
+    let everywhere = http_server("0.0.0.0:0", "host address reached").await;
+    let policy = NetworkPolicy::rules(
+        &[
+            "public".to_string(),
+            format!("host.voidbox.internal:{}", allowed.port()),
+        ],
+        &[] as &[&str],
+    )
+    .unwrap();
+    let sandbox = Sandbox::builder()
+        .image(&image)
+        .network(policy)
+        .build()
+        .await
+        .unwrap();
+    let mut trail = sandbox.network_events().unwrap();
+
+    // curl and a raw python socket reach the allowed service by name.
+    let body = ok(
+        &sandbox,
+        &format!(
+            "curl -sS --max-time 20 http://host.voidbox.internal:{}/hi",
+            allowed.port()
+        ),
+    )
+    .await;
+    assert_eq!(body, "hello from the host");
+    let raw = ok(
+        &sandbox,
+        &format!(
+            "python3 -c \"import socket\ns = socket.create_connection(('host.voidbox.internal', {}), timeout=20)\ns.sendall(b'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\ndata = b''\nwhile True:\n    chunk = s.recv(4096)\n    if not chunk: break\n    data += chunk\nprint(data.split(b'\\r\\n\\r\\n', 1)[1].decode())\"",
+            allowed.port()
+        ),
+    )
+    .await;
+    assert_eq!(raw.trim(), "hello from the host");
+
+    // A port no rule names: refused at once, as a reset.
+    let (code, _, err) = run(
+        &sandbox,
+        &format!(
+            "curl -sS --max-time 20 http://host.voidbox.internal:{}/",
+            unnamed.port()
+        ),
+    )
+    .await;
+    assert_eq!(code, 7, "curl cannot connect: {err}");
+    let refused = ok(
+        &sandbox,
+        &format!(
+            "python3 -c \"import socket\ntry:\n    socket.create_connection(('host.voidbox.internal', {}), timeout=20)\n    print('connected')\nexcept ConnectionRefusedError as e:\n    print('refused')\"",
+            unnamed.port()
+        ),
+    )
+    .await;
+    assert_eq!(refused.trim(), "refused");
+
+    // The host's loopback under any other name, the gateway, the
+    // metadata address, IPv6 loopback and the host's own addresses.
+    let host_ip = host_address();
+    let port = allowed.port();
+    let every = everywhere.port();
+    for (url, why) in [
+        (
+            format!("http://127.0.0.1:{port}/"),
+            "the guest's own loopback",
+        ),
+        (format!("http://10.0.2.2:{port}/"), "the gateway"),
+        (
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "metadata",
+        ),
+        (format!("http://[::1]:{port}/"), "IPv6 loopback"),
+        (format!("http://{host_ip}:{every}/"), "a host address"),
+    ] {
+        let (code, out, err) = run(&sandbox, &format!("curl -sS --max-time 10 {url}")).await;
+        assert_ne!(code, 0, "{why} ({url}) answered: {out}");
+        assert!(!out.contains("reached"), "{why}: {out}{err}");
+    }
+
+    // A name the host resolves to its loopback is not answered.
+    let dns = ok(
+        &sandbox,
+        "python3 -c \"import socket, struct\nq = struct.pack('>HHHHHH', 7, 0x100, 1, 0, 0, 0) + b'\\x09localhost\\x00' + struct.pack('>HH', 1, 1)\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(10)\ns.sendto(q, ('10.0.2.2', 53))\nr = s.recv(512)\nprint(r[3] & 15, struct.unpack('>H', r[6:8])[0])\"",
+    )
+    .await;
+    assert_eq!(dns.trim(), "3 0", "NXDOMAIN and no answer");
+
+    // UDP anywhere but the DNS server is refused.
+    let udp = ok(
+        &sandbox,
+        "python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\ns.connect(('93.184.216.34', 9999))\ns.send(b'x')\ntry:\n    s.recv(10)\n    print('answered')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')\"",
+    )
+    .await;
+    assert_eq!(udp.trim(), "refused");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = drain(&mut trail);
+    let lines: Vec<String> = events.iter().map(|e| e.summary()).collect();
+    let all = lines.join("\n");
+    let ok_event = find(&events, |e| {
+        e.kind == NetworkEventKind::Tcp
+            && e.allowed
+            && e.port == allowed.port()
+            && e.error.is_none()
+    })
+    .unwrap_or_else(|| panic!("no allowed event in:\n{all}"));
+    assert_eq!(ok_event.host.as_deref(), Some("host.voidbox.internal"));
+    assert!(
+        ok_event.bytes_received > 0 && ok_event.bytes_sent > 0,
+        "{all}"
+    );
+    assert_eq!(
+        ok_event.reason,
+        format!("allow host.voidbox.internal:{}", allowed.port())
+    );
+    let denied = find(&events, |e| !e.allowed && e.port == unnamed.port())
+        .unwrap_or_else(|| panic!("no denied event in:\n{all}"));
+    assert!(
+        denied
+            .reason
+            .contains("no rule allows host.voidbox.internal"),
+        "{all}"
+    );
+    for (addr, says) in [
+        ("10.0.2.2", "own network"),
+        ("169.254.169.254", "link-local"),
+        (host_ip.as_str(), ""),
+    ] {
+        let addr: IpAddr = addr.parse().unwrap();
+        let e = find(&events, |e| !e.allowed && e.address == Some(addr))
+            .unwrap_or_else(|| panic!("no denied event for {addr} in:\n{all}"));
+        assert!(e.reason.contains(says), "{all}");
+    }
+    assert!(
+        find(&events, |e| e.kind == NetworkEventKind::Dns
+            && !e.allowed
+            && e.reason.contains("127.0.0.1"))
+        .is_some(),
+        "{all}"
+    );
+    assert!(
+        find(&events, |e| e.kind == NetworkEventKind::Udp
+            && !e.allowed
+            && e.port == 9999)
+        .is_some(),
+        "{all}"
+    );
+    sandbox.shutdown().await.unwrap();
+}
+
+/// A non-loopback address of this host.
+fn host_address() -> String {
+    // The address the host would send from; no packet leaves.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    match probe.connect("192.0.2.1:9") {
+        Ok(()) => probe.local_addr().unwrap().ip().to_string(),
+        Err(_) => "127.0.0.2".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_network_there_is_no_device_and_with_rules_only_what_they_name() {
+    // Off (the default): no network device (only the kernel's own
+    // loopback and IPv6-in-IPv4 pseudo-devices).
+    let sandbox = Sandbox::builder().build().await.unwrap();
+    let out = sandbox
+        .exec(Exec::shell("ls /sys/class/net"))
+        .await
+        .unwrap();
+    let devices: Vec<String> = out
+        .stdout_text()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert!(devices.contains(&"lo".to_string()), "{devices:?}");
+    assert!(
+        devices.iter().all(|d| d == "lo" || d == "sit0"),
+        "{devices:?}"
+    );
+    assert!(sandbox.network_events().is_none());
+    sandbox.shutdown().await.unwrap();
+
+    // Rules without `public`: a named host port answers, nothing else
+    // does, not even the public internet (busybox wget, no image).
+    let server = http_server("127.0.0.1:0", "named").await;
+    let policy = NetworkPolicy::rules(
+        &[format!("host.voidbox.internal:{}", server.port())],
+        &[] as &[&str],
+    )
+    .unwrap();
+    let sandbox = Sandbox::builder().network(policy).build().await.unwrap();
+    let mut trail = sandbox.network_events().unwrap();
+    let got = sandbox
+        .exec(Exec::shell(format!(
+            "wget -q -O - http://host.voidbox.internal:{}/",
+            server.port()
+        )))
+        .await
+        .unwrap();
+    assert_eq!(got.stdout_text(), "named", "{}", got.stderr_text());
+    let public = sandbox
+        .exec(Exec::shell(
+            "wget -q -O - http://93.184.216.34/ 2>&1; echo rc=$?",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        public.stdout_text().contains("rc=1"),
+        "{}",
+        public.stdout_text()
+    );
+    let dns = sandbox
+        .exec(Exec::shell(
+            "nslookup example.com 10.0.2.2 2>&1; echo rc=$?",
+        ))
+        .await
+        .unwrap();
+    assert!(!dns.stdout_text().contains("rc=0"), "{}", dns.stdout_text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = drain(&mut trail);
+    let all: Vec<String> = events.iter().map(|e| e.summary()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| !e.allowed && e.address == Some("93.184.216.34".parse().unwrap())),
+        "{all:?} {}",
+        public.stdout_text()
+    );
+    sandbox.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_guest_is_held_to_its_limits_and_its_neighbour_is_not_slowed() {
+    let (_registry, image) = python_image().await;
+    // A server that accepts and never reads or answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let answering = http_server("127.0.0.1:0", "still here").await;
+    let rules = |port: u16| {
+        NetworkPolicy::rules(&[format!("host.voidbox.internal:{port}")], &[] as &[&str]).unwrap()
+    };
+    let limits = NetworkLimits {
+        max_connections: 16,
+        ..NetworkLimits::default()
+    };
+    let flooder = Sandbox::builder()
+        .image(&image)
+        .network(
+            NetworkPolicy::rules(
+                &[format!("host.voidbox.internal:{silent_port}")],
+                &[] as &[&str],
+            )
+            .unwrap()
+            .with_limits(limits),
+        )
+        .build()
+        .await
+        .unwrap();
+    let neighbour = Sandbox::builder()
+        .network(rules(answering.port()))
+        .build()
+        .await
+        .unwrap();
+    let rss_before = rss_kib();
+    // 200 connections, each pushing 4 MiB at a server that never reads,
+    // and a flood of 50,000 UDP datagrams.
+    let flood = format!(
+        "python3 -c \"import socket, threading\nopened, refused = 0, 0\nsocks = []\nfor i in range(200):\n    try:\n        s = socket.create_connection(('host.voidbox.internal', {silent_port}), timeout=10)\n        s.setblocking(False)\n        socks.append(s); opened += 1\n    except OSError:\n        refused += 1\nblob = b'x' * (4 << 20)\nfor s in socks:\n    try: s.send(blob)\n    except OSError: pass\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(50000):\n    try: u.sendto(b'y' * 1000, ('10.0.2.2', 9))\n    except OSError: pass\nprint(opened, refused)\""
+    );
+    let flooding = flooder.exec(Exec::shell(flood).timeout(Duration::from_secs(300)));
+    let neighbour_ok = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let started = std::time::Instant::now();
+        let out = neighbour
+            .exec(Exec::shell(format!(
+                "wget -q -O - http://host.voidbox.internal:{}/",
+                answering.port()
+            )))
+            .await
+            .unwrap();
+        (out.stdout_text(), started.elapsed())
+    };
+    let (flood_out, (neighbour_out, neighbour_took)) = tokio::join!(flooding, neighbour_ok);
+    let flood_out = flood_out.unwrap();
+    let counts: Vec<u32> = flood_out
+        .stdout_text()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(
+        counts.len(),
+        2,
+        "{}{}",
+        flood_out.stdout_text(),
+        flood_out.stderr_text()
+    );
+    assert_eq!(counts[0], 16, "at most max_connections open");
+    assert_eq!(counts[1], 184);
+    assert_eq!(neighbour_out, "still here");
+    assert!(
+        neighbour_took < Duration::from_secs(30),
+        "{neighbour_took:?}"
+    );
+    let grown_mib = (rss_kib().saturating_sub(rss_before)) / 1024;
+    // 16 connections × 256 KiB each way at most in buffers, plus slack.
+    assert!(grown_mib < 64, "host RSS grew by {grown_mib} MiB");
+    flooder.shutdown().await.unwrap();
+    neighbour.shutdown().await.unwrap();
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
