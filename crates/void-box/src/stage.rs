@@ -48,6 +48,9 @@ async fn forward_network<T>(
             connection,
         })
     };
+    for port in sandbox.published_ports() {
+        emit(crate::net::NetworkEvent::published(port));
+    }
     tokio::pin!(work);
     let mut open = true;
     let outcome = loop {

@@ -415,3 +415,128 @@ fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_port_reaches_the_guest_server_on_loopback_only() {
+    let (_registry, image) = python_image().await;
+    // Ports alone: a device that reaches nothing, serving one port.
+    let sandbox = Sandbox::builder()
+        .image(&image)
+        .publish(8000, 0)
+        .build()
+        .await
+        .unwrap();
+    let ports = sandbox.published_ports();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].guest, 8000);
+    assert_ne!(ports[0].host, 0);
+    ok(
+        &sandbox,
+        "mkdir -p /tmp/www && echo published > /tmp/www/index.html && cd /tmp/www && \
+         setsid -f python3 -m http.server 8000 --bind 0.0.0.0 >/dev/null 2>&1; \
+         for i in $(seq 100); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8000), 1)\" 2>/dev/null && exit 0; sleep 0.2; done; exit 1",
+    )
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", ports[0].host))
+        .await
+        .unwrap();
+    conn.write_all(b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut reply))
+        .await
+        .expect("the guest answers in time")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    assert!(reply.ends_with("published\n"), "{reply}");
+    // Only on the host's loopback.
+    let elsewhere = tokio::net::TcpStream::connect((host_address().as_str(), ports[0].host)).await;
+    assert!(
+        elsewhere.is_err(),
+        "the port answers on a non-loopback address"
+    );
+    // And the guest still reaches nothing.
+    let (code, out, _) = run(
+        &sandbox,
+        "python3 -c \"import socket\ntry:\n    socket.create_connection(('93.184.216.34', 80), 5); print('out')\nexcept OSError: print('refused')\"",
+    )
+    .await;
+    assert_eq!((code, out.trim()), (0, "refused"));
+    sandbox.shutdown().await.unwrap();
+    // The listener goes with the sandbox.
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", ports[0].host))
+        .await
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_skill_that_declares_a_host_opens_it_for_its_box_only() {
+    use serde_json::json;
+    use void_box::agent::VoidBox;
+    use void_box::llm::{LlmProvider, MockScript, MockTurn};
+    use void_box::skill::Skill;
+
+    let server = http_server("127.0.0.1:0", "from the skill's host").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lookup.md");
+    std::fs::write(
+        &file,
+        format!(
+            "---\nname: lookup\ndescription: looks things up\nnetwork: [\"host.voidbox.internal:{}\"]\n---\nUse wget.\n",
+            server.port()
+        ),
+    )
+    .unwrap();
+    let fetch =
+        json!({"command": format!("wget -q -O - http://host.voidbox.internal:{}/", server.port())});
+    let script = || {
+        LlmProvider::mock(MockScript::new(vec![
+            MockTurn::default().call("bash", fetch.clone()),
+            MockTurn::text("done"),
+        ]))
+    };
+    let with = VoidBox::new("with-skill")
+        .skill(Skill::file(&file))
+        .llm(script())
+        .prompt("fetch it")
+        .build()
+        .unwrap();
+    let result = with.run(None).await.unwrap();
+    assert!(
+        result.tool_calls[0]
+            .summary
+            .contains("from the skill's host"),
+        "{:?}",
+        result.tool_calls[0]
+    );
+    // The same call in a box that does not declare the skill: no network.
+    let without = VoidBox::new("without-skill")
+        .llm(script())
+        .prompt("fetch it")
+        .build()
+        .unwrap();
+    let result = without.run(None).await.unwrap();
+    assert!(
+        !result.tool_calls[0]
+            .summary
+            .contains("from the skill's host"),
+        "{:?}",
+        result.tool_calls[0]
+    );
+    // A bad rule in the front matter fails before any VM boots.
+    std::fs::write(
+        &file,
+        "---\nname: lookup\ndescription: x\nnetwork: [\"a b\"]\n---\n",
+    )
+    .unwrap();
+    let bad = VoidBox::new("bad")
+        .skill(Skill::file(&file))
+        .llm(script())
+        .prompt("x")
+        .build()
+        .unwrap();
+    let e = bad.run(None).await.unwrap_err().to_string();
+    assert!(e.contains("network rule `a b`"), "{e}");
+}

@@ -115,23 +115,29 @@ impl VoidBox {
                 })?;
             }
         }
-        let result = crate::stage::in_fresh_sandbox(
-            provider,
-            &self.sandbox_config(),
-            name,
-            events,
-            async |sandbox| {
+        // The hosts its skills declare join the box's network, and only
+        // this way.
+        let declared =
+            crate::skill::declared_network(&self.inner.config.skills, &docs).map_err(|source| {
+                AgentError::Skill {
+                    box_name: name.into(),
+                    source,
+                }
+            })?;
+        let mut config = self.sandbox_config();
+        config.network = config.network.with_allowed(declared);
+        let result =
+            crate::stage::in_fresh_sandbox(provider, &config, name, events, async |sandbox| {
                 tokio::select! {
                     result = self.run_prepared(sandbox, input, events, docs) => result,
                     never = sample_guest(sandbox, name) => match never {},
                 }
-            },
-        )
-        .await
-        .map_err(|source| AgentError::Sandbox {
-            box_name: name.to_string(),
-            source,
-        })?;
+            })
+            .await
+            .map_err(|source| AgentError::Sandbox {
+                box_name: name.to_string(),
+                source,
+            })?;
         result.map(|mut r| {
             r.duration = started.elapsed();
             r

@@ -18,6 +18,8 @@ pub enum NetworkEventKind {
     Udp,
     /// A DNS question the guest asked.
     Dns,
+    /// A guest port published on the host (reported once, at start).
+    Published,
 }
 
 /// One connection attempt or DNS answer of a sandbox.
@@ -52,6 +54,22 @@ pub struct NetworkEvent {
 }
 
 impl NetworkEvent {
+    /// The report of a published port.
+    pub fn published(port: super::PortMap) -> NetworkEvent {
+        NetworkEvent {
+            kind: NetworkEventKind::Published,
+            allowed: true,
+            reason: format!("guest port {} published", port.guest),
+            host: None,
+            address: Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            port: port.host,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration: Duration::ZERO,
+            error: None,
+        }
+    }
+
     /// One line for people: `allowed tcp api.github.com (140.82.112.6):443 ...`.
     pub fn summary(&self) -> String {
         let verdict = if self.allowed { "allowed" } else { "denied" };
@@ -59,6 +77,7 @@ impl NetworkEvent {
             NetworkEventKind::Tcp => "tcp",
             NetworkEventKind::Udp => "udp",
             NetworkEventKind::Dns => "dns",
+            NetworkEventKind::Published => "published",
         };
         let mut target = match (&self.host, self.address) {
             (Some(h), Some(a)) => format!("{h} ({a})"),

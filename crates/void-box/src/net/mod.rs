@@ -131,6 +131,24 @@ impl NetworkPolicy {
         }
     }
 
+    /// The policy with `extra` allowed too (what a box's skills declare):
+    /// a network that was off becomes one that reaches only `extra`.
+    pub fn with_allowed(self, extra: Vec<Rule>) -> NetworkPolicy {
+        if extra.is_empty() {
+            return self;
+        }
+        match self {
+            NetworkPolicy::Off => NetworkPolicy::from(Rules {
+                allow: extra,
+                deny: Vec::new(),
+            }),
+            NetworkPolicy::On { mut rules, limits } => {
+                rules.allow.extend(extra);
+                NetworkPolicy::On { rules, limits }
+            }
+        }
+    }
+
     /// Whether the sandbox gets a network device.
     pub fn is_on(&self) -> bool {
         matches!(self, NetworkPolicy::On { .. })
@@ -173,39 +191,108 @@ impl From<Rules> for NetworkPolicy {
     }
 }
 
+/// A guest TCP port published on the host's loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortMap {
+    /// The port a guest program listens on.
+    pub guest: u16,
+    /// The port on the host's 127.0.0.1; 0 picks a free one.
+    #[serde(default)]
+    pub host: u16,
+}
+
+/// Most ports one sandbox may publish.
+pub const MAX_PORTS: usize = 64;
+
+/// Checks a list of published ports: real guest ports, each once, and no
+/// host port twice.
+pub fn check_ports(ports: &[PortMap]) -> Result<(), String> {
+    if ports.len() > MAX_PORTS {
+        return Err(format!("{} ports; at most {MAX_PORTS}", ports.len()));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        if p.guest == 0 {
+            return Err("guest port 0 is not a port".into());
+        }
+        for q in &ports[..i] {
+            if q.guest == p.guest {
+                return Err(format!("guest port {} is published twice", p.guest));
+            }
+            if p.host != 0 && q.host == p.host {
+                return Err(format!("host port {} is used twice", p.host));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How many audit events may wait for a slow subscriber before the oldest
 /// are dropped (the subscriber is told how many).
 const AUDIT_BACKLOG: usize = 4096;
 
-/// One sandbox's running network stack. Dropping it ends the stack and
-/// every connection it relays.
+/// One sandbox's running network stack. Dropping it ends the stack, every
+/// connection it relays and its published ports' listeners.
 pub struct Egress {
     task: JoinHandle<()>,
     events: broadcast::Sender<NetworkEvent>,
+    published: Vec<PortMap>,
 }
 
 impl Egress {
     /// Serves the guest frames arriving on `link` (QEMU's end of the
-    /// `-netdev stream` socket pair is the other) under `rules`. Needs a
+    /// `-netdev stream` socket pair is the other) under `rules`, and
+    /// listens for `ports` on 127.0.0.1 (failing if one is taken). Needs a
     /// Tokio runtime.
     pub fn start(
         link: UnixStream,
         rules: Rules,
         limits: NetworkLimits,
+        ports: &[PortMap],
         sandbox_id: &str,
     ) -> std::io::Result<Egress> {
         link.set_nonblocking(true)?;
         let link = tokio::net::UnixStream::from_std(link)?;
+        let mut listeners = Vec::new();
+        let mut published = Vec::new();
+        for p in ports {
+            let listener =
+                std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p.host)).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "publish guest port {} at 127.0.0.1:{}: {e}",
+                            p.guest, p.host
+                        ),
+                    )
+                })?;
+            listener.set_nonblocking(true)?;
+            let host = listener.local_addr()?.port();
+            listeners.push((tokio::net::TcpListener::from_std(listener)?, p.guest));
+            published.push(PortMap {
+                guest: p.guest,
+                host,
+            });
+        }
         let (events, _) = broadcast::channel(AUDIT_BACKLOG);
         let audit = audit::Audit::new(events.clone(), sandbox_id);
         let span = tracing::info_span!("sandbox.network", voidbox.sandbox_id = %sandbox_id);
-        let task = tokio::spawn(stack::run(link, rules, limits, audit).instrument(span));
-        Ok(Egress { task, events })
+        let task = tokio::spawn(stack::run(link, rules, limits, listeners, audit).instrument(span));
+        Ok(Egress {
+            task,
+            events,
+            published,
+        })
     }
 
     /// Every connection attempt and DNS answer from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<NetworkEvent> {
         self.events.subscribe()
+    }
+
+    /// The published ports, with the host ports they got.
+    pub fn published(&self) -> &[PortMap] {
+        &self.published
     }
 }
 

@@ -20,7 +20,7 @@ use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpAddress, IpCidr,
     IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
 };
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
@@ -48,6 +48,8 @@ struct Held {
 enum Done {
     Connected(Flow, std::io::Result<TcpStream>),
     Dns(IpListenEndpointV4, dns::Answer),
+    /// A host client connected to a published port.
+    Inbound(TcpStream, SocketAddr, u16),
 }
 
 /// Where a DNS reply goes back to.
@@ -122,10 +124,19 @@ struct Stack {
     done_tx: mpsc::Sender<Done>,
     wake: Arc<Notify>,
     epoch: Instant,
+    /// The last gateway port used for a connection into the guest.
+    local_port: u16,
 }
 
-/// Runs one sandbox's network until QEMU's end of `link` closes.
-pub(crate) async fn run(link: UnixStream, rules: Rules, limits: NetworkLimits, audit: Audit) {
+/// Runs one sandbox's network until QEMU's end of `link` closes, taking
+/// host clients of `listeners` (each for its guest port) in.
+pub(crate) async fn run(
+    link: UnixStream,
+    rules: Rules,
+    limits: NetworkLimits,
+    listeners: Vec<(TcpListener, u16)>,
+    audit: Audit,
+) {
     let (read, write) = link.into_split();
     let (rx_tx, mut rx) = mpsc::channel(frames::RX_QUEUE);
     let (tx, tx_rx) = mpsc::channel(frames::TX_QUEUE);
@@ -135,6 +146,20 @@ pub(crate) async fn run(link: UnixStream, rules: Rules, limits: NetworkLimits, a
     io.spawn(frames::write(write, tx_rx, wake.clone()));
     let max_pending = limits.max_connections as usize + dns::MAX_IN_FLIGHT;
     let (done_tx, mut done_rx) = mpsc::channel(max_pending);
+    for (listener, guest_port) in listeners {
+        let done = done_tx.clone();
+        io.spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                if done
+                    .send(Done::Inbound(stream, peer, guest_port))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
     let mut stack = Stack::new(
         Link {
             rx: VecDeque::new(),
@@ -218,6 +243,7 @@ impl Stack {
             done_tx,
             wake,
             epoch,
+            local_port: 49151,
         }
     }
 
@@ -407,6 +433,7 @@ impl Stack {
                     }
                 }
             }
+            Done::Inbound(stream, peer, guest_port) => self.inbound(stream, peer, guest_port),
             Done::Dns(to, answer) => {
                 self.dns_in_flight -= 1;
                 for (addr, name) in answer.learned {
@@ -448,6 +475,61 @@ impl Stack {
         // destination exists to take it.
         let now = self.now();
         self.iface.poll(now, &mut self.link, &mut self.sockets);
+    }
+
+    /// Opens a connection from the gateway to the guest's published port
+    /// for a host client.
+    fn inbound(&mut self, stream: TcpStream, peer: SocketAddr, guest_port: u16) {
+        let meta = Meta {
+            dst: SocketAddr::from((GUEST_ADDR, guest_port)),
+            host: None,
+            decision: Decision {
+                allowed: true,
+                reason: format!("published port {guest_port}, from {peer}"),
+                by_name: false,
+            },
+            names: Vec::new(),
+            started: Instant::now(),
+        };
+        let open = self.conns.len() + self.held.len();
+        if open >= self.limits.max_connections as usize {
+            let reason = format!("the sandbox has {open} connections open, its limit");
+            self.audit.record(refused_tcp(&meta, reason, None));
+            return;
+        }
+        let size = self.limits.buffer_bytes as usize;
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; size]),
+            tcp::SocketBuffer::new(vec![0; size]),
+        );
+        sock.set_nagle_enabled(false);
+        let local = (IpAddress::Ipv4(GATEWAY_ADDR), self.next_local_port());
+        let remote = (IpAddress::Ipv4(GUEST_ADDR), guest_port);
+        if sock.connect(self.iface.context(), remote, local).is_err() {
+            return;
+        }
+        let handle = self.sockets.add(sock);
+        let conn = Conn::new(stream, meta, size, self.wake.clone()).without_sniffing();
+        self.conns.insert(handle, conn);
+    }
+
+    /// A gateway port for a connection into the guest, not in use.
+    fn next_local_port(&mut self) -> u16 {
+        loop {
+            self.local_port = if self.local_port == u16::MAX {
+                49152
+            } else {
+                self.local_port + 1
+            };
+            let port = self.local_port;
+            let taken = self.conns.keys().any(|h| {
+                let sock = self.sockets.get::<tcp::Socket>(*h);
+                sock.local_endpoint().is_some_and(|e| e.port == port)
+            });
+            if !taken {
+                return port;
+            }
+        }
     }
 
     /// Polls smoltcp and moves data until nothing more moves.

@@ -189,6 +189,7 @@ pub fn network_event(event: &crate::net::NetworkEvent) {
         crate::net::NetworkEventKind::Tcp => "tcp",
         crate::net::NetworkEventKind::Udp => "udp",
         crate::net::NetworkEventKind::Dns => "dns",
+        crate::net::NetworkEventKind::Published => "published",
     };
     m.net_events.add(
         1,

@@ -13,7 +13,7 @@ use super::deadlines::RequestDeadlines;
 use super::defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 use super::mounts::{check_guest_path, check_host_path, ImageMount, Mount, MountMode, VolumeMount};
 use crate::error::ConfigError;
-use crate::net::NetworkPolicy;
+use crate::net::{NetworkLimits, NetworkPolicy, PortMap, Rules};
 use crate::vm::image::GuestImage;
 use crate::vm::Accel;
 use crate::volume::check_volume_name;
@@ -76,6 +76,9 @@ pub struct SandboxConfig {
     pub volumes: Vec<VolumeMount>,
     /// Images mounted read-only at a path.
     pub image_mounts: Vec<ImageMount>,
+    /// Guest TCP ports published on the host's 127.0.0.1. A sandbox with
+    /// ports and no network gets a device that reaches nothing.
+    pub ports: Vec<PortMap>,
 }
 
 impl Default for SandboxConfig {
@@ -102,6 +105,7 @@ impl Default for SandboxConfig {
             mounts: Vec::new(),
             volumes: Vec::new(),
             image_mounts: Vec::new(),
+            ports: Vec::new(),
         }
     }
 }
@@ -221,7 +225,20 @@ impl SandboxConfig {
                 format!("two mounts at `{}`", twice[0]),
             ));
         }
+        crate::net::check_ports(&self.ports).map_err(|e| ConfigError::new("ports", e))?;
         Ok(())
+    }
+
+    /// The network device this configuration needs, with its rules and
+    /// limits: the policy's, or (ports alone) one that reaches nothing.
+    pub(crate) fn network_device(&self) -> Option<(Rules, NetworkLimits)> {
+        match &self.network {
+            NetworkPolicy::On { rules, limits } => Some((rules.clone(), *limits)),
+            NetworkPolicy::Off if !self.ports.is_empty() => {
+                Some((Rules::default(), NetworkLimits::default()))
+            }
+            NetworkPolicy::Off => None,
+        }
     }
 
     /// Guest RAM in MiB (default 512).
@@ -358,6 +375,14 @@ impl SandboxConfig {
             image: image.into(),
             guest: guest.into(),
         });
+        self
+    }
+
+    /// Publishes guest TCP port `guest` on the host's 127.0.0.1 at `host`
+    /// (0: a free port; [`Sandbox::published_ports`](crate::Sandbox::published_ports)
+    /// says which).
+    pub fn publish(mut self, guest: u16, host: u16) -> Self {
+        self.ports.push(PortMap { guest, host });
         self
     }
 

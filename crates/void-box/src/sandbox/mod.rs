@@ -36,7 +36,7 @@ pub use crate::vm::image::GuestImage;
 pub use crate::vm::Accel;
 
 use crate::error::{Error, Result};
-use crate::net::{Egress, NetworkEvent, NetworkPolicy};
+use crate::net::{Egress, NetworkEvent, PortMap};
 use crate::vm::image::config_initramfs;
 use crate::vm::{VmBackend, VmInstance};
 use client::AgentClient;
@@ -129,7 +129,7 @@ pub(crate) async fn launch(
 
 /// Starts the host side of the sandbox's network, when it has one.
 fn start_network(config: &SandboxConfig, vm: &dyn VmInstance) -> Result<Option<Egress>> {
-    let NetworkPolicy::On { rules, limits } = &config.network else {
+    let Some((rules, limits)) = config.network_device() else {
         return Ok(None);
     };
     let link = vm
@@ -140,7 +140,7 @@ fn start_network(config: &SandboxConfig, vm: &dyn VmInstance) -> Result<Option<E
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Egress::start(link, rules.clone(), *limits, &id)
+    Egress::start(link, rules, limits, &config.ports, &id)
         .map(Some)
         .map_err(|e| Error::io("start the sandbox's network", e))
 }
@@ -304,6 +304,15 @@ impl Sandbox {
     /// connection attempt and DNS question. `None` without a network.
     pub fn network_events(&self) -> Option<tokio::sync::broadcast::Receiver<NetworkEvent>> {
         self.egress.as_ref().map(Egress::subscribe)
+    }
+
+    /// The guest ports published on the host's 127.0.0.1, with the host
+    /// ports they got (a requested 0 is the free port picked).
+    pub fn published_ports(&self) -> Vec<PortMap> {
+        self.egress
+            .as_ref()
+            .map(|e| e.published().to_vec())
+            .unwrap_or_default()
     }
 
     /// The last bytes of the guest's serial console.

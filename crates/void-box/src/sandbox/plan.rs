@@ -154,7 +154,7 @@ pub(crate) async fn resolve(config: &SandboxConfig, mut plan: BootPlan) -> Resul
             own_root: false,
         });
     }
-    if config.network.is_on() {
+    if config.network_device().is_some() {
         plan.spec.network = true;
         let cmdline = crate::net::guest_cmdline();
         plan.spec.cmdline_extra = format!("{} {cmdline}", plan.spec.cmdline_extra)

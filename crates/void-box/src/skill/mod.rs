@@ -19,8 +19,8 @@ mod stdio;
 use std::path::PathBuf;
 
 pub use mcp::{McpCallResult, McpSession};
-pub use provision::{Provisioned, SkillDoc, SKILLS_DIR};
-pub use skill_md::parse_skill_md;
+pub use provision::{declared_network, Provisioned, SkillDoc, SKILLS_DIR};
+pub use skill_md::{parse_front_matter, parse_skill_md, FrontMatter};
 
 /// What a skill is.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +77,9 @@ pub struct Skill {
     pub kind: SkillKind,
     /// Overrides the description the model sees.
     pub description: Option<String>,
+    /// Network allow rules the skill needs, beside any its document
+    /// declares; declaring the skill adds them to its box's policy.
+    pub network: Vec<String>,
 }
 
 impl Skill {
@@ -84,6 +87,7 @@ impl Skill {
         Skill {
             kind,
             description: None,
+            network: Vec::new(),
         }
     }
 
@@ -159,6 +163,13 @@ impl Skill {
     /// The reasoning engine: `builtin` (default) or `claude-code`.
     pub fn agent(engine: &str) -> Skill {
         Skill::of(SkillKind::Agent(engine.into()))
+    }
+
+    /// Declares that the skill needs `rule` (`api.github.com:443`): the
+    /// box's network allows it, and only because the skill is declared.
+    pub fn network(mut self, rule: &str) -> Skill {
+        self.network.push(rule.into());
+        self
     }
 
     /// Sets the description the model sees.

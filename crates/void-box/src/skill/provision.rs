@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use super::skill_md::{parse_skill_md, valid_name};
+use super::skill_md::{parse_front_matter, valid_name};
 use super::{remote, McpSession, Skill, SkillError, SkillKind};
+use crate::net::Rule;
 use crate::{Exec, Sandbox};
 
 /// Where SKILL.md documents live in the guest (Claude Code's project
@@ -21,6 +22,9 @@ pub struct SkillDoc {
     pub description: String,
     /// The whole SKILL.md.
     pub content: String,
+    /// The network allow rules it declares (front matter `network`, and
+    /// the skill's own [`Skill::network`]).
+    pub network: Vec<Rule>,
 }
 
 impl SkillDoc {
@@ -69,8 +73,9 @@ pub async fn resolve_docs(skills: &[Skill]) -> Result<Vec<SkillDoc>, SkillError>
             }
             _ => continue,
         };
-        let (front_name, front_description) =
-            parse_skill_md(&content).map_err(|e| SkillError::new(skill, e))?;
+        let front = parse_front_matter(&content).map_err(|e| SkillError::new(skill, e))?;
+        let network = declared_rules(skill, &front.network)?;
+        let (front_name, front_description) = (front.name, front.description);
         let name = match &skill.kind {
             SkillKind::Inline { name, .. } => name.clone(),
             _ => front_name.unwrap_or(fallback_name),
@@ -101,9 +106,41 @@ pub async fn resolve_docs(skills: &[Skill]) -> Result<Vec<SkillDoc>, SkillError>
             name,
             description,
             content,
+            network,
         });
     }
     Ok(docs)
+}
+
+/// The allow rules a skill declares: `front` (its document's) and its own.
+fn declared_rules(skill: &Skill, front: &[String]) -> Result<Vec<Rule>, SkillError> {
+    front
+        .iter()
+        .chain(&skill.network)
+        .map(|r| {
+            r.parse::<Rule>()
+                .map_err(|e| SkillError::new(skill, e.to_string()))
+        })
+        .collect()
+}
+
+/// Every network rule `skills` declare (documents already resolved into
+/// `docs`): what declaring them adds to the box's policy.
+pub fn declared_network(skills: &[Skill], docs: &[SkillDoc]) -> Result<Vec<Rule>, SkillError> {
+    let mut rules: Vec<Rule> = docs
+        .iter()
+        .flat_map(|d| d.network.iter().cloned())
+        .collect();
+    for skill in skills {
+        let has_doc = matches!(
+            skill.kind,
+            SkillKind::File(_) | SkillKind::Inline { .. } | SkillKind::Remote { .. }
+        );
+        if !has_doc {
+            rules.extend(declared_rules(skill, &[])?);
+        }
+    }
+    Ok(rules)
 }
 
 /// What a box's guest holds after provisioning.

@@ -3,27 +3,38 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
-struct FrontMatter {
-    name: Option<String>,
-    description: Option<String>,
+/// What a SKILL.md's front matter says (other keys are kept in the
+/// document as they are).
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct FrontMatter {
+    /// The skill's name.
+    pub name: Option<String>,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Network allow rules the skill needs (`api.github.com:443`);
+    /// declaring the skill adds them to its box's policy.
+    #[serde(default)]
+    pub network: Vec<String>,
 }
 
 /// `(name, description)` from a SKILL.md's front matter, when present.
 pub fn parse_skill_md(text: &str) -> Result<(Option<String>, Option<String>), String> {
+    parse_front_matter(text).map(|f| (f.name, f.description))
+}
+
+/// A SKILL.md's front matter; empty when it has none.
+pub fn parse_front_matter(text: &str) -> Result<FrontMatter, String> {
     let Some(rest) = text
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))
     else {
-        return Ok((None, None));
+        return Ok(FrontMatter::default());
     };
     let end = rest
         .find("\n---")
         .ok_or("front matter opened with `---` is never closed")?;
     let yaml = &rest[..end];
-    let front: FrontMatter =
-        serde_saphyr::from_str(yaml).map_err(|e| format!("front matter: {e}"))?;
-    Ok((front.name, front.description))
+    serde_saphyr::from_str(yaml).map_err(|e| format!("front matter: {e}"))
 }
 
 /// A usable skill name: `[a-z0-9-_]`, as a directory name.
@@ -51,6 +62,17 @@ mod tests {
             .unwrap_err()
             .contains("never closed"));
         assert!(parse_skill_md("---\nname: [x\n---\n").is_err());
+    }
+
+    #[test]
+    fn front_matter_declares_network_rules() {
+        let doc = "---\nname: gh\ndescription: GitHub\nnetwork: [api.github.com, \"*.githubusercontent.com:443\"]\n---\n";
+        let front = parse_front_matter(doc).unwrap();
+        assert_eq!(
+            front.network,
+            ["api.github.com", "*.githubusercontent.com:443"]
+        );
+        assert!(parse_front_matter("# none").unwrap().network.is_empty());
     }
 
     #[test]

@@ -51,6 +51,7 @@ impl Base {
             memory_mb: self.config.memory_mb,
             vcpus: self.config.vcpus,
             network: network_view(&self.config.network),
+            ports: self.config.ports.clone(),
             env: self.env_view.clone(),
             kernel: boot.map(|i| i.kernel.display().to_string()),
             initramfs: boot.map(|i| i.initramfs.display().to_string()),
@@ -202,6 +203,7 @@ fn base(spec: &Spec, env: Env) -> Base {
         }
         b.add_env(&s.env, env);
         b.config.overlay_mb = s.overlay_mb;
+        b.config.ports = s.ports.clone();
         b.add_storage(
             spec,
             s.image.as_ref(),

@@ -76,6 +76,8 @@ pub(crate) struct SandboxSpec {
     pub mounts: Vec<Sp<MountSpec>>,
     #[serde(default)]
     pub volumes: Vec<Sp<VolumeSpec>>,
+    #[serde(default)]
+    pub ports: Vec<crate::net::PortMap>,
     // Seed fields we cannot honour yet: parsed so the error can name them.
     #[serde(default)]
     pub guest_image: Option<Sp<Value>>,

@@ -62,6 +62,9 @@ pub struct ResolvedSandbox {
     pub vcpus: u32,
     /// Guest networking: its allow and deny rules; `null`: no network.
     pub network: Option<crate::net::Rules>,
+    /// Guest ports published on the host's 127.0.0.1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::net::PortMap>,
     /// Guest environment. Values copied from the host show as
     /// `(from host)`, never the value.
     pub env: BTreeMap<String, String>,
