@@ -432,7 +432,12 @@ async fn a_bad_sandbox_configuration_fails_at_build_time() {
     assert!(err.to_string().contains("memory_mb"), "{err}");
     let err = VoidBox::new("net")
         .llm(mock(vec![]))
-        .network(true)
+        .network(
+            void_box::net::NetworkPolicy::public().with_limits(void_box::net::NetworkLimits {
+                max_connections: 0,
+                ..Default::default()
+            }),
+        )
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("network"), "{err}");

@@ -345,7 +345,12 @@ fn bad_configuration_is_refused_at_build() {
     assert!(err.contains("no LLM provider"), "{err}");
     let err = VoidBox::new("x")
         .llm(mock(vec![]))
-        .network(true)
+        .network(
+            void_box::net::NetworkPolicy::public().with_limits(void_box::net::NetworkLimits {
+                max_connections: 0,
+                ..Default::default()
+            }),
+        )
         .build()
         .unwrap_err()
         .to_string();

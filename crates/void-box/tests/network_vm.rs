@@ -540,3 +540,53 @@ async fn a_skill_that_declares_a_host_opens_it_for_its_box_only() {
     let e = bad.run(None).await.unwrap_err().to_string();
     assert!(e.contains("network rule `a b`"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_name_a_connection_carries_is_checked_against_the_deny_rules() {
+    let (_registry, image) = python_image().await;
+    let server = http_server("127.0.0.1:0", "served").await;
+    let policy = NetworkPolicy::rules(
+        &[format!("host.voidbox.internal:{}", server.port())],
+        &["evil.example", "*.evil.example"],
+    )
+    .unwrap();
+    let sandbox = Sandbox::builder()
+        .image(&image)
+        .network(policy)
+        .build()
+        .await
+        .unwrap();
+    let mut trail = sandbox.network_events().unwrap();
+    let url = format!("http://host.voidbox.internal:{}/", server.port());
+    assert_eq!(
+        ok(&sandbox, &format!("curl -sS --max-time 20 {url}")).await,
+        "served"
+    );
+    // The same address, a denied name in the Host header: reset, nothing served.
+    let (code, out, err) = run(
+        &sandbox,
+        &format!("curl -sS --max-time 20 -H 'Host: api.evil.example' {url}"),
+    )
+    .await;
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(!out.contains("served"), "{out}");
+    // And in a TLS ClientHello's SNI (curl --resolve puts it there).
+    let (code, _, err) = run(
+        &sandbox,
+        &format!(
+            "curl -sS --max-time 20 -k --resolve evil.example:{port}:10.0.2.254 https://evil.example:{port}/",
+            port = server.port()
+        ),
+    )
+    .await;
+    assert_ne!(code, 0, "{err}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = drain(&mut trail);
+    let all: Vec<String> = events.iter().map(|e| e.summary()).collect();
+    for name in ["api.evil.example", "evil.example"] {
+        let e = find(&events, |e| !e.allowed && e.host.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no denied event for {name}: {all:#?}"));
+        assert!(e.reason.starts_with("deny "), "{all:#?}");
+    }
+    sandbox.shutdown().await.unwrap();
+}
