@@ -32,6 +32,8 @@ use super::{GATEWAY_ADDR, GATEWAY_MAC, GUEST_ADDR, HOST_ALIAS_ADDR, PREFIX_LEN};
 
 /// How long the host may take to connect to a destination.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// Guest frames waiting for smoltcp at most.
+const RX_BACKLOG: usize = 256;
 /// Distinct refused UDP destinations reported (a flood is reported once
 /// per destination, not once per datagram).
 const MAX_UDP_REPORTS: usize = 256;
@@ -313,7 +315,16 @@ impl Stack {
             // No IPv6, nothing else.
             _ => return,
         }
-        self.link.rx.push_back(frame);
+        self.deliver(frame);
+    }
+
+    /// Queues a frame for smoltcp. While the guest is not taking frames
+    /// (the queue to it is full, so smoltcp takes none either) the backlog
+    /// is bounded: beyond it frames are dropped, as a NIC would.
+    fn deliver(&mut self, frame: Vec<u8>) {
+        if self.link.rx.len() < RX_BACKLOG {
+            self.link.rx.push_back(frame);
+        }
     }
 
     fn refuse_udp(&mut self, dst: SocketAddrV4) {
@@ -337,7 +348,7 @@ impl Stack {
     fn on_syn(&mut self, flow: Flow, syn: Vec<u8>) {
         if self.flows.contains_key(&flow) {
             // A retransmission for a socket that has it already.
-            return self.link.rx.push_back(syn);
+            return self.deliver(syn);
         }
         if self.held.contains_key(&flow) {
             return; // still connecting; the guest will ask again
@@ -398,7 +409,7 @@ impl Stack {
         if let Some(reason) = refusal {
             self.audit.record(refused_tcp(&meta, reason, None));
             // No socket listens for it: smoltcp resets it.
-            return self.link.rx.push_back(syn);
+            return self.deliver(syn);
         }
         let done = self.done_tx.clone();
         self.tasks.spawn(async move {
@@ -429,7 +440,7 @@ impl Stack {
                             refused_tcp(&held.meta, held.meta.decision.reason.clone(), Some(error));
                         event.allowed = true;
                         self.audit.record(event);
-                        self.link.rx.push_back(held.syn);
+                        self.deliver(held.syn);
                     }
                 }
             }
@@ -470,7 +481,7 @@ impl Stack {
         conn.syn_delivered();
         self.conns.insert(handle, conn);
         self.flows.insert(flow, handle);
-        self.link.rx.push_back(held.syn);
+        self.deliver(held.syn);
         // Handed over now, before another listener for the same
         // destination exists to take it.
         let now = self.now();
