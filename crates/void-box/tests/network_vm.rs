@@ -590,3 +590,71 @@ async fn the_name_a_connection_carries_is_checked_against_the_deny_rules() {
     }
     sandbox.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spoofed_and_fragmented_packets_from_guest_root_reach_nothing() {
+    let (_registry, image) = python_image().await;
+    // Counts the connections the host side makes to it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let policy =
+        NetworkPolicy::rules(&[format!("host.voidbox.internal:{port}")], &[] as &[&str]).unwrap();
+    let sandbox = Sandbox::builder()
+        .image(&image)
+        .user("root")
+        .network(policy)
+        .build()
+        .await
+        .unwrap();
+    // A hand-made SYN to the allowed service, sent on a raw socket by guest
+    // root: from a forged source, as a fragment, and (the control) as it is.
+    let send = |src: &str, fragment: bool| {
+        format!(
+            "python3 -c \"
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b'\\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+src, dst = socket.inet_aton('{src}'), socket.inet_aton('10.0.2.254')
+tcp = struct.pack('!HHIIBBHHH', 40000, {port}, 1, 0, 5 << 4, 2, 65535, 0, 0)
+tcp = tcp[:16] + struct.pack('!H', csum(src + dst + struct.pack('!BBH', 0, 6, len(tcp)) + tcp)) + tcp[18:]
+flags = 0x2000 if {frag} else 0
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), 7, flags, 64, 6, 0, src, dst)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.sendto(ip + tcp, ('10.0.2.254', 0))
+print('sent')
+\"",
+            frag = if fragment { "True" } else { "False" }
+        )
+    };
+    for (src, fragment) in [("10.0.2.99", false), ("10.0.2.15", true)] {
+        assert_eq!(ok(&sandbox, &send(src, fragment)).await.trim(), "sent");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a forged or fragmented SYN made a host connection"
+    );
+    // The same packet from the guest's own address, whole, does.
+    assert_eq!(ok(&sandbox, &send("10.0.2.15", false)).await.trim(), "sent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the control SYN made no connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sandbox.shutdown().await.unwrap();
+}
