@@ -658,3 +658,137 @@ print('sent')
     }
     sandbox.shutdown().await.unwrap();
 }
+
+/// An HTTP server answering each request (keep-alive) with the request's
+/// `Authorization` header.
+async fn echo_auth_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_string();
+                        seen.drain(..end + 4);
+                        let auth = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Authorization: "))
+                            .unwrap_or("none")
+                            .to_string();
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{auth}",
+                            auth.len()
+                        );
+                        if conn.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    at
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_is_swapped_only_on_its_host_and_never_enters_the_guest() {
+    let (_registry, image) = python_image().await;
+    let bound = echo_auth_server().await;
+    let other = echo_auth_server().await;
+    let real = "ghp_real-value-0123456789abcdef";
+    let policy = NetworkPolicy::rules(
+        &[format!("host.voidbox.internal:{}", other.port())],
+        &[] as &[&str],
+    )
+    .unwrap();
+    let sandbox = Sandbox::builder()
+        .image(&image)
+        .user("root")
+        .network(policy)
+        .secret(
+            "GITHUB_TOKEN",
+            real,
+            &[&format!("host.voidbox.internal:{}", bound.port())],
+        )
+        .build()
+        .await
+        .unwrap();
+    let placeholder = ok(&sandbox, "printf %s \"$GITHUB_TOKEN\"").await;
+    assert!(placeholder.starts_with("voidbox-secret-"), "{placeholder}");
+    // Two requests on one connection to the secret's host: both swapped.
+    let url = |port: u16| format!("http://host.voidbox.internal:{port}/");
+    let swapped = ok(
+        &sandbox,
+        &format!(
+            "curl -sS --max-time 20 -H \"Authorization: Bearer $GITHUB_TOKEN\" {u} {u}",
+            u = url(bound.port())
+        ),
+    )
+    .await;
+    assert_eq!(swapped, format!("Bearer {real}Bearer {real}"));
+    // Anywhere else the placeholder stays a placeholder.
+    let elsewhere = ok(
+        &sandbox,
+        &format!(
+            "curl -sS --max-time 20 -H \"Authorization: Bearer $GITHUB_TOKEN\" {}",
+            url(other.port())
+        ),
+    )
+    .await;
+    assert_eq!(elsewhere, format!("Bearer {placeholder}"));
+    // The real value is nowhere in the guest: files, every process's
+    // environment and command line (searched as guest root, with a pattern
+    // that does not match itself, so the search does not bring it in).
+    let pattern = format!("{}[{}]", &real[..real.len() - 1], &real[real.len() - 1..]);
+    let search = sandbox
+        .exec(
+            Exec::shell(format!(
+                "grep -rslI --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -e '{pattern}' / ; \
+                 for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' < $f 2>/dev/null; done | grep -c -e '{pattern}'"
+            ))
+            .timeout(Duration::from_secs(300)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        search.stdout_text().trim(),
+        "0",
+        "the real value is in the guest: {}{}",
+        search.stdout_text(),
+        search.stderr_text()
+    );
+    // The same scan does find what is there: the placeholder.
+    let control = ok(
+        &sandbox,
+        &format!(
+            "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f 2>/dev/null; done | grep -c -e '{}'",
+            &placeholder[..placeholder.len() - 1]
+        ),
+    )
+    .await;
+    assert!(control.trim().parse::<u32>().unwrap() >= 1, "{control}");
+    // Nor in what the host reports.
+    let mut trail = sandbox.network_events().unwrap();
+    ok(
+        &sandbox,
+        &format!("curl -sS -H \"X: $GITHUB_TOKEN\" {}", url(bound.port())),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = serde_json::to_string(&drain(&mut trail)).unwrap();
+    assert!(!events.contains(real), "{events}");
+    assert!(!format!("{:?}", sandbox_config_debug(real)).contains(real));
+    sandbox.shutdown().await.unwrap();
+}
+
+fn sandbox_config_debug(real: &str) -> String {
+    let config = Sandbox::builder().secret("T", real, &["api.example.com"]);
+    format!("{config:?} {}", serde_json::to_string(&config).unwrap())
+}

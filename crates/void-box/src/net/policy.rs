@@ -201,6 +201,11 @@ impl Rule {
         self.name_matches(name)
     }
 
+    /// Whether the rule names `name` at `port`.
+    pub fn names_at(&self, name: &str, port: u16) -> bool {
+        self.port_matches(port) && self.name_matches(name)
+    }
+
     /// Whether the rule matches a connection to `addr:port` reached by
     /// one of `names`.
     fn matches(&self, addr: IpAddr, port: u16, names: &[String]) -> bool {

@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 use super::audit::{NetworkEvent, NetworkEventKind};
 use super::policy::{Decision, Rules};
 use super::sniff::{sniff, Sniffed, MAX_SNIFF};
+use super::swap::{HeaderSwapper, Swap};
+use super::EdgeSecret;
 
 /// Chunks queued per direction between the socket and its task.
 const CHUNKS: usize = 2;
@@ -41,6 +43,8 @@ pub struct Conn {
     dst_done: bool,
     /// Guest bytes held back until the name they carry is checked.
     sniffing: Option<Vec<u8>>,
+    /// Rewrites plain-HTTP requests to a secret's host.
+    swapper: Option<HeaderSwapper>,
     chunk: usize,
     sent: u64,
     received: u64,
@@ -96,6 +100,7 @@ impl Conn {
         });
         Conn {
             sniffing: Some(Vec::new()),
+            swapper: None,
             meta,
             to_dst: Some(to_dst),
             from_dst,
@@ -113,7 +118,12 @@ impl Conn {
 
     /// Moves what can move between `sock` and the destination, and says
     /// whether the connection is over.
-    pub fn pump(&mut self, sock: &mut tcp::Socket<'_>, rules: &Rules) -> Pumped {
+    pub fn pump(
+        &mut self,
+        sock: &mut tcp::Socket<'_>,
+        rules: &Rules,
+        secrets: &[EdgeSecret],
+    ) -> Pumped {
         if sock.state() == tcp::State::Listen {
             if self.seen_syn {
                 // The SYN never reached the socket (a bad checksum, say).
@@ -123,7 +133,7 @@ impl Conn {
             }
             return Pumped::Open(false);
         }
-        let mut moved = self.guest_to_dst(sock, rules);
+        let mut moved = self.guest_to_dst(sock, rules, secrets);
         moved |= self.dst_to_guest(sock);
         if self.denied.is_some() || self.error.is_some() {
             sock.abort();
@@ -145,7 +155,12 @@ impl Conn {
         self.seen_syn = true;
     }
 
-    fn guest_to_dst(&mut self, sock: &mut tcp::Socket<'_>, rules: &Rules) -> bool {
+    fn guest_to_dst(
+        &mut self,
+        sock: &mut tcp::Socket<'_>,
+        rules: &Rules,
+        secrets: &[EdgeSecret],
+    ) -> bool {
         let mut moved = false;
         while sock.can_recv() {
             let Some(tx) = self.to_dst.clone() else { break };
@@ -172,7 +187,7 @@ impl Conn {
                 None => data,
                 Some(mut held) => {
                     held.extend_from_slice(&data);
-                    match self.check_name(&held, rules) {
+                    match self.check_name(&held, rules, secrets) {
                         None => {
                             self.sniffing = Some(held);
                             continue;
@@ -183,7 +198,7 @@ impl Conn {
                 }
             };
             self.sent += data.len() as u64;
-            permit.send(data);
+            permit.send(self.outgoing(data));
         }
         // The guest closed its side (sent FIN; `may_recv` is false before
         // the handshake ends too) and everything it sent is on its way.
@@ -198,12 +213,13 @@ impl Conn {
         if guest_closed && sock.recv_queue() == 0 && self.to_dst.is_some() {
             if let Some(held) = self.sniffing.take() {
                 if !held.is_empty() {
-                    if self.check_name(&held, rules) != Some(true) {
+                    if self.check_name(&held, rules, secrets) != Some(true) {
                         return moved;
                     }
+                    self.sent += held.len() as u64;
+                    let data = self.outgoing(Bytes::from(held));
                     if let Some(tx) = &self.to_dst {
-                        self.sent += held.len() as u64;
-                        if tx.try_send(Bytes::from(held)).is_err() {
+                        if tx.try_send(data).is_err() {
                             self.sniffing = Some(Vec::new());
                             return moved;
                         }
@@ -215,13 +231,28 @@ impl Conn {
         moved
     }
 
+    /// What goes to the destination for `data` from the guest.
+    fn outgoing(&mut self, data: Bytes) -> Bytes {
+        match &mut self.swapper {
+            None => data,
+            Some(swapper) => {
+                let mut out = Vec::with_capacity(data.len());
+                swapper.feed(&data, &mut out);
+                Bytes::from(out)
+            }
+        }
+    }
+
     /// Checks the name in the guest's first bytes; `None`: not sure yet.
-    /// On a refusal the connection is marked denied.
-    fn check_name(&mut self, held: &[u8], rules: &Rules) -> Option<bool> {
-        let name = match sniff(held) {
+    /// On a refusal the connection is marked denied. A plain-HTTP request
+    /// to a name the guest resolved to this address, which a secret is
+    /// bound to, gets that secret swapped in from here on.
+    fn check_name(&mut self, held: &[u8], rules: &Rules, secrets: &[EdgeSecret]) -> Option<bool> {
+        let (name, http) = match sniff(held) {
             Sniffed::NeedMore => return None,
             Sniffed::Other => return Some(true),
-            Sniffed::Tls(name) | Sniffed::Http(name) => name,
+            Sniffed::Tls(name) => (name, false),
+            Sniffed::Http(name) => (name, true),
             Sniffed::Unreadable(why) => {
                 if self.meta.decision.by_name {
                     self.denied = Some(format!("the connection carries {why}"));
@@ -257,7 +288,24 @@ impl Conn {
                 self.denied = Some(why);
                 Some(false)
             }
-            None => Some(true),
+            None => {
+                // The name must be what the address was reached by, not
+                // only what the guest wrote in the header.
+                if http && self.meta.names.contains(&name) {
+                    let swaps: Vec<Swap> = secrets
+                        .iter()
+                        .filter(|s| s.hosts.iter().any(|r| r.names_at(&name, dst.port())))
+                        .map(|s| Swap {
+                            placeholder: s.placeholder.as_bytes().to_vec(),
+                            value: s.value.as_bytes().to_vec(),
+                        })
+                        .collect();
+                    if !swaps.is_empty() {
+                        self.swapper = Some(HeaderSwapper::new(swaps));
+                    }
+                }
+                Some(true)
+            }
         }
     }
 

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use super::audit::{Audit, NetworkEvent, NetworkEventKind};
 use super::policy::{Decision, Rules, HOST_ALIAS};
 use super::relay::{Conn, Meta, Pumped};
-use super::{dns, frames, host_addrs, NetworkLimits};
+use super::{dns, frames, host_addrs, EdgeSecret, NetworkLimits};
 use super::{GATEWAY_ADDR, GATEWAY_MAC, GUEST_ADDR, HOST_ALIAS_ADDR, PREFIX_LEN};
 
 /// How long the host may take to connect to a destination.
@@ -128,6 +128,7 @@ struct Stack {
     epoch: Instant,
     /// The last gateway port used for a connection into the guest.
     local_port: u16,
+    secrets: Arc<Vec<EdgeSecret>>,
 }
 
 /// Runs one sandbox's network until QEMU's end of `link` closes, taking
@@ -137,6 +138,7 @@ pub(crate) async fn run(
     rules: Rules,
     limits: NetworkLimits,
     listeners: Vec<(TcpListener, u16)>,
+    secrets: Vec<EdgeSecret>,
     audit: Audit,
 ) {
     let (read, write) = link.into_split();
@@ -173,6 +175,7 @@ pub(crate) async fn run(
         done_tx,
         wake.clone(),
     );
+    stack.secrets = Arc::new(secrets);
     loop {
         let delay = stack.delay();
         tokio::select! {
@@ -246,6 +249,7 @@ impl Stack {
             wake,
             epoch,
             local_port: 49151,
+            secrets: Arc::new(Vec::new()),
         }
     }
 
@@ -360,7 +364,7 @@ impl Stack {
                 self.rules.host_alias(port),
                 upstream,
                 Some(HOST_ALIAS.to_string()),
-                Vec::new(),
+                vec![HOST_ALIAS.to_string()],
             )
         } else if in_guest_subnet(dst_ip) {
             let why = format!("{dst_ip} is the sandbox's own network; the gateway serves only DNS");
@@ -583,7 +587,7 @@ impl Stack {
         let mut finished = Vec::new();
         for (handle, conn) in self.conns.iter_mut() {
             let sock = self.sockets.get_mut::<tcp::Socket>(*handle);
-            match conn.pump(sock, &self.rules) {
+            match conn.pump(sock, &self.rules, &self.secrets) {
                 Pumped::Open(m) => moved |= m,
                 Pumped::Done(event) => {
                     finished.push(*handle);

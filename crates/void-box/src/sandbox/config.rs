@@ -13,7 +13,7 @@ use super::deadlines::RequestDeadlines;
 use super::defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 use super::mounts::{check_guest_path, check_host_path, ImageMount, Mount, MountMode, VolumeMount};
 use crate::error::ConfigError;
-use crate::net::{NetworkLimits, NetworkPolicy, PortMap, Rules};
+use crate::net::{NetworkLimits, NetworkPolicy, PortMap, Rule, Rules, SecretConfig};
 use crate::vm::image::GuestImage;
 use crate::vm::Accel;
 use crate::volume::check_volume_name;
@@ -79,6 +79,8 @@ pub struct SandboxConfig {
     /// Guest TCP ports published on the host's 127.0.0.1. A sandbox with
     /// ports and no network gets a device that reaches nothing.
     pub ports: Vec<PortMap>,
+    /// Secrets swapped at the network edge: the guest sees placeholders.
+    pub secrets: Vec<SecretConfig>,
 }
 
 impl Default for SandboxConfig {
@@ -106,6 +108,7 @@ impl Default for SandboxConfig {
             volumes: Vec::new(),
             image_mounts: Vec::new(),
             ports: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -226,14 +229,31 @@ impl SandboxConfig {
             ));
         }
         crate::net::check_ports(&self.ports).map_err(|e| ConfigError::new("ports", e))?;
+        for (i, secret) in self.secrets.iter().enumerate() {
+            secret.check().map_err(|e| ConfigError::new("secrets", e))?;
+            if self.secrets[..i].iter().any(|s| s.name == secret.name) {
+                let why = format!("secret `{}` is declared twice", secret.name);
+                return Err(ConfigError::new("secrets", why));
+            }
+        }
         Ok(())
+    }
+
+    /// The secrets' hosts, as allow rules (checked by `validate`).
+    fn secret_hosts(&self) -> Vec<Rule> {
+        self.secrets
+            .iter()
+            .flat_map(|s| s.check().unwrap_or_default())
+            .collect()
     }
 
     /// The network device this configuration needs, with its rules and
     /// limits: the policy's, or (ports alone) one that reaches nothing.
     pub(crate) fn network_device(&self) -> Option<(Rules, NetworkLimits)> {
-        match &self.network {
-            NetworkPolicy::On { rules, limits } => Some((rules.clone(), *limits)),
+        // A secret's hosts are reachable: that is what it is for.
+        let policy = self.network.clone().with_allowed(self.secret_hosts());
+        match policy {
+            NetworkPolicy::On { rules, limits } => Some((rules, limits)),
             NetworkPolicy::Off if !self.ports.is_empty() => {
                 Some((Rules::default(), NetworkLimits::default()))
             }
@@ -383,6 +403,18 @@ impl SandboxConfig {
     /// says which).
     pub fn publish(mut self, guest: u16, host: u16) -> Self {
         self.ports.push(PortMap { guest, host });
+        self
+    }
+
+    /// A secret swapped at the network edge: the guest's `name` holds a
+    /// placeholder, and plain-HTTP requests to `hosts` (host-name rules,
+    /// which become allowed) carry `value` in its place in their headers.
+    pub fn secret(mut self, name: &str, value: &str, hosts: &[&str]) -> Self {
+        self.secrets.push(SecretConfig {
+            name: name.into(),
+            value: value.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        });
         self
     }
 

@@ -36,7 +36,7 @@ pub use crate::vm::image::GuestImage;
 pub use crate::vm::Accel;
 
 use crate::error::{Error, Result};
-use crate::net::{Egress, NetworkEvent, PortMap};
+use crate::net::{EdgeSecret, Egress, NetworkEvent, PortMap};
 use crate::vm::image::config_initramfs;
 use crate::vm::{VmBackend, VmInstance};
 use client::AgentClient;
@@ -74,12 +74,20 @@ pub(crate) async fn launch(
         config.validate()?;
         let mut secret: Secret = [0; 32];
         rand::rng().fill_bytes(&mut secret);
+        let edge_secrets = edge_secrets(config);
         let guest = GuestConfig {
             secret,
             hostname: config.hostname.clone(),
             env: base_env
                 .into_iter()
                 .chain(config.env.iter().cloned())
+                .chain(
+                    config
+                        .secrets
+                        .iter()
+                        .zip(&edge_secrets)
+                        .map(|(s, e)| (s.name.clone(), e.placeholder.clone())),
+                )
                 .collect(),
             allowed_commands: config.allowed_commands.clone(),
             limits: config.limits,
@@ -96,7 +104,7 @@ pub(crate) async fn launch(
         let vm: Arc<dyn VmInstance> = Arc::from(backend.launch(&spec).await?);
         // Serving the link before the guest boots: its first packets wait
         // in the socket pair meanwhile.
-        let egress = start_network(config, &*vm)?;
+        let egress = start_network(config, &*vm, edge_secrets)?;
         let client = connect_agent(
             &*vm,
             &secret,
@@ -128,7 +136,11 @@ pub(crate) async fn launch(
 }
 
 /// Starts the host side of the sandbox's network, when it has one.
-fn start_network(config: &SandboxConfig, vm: &dyn VmInstance) -> Result<Option<Egress>> {
+fn start_network(
+    config: &SandboxConfig,
+    vm: &dyn VmInstance,
+    secrets: Vec<EdgeSecret>,
+) -> Result<Option<Egress>> {
     let Some((rules, limits)) = config.network_device() else {
         return Ok(None);
     };
@@ -140,9 +152,27 @@ fn start_network(config: &SandboxConfig, vm: &dyn VmInstance) -> Result<Option<E
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Egress::start(link, rules, limits, &config.ports, &id)
+    Egress::start(link, rules, limits, &config.ports, secrets, &id)
         .map(Some)
         .map_err(|e| Error::io("start the sandbox's network", e))
+}
+
+/// A placeholder for each of the configuration's secrets (random per
+/// sandbox, so one sandbox's is worthless in another), with what replaces it.
+fn edge_secrets(config: &SandboxConfig) -> Vec<EdgeSecret> {
+    config
+        .secrets
+        .iter()
+        .map(|s| {
+            let mut nonce = [0u8; 16];
+            rand::rng().fill_bytes(&mut nonce);
+            EdgeSecret {
+                placeholder: format!("voidbox-secret-{}", hex::encode(nonce)),
+                value: s.value.clone(),
+                hosts: s.check().unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 fn console_suffix(vm: &dyn VmInstance) -> String {
