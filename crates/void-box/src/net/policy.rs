@@ -341,8 +341,8 @@ impl Rules {
     /// names that reached it: what the guest's DNS lookups answered with
     /// this address, and the TLS SNI or HTTP Host it sent.
     pub fn decide(&self, addr: IpAddr, port: u16, names: &[String]) -> Decision {
-        if let Some(rule) = self.deny.iter().find(|r| r.matches(addr, port, names)) {
-            return Decision::deny(format!("deny {rule}"));
+        if let Some(refusal) = self.denied(addr, port, names) {
+            return refusal;
         }
         // A CIDR rule opens exactly what it covers, special or not.
         if let Some(rule) = self
@@ -364,6 +364,15 @@ impl Rules {
                 None => format!("no rule allows {addr} port {port}"),
             }),
         }
+    }
+
+    /// The refusal of the deny rule that matches `addr:port` reached by one
+    /// of `names`, if one does.
+    pub fn denied(&self, addr: IpAddr, port: u16, names: &[String]) -> Option<Decision> {
+        self.deny
+            .iter()
+            .find(|r| r.matches(addr, port, names))
+            .map(|rule| Decision::deny(format!("deny {rule}")))
     }
 
     /// Whether the guest may learn that `name` has address `addr`: some

@@ -270,11 +270,11 @@ impl Conn {
         }
         let dst = self.meta.dst;
         let sent = [name.clone()];
-        let with_name = rules.decide(dst.ip(), dst.port(), &sent);
-        let refused = if with_name.reason.starts_with("deny ") {
-            Some(with_name.reason)
+        let refused = if let Some(refusal) = rules.denied(dst.ip(), dst.port(), &sent) {
+            Some(refusal.reason)
         } else if self.meta.decision.by_name
-            && !(with_name.allowed && self.meta.names.contains(&name))
+            && !(rules.decide(dst.ip(), dst.port(), &sent).allowed
+                && self.meta.names.contains(&name))
         {
             Some(format!(
                 "it names {name}, which no rule allows at this address"

@@ -172,10 +172,10 @@ pub(crate) async fn run(
         rules,
         limits,
         audit,
+        secrets,
         done_tx,
         wake.clone(),
     );
-    stack.secrets = Arc::new(secrets);
     loop {
         let delay = stack.delay();
         tokio::select! {
@@ -205,6 +205,7 @@ impl Stack {
         rules: Rules,
         limits: NetworkLimits,
         audit: Audit,
+        secrets: Vec<EdgeSecret>,
         done_tx: mpsc::Sender<Done>,
         wake: Arc<Notify>,
     ) -> Stack {
@@ -249,7 +250,7 @@ impl Stack {
             wake,
             epoch,
             local_port: 49151,
-            secrets: Arc::new(Vec::new()),
+            secrets: Arc::new(secrets),
         }
     }
 

@@ -147,12 +147,7 @@ fn start_network(
     let link = vm
         .take_network_link()
         .ok_or_else(|| Error::Launch("the VM was launched without its network link".into()))?;
-    let id = vm
-        .runtime_dir()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Egress::start(link, rules, limits, &config.ports, secrets, &id)
+    Egress::start(link, rules, limits, &config.ports, secrets, &vm_id(vm))
         .map(Some)
         .map_err(|e| Error::io("start the sandbox's network", e))
 }
@@ -173,6 +168,14 @@ fn edge_secrets(config: &SandboxConfig) -> Vec<EdgeSecret> {
             }
         })
         .collect()
+}
+
+/// A VM's short id: the name of its runtime directory.
+fn vm_id(vm: &dyn VmInstance) -> String {
+    vm.runtime_dir()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn console_suffix(vm: &dyn VmInstance) -> String {
@@ -293,11 +296,7 @@ impl Sandbox {
 
     /// A short id for logs and traces (the name of its runtime directory).
     pub fn id(&self) -> String {
-        self.vm
-            .runtime_dir()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        vm_id(&*self.vm)
     }
 
     /// The accelerator this VM runs on.
