@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::mount::{mount, mount_bind_recursive, MountFlags};
-use void_box_protocol::{GuestConfig, GuestMount, MountSource, RootFs, WORKSPACE_DIR};
+use void_box_protocol::{
+    GuestConfig, GuestMount, MountSource, RootFs, CA_BUNDLE_PATH, EDGE_CA_PATH, WORKSPACE_DIR,
+};
 
 use crate::init::{SANDBOX_GID, SANDBOX_UID};
 
@@ -110,10 +112,48 @@ pub fn prepare(config: &GuestConfig) -> io::Result<CommandRoot> {
     if let Some(server) = &config.nameserver {
         write_resolver_files(&root, server).map_err(context("write /etc/resolv.conf".into()))?;
     }
+    if let Some(pem) = &config.edge_ca {
+        install_edge_ca(&root, pem).map_err(context("install the edge CA".into()))?;
+    }
     for m in &config.mounts {
         mount_one(&root, m, uid, gid)?;
     }
     Ok(root)
+}
+
+/// Makes the command root trust the sandbox's edge CA: its own file (for
+/// Node's `NODE_EXTRA_CA_CERTS`) and the end of the system bundle (for
+/// OpenSSL and everything that reads it), which is made if the image has
+/// none. A bundle that is a symlink (into `/etc/ssl/certs`, say) is
+/// replaced by a copy in the overlay, not written through.
+fn install_edge_ca(root: &CommandRoot, pem: &str) -> io::Result<()> {
+    let pem = format!("{}\n", pem.trim_end());
+    for path in [EDGE_CA_PATH, CA_BUNDLE_PATH] {
+        let (dir, name) = path.rsplit_once('/').expect("an absolute path");
+        let dir = root.real_dir(dir)?;
+        let file = dir.join(name);
+        let mut contents = if path == CA_BUNDLE_PATH {
+            // A symlink's target is read inside the command root (one
+            // level), never from the agent's own tree.
+            let source = match fs::read_link(&file) {
+                Ok(target) if target.is_absolute() => root.host_view(&target.to_string_lossy()),
+                Ok(target) => dir.join(target),
+                Err(_) => file.clone(),
+            };
+            fs::read(&source).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if !contents.is_empty() && !contents.ends_with(b"\n") {
+            contents.push(b'\n');
+        }
+        contents.extend_from_slice(pem.as_bytes());
+        if fs::symlink_metadata(&file).is_ok_and(|m| !m.is_file()) {
+            fs::remove_file(&file)?;
+        }
+        fs::write(&file, contents)?;
+    }
+    Ok(())
 }
 
 /// Points the command root's resolver at the host's DNS server. Whatever

@@ -51,6 +51,11 @@ pub const GUEST_CONFIG_PATH: &str = "/.voidbox/config";
 /// The commands' default working directory, and where relative paths of
 /// the agent tools point.
 pub const WORKSPACE_DIR: &str = "/workspace";
+/// Where the guest agent writes the sandbox's edge CA (PEM), when it has
+/// secrets swapped at the network edge.
+pub const EDGE_CA_PATH: &str = "/etc/voidbox/edge-ca.pem";
+/// The system CA bundle the edge CA is appended to (made if missing).
+pub const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The guest directories the file requests may write under.
 pub const WRITABLE_ROOTS: [&str; 2] = [WORKSPACE_DIR, "/tmp"];
 

@@ -396,6 +396,10 @@ pub struct GuestConfig {
     /// The DNS server `/etc/resolv.conf` names, when the guest has a
     /// network (its interface is configured by the kernel's `ip=`).
     pub nameserver: Option<String>,
+    /// The sandbox's edge CA (PEM), which commands must trust: the host
+    /// ends TLS to secrets' hosts with certificates it signs.
+    #[serde(default)]
+    pub edge_ca: Option<String>,
 }
 
 /// An image the guest mounts as the root of every command.

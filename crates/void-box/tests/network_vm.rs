@@ -9,11 +9,10 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::registry::TestRegistry;
+use common::net::{drain, echo_auth_server, find, ok, python_image, run};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
-use void_box::net::{NetworkEvent, NetworkEventKind, NetworkLimits, NetworkPolicy};
+use void_box::net::{NetworkEventKind, NetworkLimits, NetworkPolicy};
 use void_box::{Exec, Sandbox};
 
 /// An HTTP server on `addr` answering every request with `body`.
@@ -43,44 +42,6 @@ async fn http_server(addr: &str, body: &'static str) -> SocketAddr {
         }
     });
     at
-}
-
-async fn python_image() -> (TestRegistry, String) {
-    let registry = TestRegistry::start();
-    registry.push("python", "latest", "python");
-    let reference = registry.reference("python:latest");
-    (registry, reference)
-}
-
-async fn run(sandbox: &Sandbox, script: &str) -> (i32, String, String) {
-    let out = sandbox
-        .exec(Exec::shell(script).timeout(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    (
-        out.status.code.unwrap_or(-1),
-        out.stdout_text(),
-        out.stderr_text(),
-    )
-}
-
-async fn ok(sandbox: &Sandbox, script: &str) -> String {
-    let (code, out, err) = run(sandbox, script).await;
-    assert_eq!(code, 0, "`{script}`: {out}{err}");
-    out
-}
-
-/// Events received so far.
-fn drain(trail: &mut broadcast::Receiver<NetworkEvent>) -> Vec<NetworkEvent> {
-    let mut events = Vec::new();
-    while let Ok(e) = trail.try_recv() {
-        events.push(e);
-    }
-    events
-}
-
-fn find(events: &[NetworkEvent], what: impl Fn(&NetworkEvent) -> bool) -> Option<&NetworkEvent> {
-    events.iter().find(|e| what(e))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -657,44 +618,6 @@ print('sent')
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sandbox.shutdown().await.unwrap();
-}
-
-/// An HTTP server answering each request (keep-alive) with the request's
-/// `Authorization` header.
-async fn echo_auth_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let at = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&seen[..end]).to_string();
-                        seen.drain(..end + 4);
-                        let auth = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Authorization: "))
-                            .unwrap_or("none")
-                            .to_string();
-                        let reply = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{auth}",
-                            auth.len()
-                        );
-                        if conn.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-            });
-        }
-    });
-    at
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,13 +13,16 @@
 
 mod audit;
 mod dns;
+mod edge_tls;
 mod frames;
 mod host_addrs;
 pub mod policy;
 mod relay;
+mod secrets;
 mod sniff;
 mod stack;
 mod swap;
+mod tls_bridge;
 
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
@@ -30,7 +33,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 pub use audit::{NetworkEvent, NetworkEventKind};
+pub use edge_tls::{EdgeTls, EdgeTlsError};
 pub use policy::{Decision, Rule, RuleError, Rules, HOST_ALIAS};
+pub use secrets::{EdgeSecret, EdgeSecrets, SecretConfig};
 
 /// The guest's address.
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -192,90 +197,6 @@ impl From<Rules> for NetworkPolicy {
     }
 }
 
-/// A secret as the sandbox's configuration holds it: the guest's
-/// environment gets `name` set to a placeholder, and plain-HTTP requests
-/// to `hosts` get the placeholder in their headers replaced by `value`.
-/// The value is never serialized and never printed.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretConfig {
-    /// The guest environment variable.
-    pub name: String,
-    /// The real value (host side only).
-    #[serde(skip_serializing, default)]
-    pub value: String,
-    /// Host-name rules (`api.github.com`, `*.example.com:8080`) of the
-    /// destinations that get the value; they are allowed too.
-    pub hosts: Vec<String>,
-}
-
-impl std::fmt::Debug for SecretConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretConfig")
-            .field("name", &self.name)
-            .field("value", &"(redacted)")
-            .field("hosts", &self.hosts)
-            .finish()
-    }
-}
-
-impl SecretConfig {
-    /// Checks the name, the value (no line breaks: it goes into headers)
-    /// and the hosts (host-name rules only); returns the host rules.
-    pub fn check(&self) -> Result<Vec<Rule>, String> {
-        let name_ok = !self.name.is_empty()
-            && !self.name.starts_with(|c: char| c.is_ascii_digit())
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !name_ok {
-            return Err(format!(
-                "secret `{}`: not an environment variable name",
-                self.name
-            ));
-        }
-        if self.value.is_empty()
-            || self
-                .value
-                .bytes()
-                .any(|b| b == b'\r' || b == b'\n' || b == 0)
-        {
-            return Err(format!(
-                "secret `{}`: its value is empty or holds a line break or NUL",
-                self.name
-            ));
-        }
-        if self.hosts.is_empty() {
-            return Err(format!("secret `{}`: no hosts to send it to", self.name));
-        }
-        self.hosts
-            .iter()
-            .map(|h| {
-                let rule: Rule = h.parse().map_err(|e: RuleError| e.to_string())?;
-                match rule.target {
-                    policy::Target::Host(_) | policy::Target::Domain(_) => Ok(rule),
-                    _ => Err(format!(
-                        "secret `{}`: `{h}` is not a host name (secrets go to names, not addresses)",
-                        self.name
-                    )),
-                }
-            })
-            .collect()
-    }
-}
-
-/// A secret as the stack uses it.
-#[derive(Clone)]
-pub struct EdgeSecret {
-    /// What the guest holds.
-    pub placeholder: String,
-    /// What the secret's hosts get.
-    pub value: String,
-    /// Where it goes.
-    pub hosts: Vec<Rule>,
-}
-
 /// A guest TCP port published on the host's loopback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,7 +255,7 @@ impl Egress {
         rules: Rules,
         limits: NetworkLimits,
         ports: &[PortMap],
-        secrets: Vec<EdgeSecret>,
+        secrets: EdgeSecrets,
         sandbox_id: &str,
     ) -> std::io::Result<Egress> {
         link.set_nonblocking(true)?;

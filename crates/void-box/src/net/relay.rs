@@ -18,8 +18,9 @@ use tokio::task::JoinHandle;
 use super::audit::{NetworkEvent, NetworkEventKind};
 use super::policy::{Decision, Rules};
 use super::sniff::{sniff, Sniffed, MAX_SNIFF};
-use super::swap::{HeaderSwapper, Swap};
-use super::EdgeSecret;
+use super::swap::HeaderSwapper;
+use super::tls_bridge::TlsBridge;
+use super::EdgeSecrets;
 
 /// Chunks queued per direction between the socket and its task.
 const CHUNKS: usize = 2;
@@ -45,6 +46,12 @@ pub struct Conn {
     sniffing: Option<Vec<u8>>,
     /// Rewrites plain-HTTP requests to a secret's host.
     swapper: Option<HeaderSwapper>,
+    /// Ends and re-makes TLS to a secret's host, rewriting inside it.
+    tls: Option<TlsBridge>,
+    /// TLS bytes for the guest's socket, with `tls`.
+    guest_out: Vec<u8>,
+    /// TLS bytes for the destination, with `tls`.
+    dst_out: Vec<u8>,
     chunk: usize,
     sent: u64,
     received: u64,
@@ -101,6 +108,9 @@ impl Conn {
         Conn {
             sniffing: Some(Vec::new()),
             swapper: None,
+            tls: None,
+            guest_out: Vec::new(),
+            dst_out: Vec::new(),
             meta,
             to_dst: Some(to_dst),
             from_dst,
@@ -122,7 +132,7 @@ impl Conn {
         &mut self,
         sock: &mut tcp::Socket<'_>,
         rules: &Rules,
-        secrets: &[EdgeSecret],
+        secrets: &mut EdgeSecrets,
     ) -> Pumped {
         if sock.state() == tcp::State::Listen {
             if self.seen_syn {
@@ -159,10 +169,19 @@ impl Conn {
         &mut self,
         sock: &mut tcp::Socket<'_>,
         rules: &Rules,
-        secrets: &[EdgeSecret],
+        secrets: &mut EdgeSecrets,
     ) -> bool {
         let mut moved = false;
         while sock.can_recv() {
+            if !self.flush_dst() {
+                break;
+            }
+            if let Some(bridge) = &self.tls {
+                // The guest's side waits while the other is behind.
+                if !bridge.wants_guest_bytes() || self.guest_out.len() >= self.chunk {
+                    break;
+                }
+            }
             let Some(tx) = self.to_dst.clone() else { break };
             let permit = match tx.try_reserve() {
                 Ok(p) => p,
@@ -199,6 +218,9 @@ impl Conn {
             };
             self.sent += data.len() as u64;
             permit.send(self.outgoing(data));
+            if self.error.is_some() {
+                return moved;
+            }
         }
         // The guest closed its side (sent FIN; `may_recv` is false before
         // the handshake ends too) and everything it sent is on its way.
@@ -226,13 +248,49 @@ impl Conn {
                     }
                 }
             }
+            if let Some(bridge) = &mut self.tls {
+                bridge.guest_eof(&mut self.dst_out);
+                if !self.flush_dst() {
+                    return moved;
+                }
+            }
             self.to_dst = None;
         }
         moved
     }
 
+    /// Sends what the TLS bridge has for the destination; says whether
+    /// nothing is left waiting.
+    fn flush_dst(&mut self) -> bool {
+        if self.dst_out.is_empty() {
+            return true;
+        }
+        let Some(tx) = &self.to_dst else {
+            self.dst_out.clear();
+            return true;
+        };
+        match tx.try_send(Bytes::from(std::mem::take(&mut self.dst_out))) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(data)) => {
+                self.dst_out = Vec::from(data);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.error = Some("the destination stopped reading".into());
+                false
+            }
+        }
+    }
+
     /// What goes to the destination for `data` from the guest.
     fn outgoing(&mut self, data: Bytes) -> Bytes {
+        if let Some(bridge) = &mut self.tls {
+            let mut out = std::mem::take(&mut self.dst_out);
+            if let Err(e) = bridge.on_guest_bytes(&data, &mut self.guest_out, &mut out) {
+                self.error = Some(e);
+            }
+            return Bytes::from(out);
+        }
         match &mut self.swapper {
             None => data,
             Some(swapper) => {
@@ -246,8 +304,14 @@ impl Conn {
     /// Checks the name in the guest's first bytes; `None`: not sure yet.
     /// On a refusal the connection is marked denied. A plain-HTTP request
     /// to a name the guest resolved to this address, which a secret is
-    /// bound to, gets that secret swapped in from here on.
-    fn check_name(&mut self, held: &[u8], rules: &Rules, secrets: &[EdgeSecret]) -> Option<bool> {
+    /// bound to, gets that secret swapped in from here on; TLS to one is
+    /// ended here and re-made, so that the swap happens inside it.
+    fn check_name(
+        &mut self,
+        held: &[u8],
+        rules: &Rules,
+        secrets: &mut EdgeSecrets,
+    ) -> Option<bool> {
         let (name, http) = match sniff(held) {
             Sniffed::NeedMore => return None,
             Sniffed::Other => return Some(true),
@@ -291,20 +355,27 @@ impl Conn {
             None => {
                 // The name must be what the address was reached by, not
                 // only what the guest wrote in the header.
-                if http && self.meta.names.contains(&name) {
-                    let swaps: Vec<Swap> = secrets
-                        .iter()
-                        .filter(|s| s.hosts.iter().any(|r| r.names_at(&name, dst.port())))
-                        .map(|s| Swap {
-                            placeholder: s.placeholder.as_bytes().to_vec(),
-                            value: s.value.as_bytes().to_vec(),
-                        })
-                        .collect();
-                    if !swaps.is_empty() {
-                        self.swapper = Some(HeaderSwapper::new(swaps));
+                if !self.meta.names.contains(&name) {
+                    return Some(true);
+                }
+                let swaps = secrets.swaps_for(&name, dst.port());
+                if swaps.is_empty() {
+                    return Some(true);
+                }
+                if http {
+                    self.swapper = Some(HeaderSwapper::new(swaps));
+                    return Some(true);
+                }
+                match secrets.bridge(&name, swaps) {
+                    Ok(bridge) => {
+                        self.tls = Some(bridge);
+                        Some(true)
+                    }
+                    Err(e) => {
+                        self.error = Some(e);
+                        Some(false)
                     }
                 }
-                Some(true)
             }
         }
     }
@@ -312,16 +383,55 @@ impl Conn {
     fn dst_to_guest(&mut self, sock: &mut tcp::Socket<'_>) -> bool {
         let mut moved = false;
         loop {
+            if !self.guest_out.is_empty() {
+                // TLS bytes from the bridge go first, in order.
+                if !sock.can_send() {
+                    break;
+                }
+                let n = sock.send_slice(&self.guest_out).unwrap_or(0);
+                moved |= n > 0;
+                self.received += n as u64;
+                self.guest_out.drain(..n);
+                if !self.guest_out.is_empty() {
+                    break;
+                }
+            }
+            if self.tls.is_some() && !self.flush_dst() {
+                break;
+            }
             if self.leftover.is_none() {
                 match self.from_dst.try_recv() {
-                    Ok(Ok(data)) => self.leftover = Some(data),
+                    Ok(Ok(data)) => {
+                        if let Some(bridge) = &mut self.tls {
+                            let result = bridge.on_upstream_bytes(
+                                &data,
+                                &mut self.guest_out,
+                                &mut self.dst_out,
+                            );
+                            if let Err(e) = result {
+                                self.error = Some(e);
+                                return moved;
+                            }
+                            moved = true;
+                            continue;
+                        }
+                        self.leftover = Some(data);
+                    }
                     Ok(Err(e)) => {
                         self.error = Some(format!("the destination failed: {e}"));
                         return moved;
                     }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
+                        if !self.dst_done {
+                            if let Some(bridge) = &mut self.tls {
+                                bridge.upstream_eof(&mut self.guest_out);
+                            }
+                        }
                         self.dst_done = true;
+                        if !self.guest_out.is_empty() {
+                            continue;
+                        }
                         break;
                     }
                 }
@@ -341,7 +451,8 @@ impl Conn {
                 break;
             }
         }
-        if self.dst_done && self.leftover.is_none() && sock.may_send() {
+        if self.dst_done && self.leftover.is_none() && self.guest_out.is_empty() && sock.may_send()
+        {
             sock.close();
         }
         moved

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use super::audit::{Audit, NetworkEvent, NetworkEventKind};
 use super::policy::{Decision, Rules, HOST_ALIAS};
 use super::relay::{Conn, Meta, Pumped};
-use super::{dns, frames, host_addrs, EdgeSecret, NetworkLimits};
+use super::{dns, frames, host_addrs, EdgeSecrets, NetworkLimits};
 use super::{GATEWAY_ADDR, GATEWAY_MAC, GUEST_ADDR, HOST_ALIAS_ADDR, PREFIX_LEN};
 
 /// How long the host may take to connect to a destination.
@@ -128,7 +128,7 @@ struct Stack {
     epoch: Instant,
     /// The last gateway port used for a connection into the guest.
     local_port: u16,
-    secrets: Arc<Vec<EdgeSecret>>,
+    secrets: EdgeSecrets,
 }
 
 /// Runs one sandbox's network until QEMU's end of `link` closes, taking
@@ -138,7 +138,7 @@ pub(crate) async fn run(
     rules: Rules,
     limits: NetworkLimits,
     listeners: Vec<(TcpListener, u16)>,
-    secrets: Vec<EdgeSecret>,
+    secrets: EdgeSecrets,
     audit: Audit,
 ) {
     let (read, write) = link.into_split();
@@ -205,7 +205,7 @@ impl Stack {
         rules: Rules,
         limits: NetworkLimits,
         audit: Audit,
-        secrets: Vec<EdgeSecret>,
+        secrets: EdgeSecrets,
         done_tx: mpsc::Sender<Done>,
         wake: Arc<Notify>,
     ) -> Stack {
@@ -250,7 +250,7 @@ impl Stack {
             wake,
             epoch,
             local_port: 49151,
-            secrets: Arc::new(secrets),
+            secrets,
         }
     }
 
@@ -588,7 +588,7 @@ impl Stack {
         let mut finished = Vec::new();
         for (handle, conn) in self.conns.iter_mut() {
             let sock = self.sockets.get_mut::<tcp::Socket>(*handle);
-            match conn.pump(sock, &self.rules, &self.secrets) {
+            match conn.pump(sock, &self.rules, &mut self.secrets) {
                 Pumped::Open(m) => moved |= m,
                 Pumped::Done(event) => {
                     finished.push(*handle);

@@ -81,6 +81,10 @@ pub struct SandboxConfig {
     pub ports: Vec<PortMap>,
     /// Secrets swapped at the network edge: the guest sees placeholders.
     pub secrets: Vec<SecretConfig>,
+    /// Root certificates (PEM) trusted for the edge's own TLS connections
+    /// to secrets' hosts, beside the webpki roots: a corporate proxy's CA,
+    /// or a test server's.
+    pub upstream_roots: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -109,6 +113,7 @@ impl Default for SandboxConfig {
             image_mounts: Vec::new(),
             ports: Vec::new(),
             secrets: Vec::new(),
+            upstream_roots: Vec::new(),
         }
     }
 }
@@ -407,14 +412,24 @@ impl SandboxConfig {
     }
 
     /// A secret swapped at the network edge: the guest's `name` holds a
-    /// placeholder, and plain-HTTP requests to `hosts` (host-name rules,
-    /// which become allowed) carry `value` in its place in their headers.
+    /// placeholder, and HTTP requests to `hosts` (host-name rules, which
+    /// become allowed) carry `value` in its place in their headers. HTTPS
+    /// to them is ended at the edge with a certificate from the sandbox's
+    /// own CA (which the guest trusts) and re-made to the real host, whose
+    /// certificate is verified against the webpki roots.
     pub fn secret(mut self, name: &str, value: &str, hosts: &[&str]) -> Self {
         self.secrets.push(SecretConfig {
             name: name.into(),
             value: value.into(),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
         });
+        self
+    }
+
+    /// Trusts `pem` (one or more certificates) for the edge's connections
+    /// to secrets' hosts, beside the webpki roots.
+    pub fn trust_upstream_root(mut self, pem: &str) -> Self {
+        self.upstream_roots.push(pem.into());
         self
     }
 

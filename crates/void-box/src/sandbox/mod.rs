@@ -36,7 +36,7 @@ pub use crate::vm::image::GuestImage;
 pub use crate::vm::Accel;
 
 use crate::error::{Error, Result};
-use crate::net::{EdgeSecret, Egress, NetworkEvent, PortMap};
+use crate::net::{EdgeSecret, EdgeSecrets, EdgeTls, Egress, NetworkEvent, PortMap};
 use crate::vm::image::config_initramfs;
 use crate::vm::{VmBackend, VmInstance};
 use client::AgentClient;
@@ -74,18 +74,21 @@ pub(crate) async fn launch(
         config.validate()?;
         let mut secret: Secret = [0; 32];
         rand::rng().fill_bytes(&mut secret);
-        let edge_secrets = edge_secrets(config);
+        let edge_secrets = edge_secrets(config)?;
+        let edge_ca = edge_secrets.tls.as_ref().map(|t| t.ca_pem().to_string());
         let guest = GuestConfig {
             secret,
             hostname: config.hostname.clone(),
             env: base_env
                 .into_iter()
+                // Before the configuration's own, which may override them.
+                .chain(edge_ca.iter().flat_map(|_| trust_env()))
                 .chain(config.env.iter().cloned())
                 .chain(
                     config
                         .secrets
                         .iter()
-                        .zip(&edge_secrets)
+                        .zip(&edge_secrets.secrets)
                         .map(|(s, e)| (s.name.clone(), e.placeholder.clone())),
                 )
                 .collect(),
@@ -96,6 +99,7 @@ pub(crate) async fn launch(
             user,
             workdir,
             nameserver,
+            edge_ca,
         };
         spec.extra_initramfs = config_initramfs(&guest.to_bytes())
             .map_err(|e| Error::io("write the guest config archive", e))?;
@@ -139,7 +143,7 @@ pub(crate) async fn launch(
 fn start_network(
     config: &SandboxConfig,
     vm: &dyn VmInstance,
-    secrets: Vec<EdgeSecret>,
+    secrets: EdgeSecrets,
 ) -> Result<Option<Egress>> {
     let Some((rules, limits)) = config.network_device() else {
         return Ok(None);
@@ -153,9 +157,13 @@ fn start_network(
 }
 
 /// A placeholder for each of the configuration's secrets (random per
-/// sandbox, so one sandbox's is worthless in another), with what replaces it.
-fn edge_secrets(config: &SandboxConfig) -> Vec<EdgeSecret> {
-    config
+/// sandbox, so one sandbox's is worthless in another), with what replaces
+/// it, and the sandbox's edge CA when there is a secret.
+fn edge_secrets(config: &SandboxConfig) -> Result<EdgeSecrets> {
+    if config.secrets.is_empty() {
+        return Ok(EdgeSecrets::default());
+    }
+    let secrets: Vec<EdgeSecret> = config
         .secrets
         .iter()
         .map(|s| {
@@ -167,7 +175,26 @@ fn edge_secrets(config: &SandboxConfig) -> Vec<EdgeSecret> {
                 hosts: s.check().unwrap_or_default(),
             }
         })
-        .collect()
+        .collect();
+    let hosts: Vec<_> = secrets.iter().flat_map(|s| s.hosts.clone()).collect();
+    let tls = EdgeTls::new(&hosts, &config.upstream_roots)
+        .map_err(|e| Error::Launch(format!("the sandbox's edge TLS: {e}")))?;
+    Ok(EdgeSecrets {
+        secrets,
+        tls: Some(tls),
+    })
+}
+
+/// What points the guest's TLS clients at a bundle that holds the edge CA
+/// (OpenSSL, curl, Python's requests; Node and Bun add the CA to theirs).
+fn trust_env() -> [(String, String); 4] {
+    use void_box_protocol::{CA_BUNDLE_PATH, EDGE_CA_PATH};
+    [
+        ("SSL_CERT_FILE".into(), CA_BUNDLE_PATH.into()),
+        ("REQUESTS_CA_BUNDLE".into(), CA_BUNDLE_PATH.into()),
+        ("CURL_CA_BUNDLE".into(), CA_BUNDLE_PATH.into()),
+        ("NODE_EXTRA_CA_CERTS".into(), EDGE_CA_PATH.into()),
+    ]
 }
 
 /// A VM's short id: the name of its runtime directory.

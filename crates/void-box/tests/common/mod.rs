@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mock_llm;
+pub mod net;
 pub mod registry;
 
 use std::path::PathBuf;
