@@ -19,6 +19,10 @@
 #                               amd64 manifest alone.
 #   target/test-images/layers.expected.json   what the merged amd64 rootfs
 #                               must (and must not) contain.
+#   target/test-images/claude-code   the python image's layer plus one with
+#                               the real claude-code CLI from npm under
+#                               /usr/local (no User: the sandbox user). Tag:
+#                               latest.
 #
 # Each image is rebuilt only when its inputs change (this script, which holds
 # the package lists, and for `layers` the busybox binary): a second run is
@@ -42,12 +46,14 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security_mirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # ca-certificates: Debian's node warns on every start without its CA bundle.
 python_packages=(python3 nodejs ca-certificates curl jq)
+# The claude-code CLI of the claude-code image (npm's @anthropic-ai/claude-code).
+claude_version=2.1.332
 # Every timestamp in the images (file mtimes, config "created").
 export SOURCE_DATE_EPOCH=1700000000
 force=false
 [ "${1:-}" = "--force" ] && force=true
 
-for tool in mmdebstrap zstd gzip tar sha256sum "$py" /bin/busybox; do
+for tool in mmdebstrap zstd gzip tar sha256sum npm "$py" /bin/busybox; do
   if ! command -v "$tool" >/dev/null; then
     echo "build-test-images: $tool not found (scripts/setup.sh installs it)" >&2
     exit 1
@@ -282,8 +288,45 @@ def build_layers(root, busybox):
         json.dump(expected, f, indent=2, sort_keys=True)
         f.write("\n")
 
+def build_claude(root, base, layer_tar, version):
+    """The python image's layer (the same blob) plus one with claude-code."""
+    lay = Layout(root)
+    with open(os.path.join(base, "index.json")) as f:
+        entry = json.load(f)["manifests"][0]
+    def blob(digest):
+        return os.path.join(base, "blobs", "sha256", digest.split(":", 1)[1])
+    with open(blob(entry["digest"])) as f:
+        manifest = json.load(f)
+    with open(blob(manifest["config"]["digest"])) as f:
+        base_config = json.load(f)
+    for layer in manifest["layers"]:
+        os.link(blob(layer["digest"]), lay._path(layer["digest"]))
+    desc, diff_id = lay.put_layer(layer_tar, "gzip")
+    config = dict(base_config["config"])
+    # The engine's own user (the image's unprivileged default) and no Cmd.
+    config.pop("User", None)
+    config.pop("Cmd", None)
+    config["WorkingDir"] = "/workspace"
+    config["Labels"] = {"org.opencontainers.image.title": "voidbox-test-claude-code"}
+    cfg = {
+        "created": CREATED, "architecture": "amd64", "os": "linux", "config": config,
+        "rootfs": {"type": "layers", "diff_ids": base_config["rootfs"]["diff_ids"] + [diff_id]},
+        "history": base_config["history"] + [
+            {"created": CREATED, "created_by": "npm install -g @anthropic-ai/claude-code@" + version}],
+    }
+    out = {
+        "schemaVersion": 2, "mediaType": MT["manifest"],
+        "config": lay.put_json(cfg, MT["config"]),
+        "layers": manifest["layers"] + [desc],
+    }
+    mdesc = lay.put_json(out, MT["manifest"])
+    mdesc["platform"] = {"architecture": "amd64", "os": "linux"}
+    lay.write_refs([("latest", mdesc)])
+
 if sys.argv[1] == "python":
     build_python(sys.argv[2], sys.argv[3])
+elif sys.argv[1] == "claude":
+    build_claude(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
 else:
     build_layers(sys.argv[2], sys.argv[3])
 PYEOF
@@ -380,7 +423,36 @@ build_layers() {
   echo "$inputs" >"$out/layers.inputs"
 }
 
+# claude-code: the python image plus the real claude-code CLI from npm
+# (a native binary in an optional dependency, for linux-x64 glibc),
+# installed by the host's npm under /usr/local.
+build_claude() {
+  local inputs
+  inputs=$( (cat "$self" "$out/python/index.json"; echo "$claude_version") | sha256sum | cut -d' ' -f1)
+  if fresh claude-code "$inputs"; then return; fi
+  local work="$out/claude-code.work"
+  rm -rf "$work" "$out/claude-code" "$out/claude-code.inputs"
+  mkdir -p "$work/prefix"
+  npm install --global --prefix "$work/prefix" --no-audit --no-fund --loglevel=error \
+    "@anthropic-ai/claude-code@$claude_version" >"$work/npm.log" 2>&1 || {
+    cat "$work/npm.log" >&2
+    echo "build-test-images: npm install @anthropic-ai/claude-code@$claude_version failed" >&2
+    exit 1
+  }
+  "$work/prefix/bin/claude" --version >/dev/null
+  (cd "$work/prefix" && find bin lib | LC_ALL=C sort |
+    tar --create --file=- --format=pax --numeric-owner --owner=0 --group=0 --sort=name \
+      --mtime="@$SOURCE_DATE_EPOCH" --transform='s,^,usr/local/,' \
+      --pax-option=delete=atime,delete=ctime --no-recursion --files-from=-) >"$work/claude.tar"
+  "$py" -c "$oci_py" claude "$work/layout" "$out/python" "$work/claude.tar" "$claude_version"
+  mv "$work/layout" "$out/claude-code"
+  rm -rf "$work"
+  echo "$inputs" >"$out/claude-code.inputs"
+}
+
 build_layers
 build_python
+build_claude
 echo "$out/python"
 echo "$out/layers"
+echo "$out/claude-code"

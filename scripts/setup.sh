@@ -28,6 +28,9 @@ if $with_test_tools; then
     mmdebstrap gpg zstd  # the test images (scripts/build-test-images.sh)
     docker-registry skopeo apache2-utils openssl  # a real registry on loopback (scripts/test-registry.sh)
   )
+  # npm installs claude-code into its test image; the machine's own npm,
+  # else Debian's.
+  command -v npm >/dev/null || packages+=(npm)
 fi
 missing=()
 for p in "${packages[@]}"; do
