@@ -442,7 +442,7 @@ build_claude() {
   "$work/prefix/bin/claude" --version >/dev/null
   (cd "$work/prefix" && find bin lib | LC_ALL=C sort |
     tar --create --file=- --format=pax --numeric-owner --owner=0 --group=0 --sort=name \
-      --mtime="@$SOURCE_DATE_EPOCH" --transform='s,^,usr/local/,' \
+      --mtime="@$SOURCE_DATE_EPOCH" --transform='s,^,usr/local/,S' \
       --pax-option=delete=atime,delete=ctime --no-recursion --files-from=-) >"$work/claude.tar"
   "$py" -c "$oci_py" claude "$work/layout" "$out/python" "$work/claude.tar" "$claude_version"
   mv "$work/layout" "$out/claude-code"

@@ -1,8 +1,11 @@
 //! The claude-code engine: the claude-code CLI runs inside the guest with
 //! `--output-format stream-json`; its stream becomes our result and events.
 //!
-//! The API key is not sent into the guest (keys stay on the host), so a
-//! real claude-code needs credentials the image provides by other means.
+//! The CLI talks to the box's model itself, through the sandbox's network:
+//! [`model_route`] names the endpoint as the guest sees it (the host's
+//! loopback becomes `host.voidbox.internal`), and the key goes in as an
+//! edge secret, so the guest holds a placeholder that is worth nothing
+//! anywhere but on that route.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,7 +16,8 @@ use serde_json::Value;
 use super::tools::summarize;
 use super::{AgentError, Decision, RunResult, ToolCallRecord, VoidBox};
 use crate::event::{EventSink, RunEvent};
-use crate::llm::{price_per_million, ProviderKind, TokenUsage};
+use crate::llm::{price_per_million, LlmProvider, ProviderKind, TokenUsage};
+use crate::net::HOST_ALIAS;
 use crate::skill::Provisioned;
 use crate::{Exec, ExecEvent, Sandbox, WORKSPACE_DIR};
 
@@ -23,6 +27,76 @@ const MAX_LINE: usize = 4 << 20;
 const STDERR_TAIL: usize = 4096;
 /// When the box sets no run timeout, claude-code gets this long.
 const DEFAULT_RUN_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// claude-code's home in the guest: writable by any command user, image
+/// or not.
+const HOME: &str = "/tmp/claude-home";
+/// What keeps claude-code to the model API: no telemetry, error reports,
+/// update checks or other non-essential traffic (which the network would
+/// refuse anyway). A box's own `env` overrides them.
+pub(super) const QUIET_ENV: [(&str, &str); 4] = [
+    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+    ("DISABLE_TELEMETRY", "1"),
+    ("DISABLE_ERROR_REPORTING", "1"),
+    ("DISABLE_AUTOUPDATER", "1"),
+];
+
+/// How claude-code in the guest reaches the box's model.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct ModelRoute {
+    /// `ANTHROPIC_BASE_URL` as the guest names it.
+    pub base_url: String,
+    /// The `HOST:PORT` rule that lets the guest reach it.
+    pub host_rule: String,
+    /// The key the edge swaps in for the guest's placeholder.
+    pub key: Option<String>,
+}
+
+/// The route to `llm` for claude-code in the guest; `None` for the mock
+/// model (nothing to reach). claude-code speaks only Anthropic's API, and
+/// a secret goes to a name, so an endpoint given as an address other than
+/// the host's loopback is refused.
+pub(super) fn model_route(llm: &LlmProvider) -> Result<Option<ModelRoute>, String> {
+    match llm.kind() {
+        ProviderKind::Mock(_) => return Ok(None),
+        ProviderKind::OpenAi => {
+            return Err(format!(
+                "claude-code speaks Anthropic's Messages API; {} is an OpenAI-style provider",
+                llm.provider_name()
+            ))
+        }
+        ProviderKind::Anthropic => {}
+    }
+    let endpoint = llm.endpoint();
+    let mut url = reqwest::Url::parse(endpoint)
+        .map_err(|e| format!("the model's endpoint `{endpoint}`: {e}"))?;
+    let (host, port) = match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => (host.to_ascii_lowercase(), port),
+        _ => return Err(format!("the model's endpoint `{endpoint}` has no host")),
+    };
+    let address = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>();
+    let guest_host = match address {
+        Ok(ip) if ip.is_loopback() => HOST_ALIAS.to_string(),
+        Err(_) if host == "localhost" => HOST_ALIAS.to_string(),
+        Err(_) => host,
+        Ok(_) => {
+            return Err(format!(
+                "the model's endpoint `{endpoint}` is an address; name it by host name \
+                 (its key goes only to names)"
+            ))
+        }
+    };
+    url.set_host(Some(&guest_host))
+        .map_err(|e| format!("the model's endpoint `{endpoint}`: {e}"))?;
+    let key = llm.api_key().map_err(|e| e.to_string())?;
+    Ok(Some(ModelRoute {
+        base_url: url.as_str().trim_end_matches('/').to_string(),
+        host_rule: format!("{guest_host}:{port}"),
+        key,
+    }))
+}
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -273,7 +347,13 @@ pub(super) async fn run(
     let started = Instant::now();
     let command = &c.claude_code_command;
     let found = sandbox
-        .exec(Exec::new("sh").args(["-c", "command -v \"$1\"", "sh", command]))
+        .exec(Exec::new("sh").args([
+            "-c",
+            "command -v \"$1\" && mkdir -p \"$2\"",
+            "sh",
+            command,
+            HOME,
+        ]))
         .await
         .map_err(|e| fail(e.to_string()))?;
     if !found.status.success() {
@@ -289,7 +369,7 @@ pub(super) async fn run(
             Exec::new(command)
                 .args(argv(vbox, skills, input))
                 .cwd(WORKSPACE_DIR)
-                .env("HOME", "/home/sandbox")
+                .env("HOME", HOME)
                 .timeout(limit),
         )
         .await
@@ -385,4 +465,39 @@ pub(super) async fn run(
         model: parser.model,
         accel: sandbox.accel(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(url: &str) -> Result<Option<ModelRoute>, String> {
+        model_route(
+            &LlmProvider::anthropic("m")
+                .base_url(url)
+                .api_key_env("VB_CC_ROUTE_KEY"),
+        )
+    }
+
+    #[test]
+    fn the_guest_reaches_the_model_by_name_with_the_key_at_the_edge() {
+        std::env::set_var("VB_CC_ROUTE_KEY", "k");
+        let local = route("http://127.0.0.1:8123/").unwrap().unwrap();
+        assert_eq!(local.base_url, "http://host.voidbox.internal:8123");
+        assert_eq!(local.host_rule, "host.voidbox.internal:8123");
+        assert_eq!(local.key.as_deref(), Some("k"));
+        let local = route("http://localhost:9000").unwrap().unwrap();
+        assert_eq!(local.host_rule, "host.voidbox.internal:9000");
+        let public = route("https://api.anthropic.com").unwrap().unwrap();
+        assert_eq!(public.base_url, "https://api.anthropic.com");
+        assert_eq!(public.host_rule, "api.anthropic.com:443");
+        let err = route("http://203.0.113.7:80").unwrap_err();
+        assert!(err.contains("is an address"), "{err}");
+        let err = model_route(&LlmProvider::openai("gpt")).unwrap_err();
+        assert!(err.contains("Anthropic"), "{err}");
+        assert_eq!(
+            model_route(&LlmProvider::mock(crate::llm::MockScript::new(vec![]))).unwrap(),
+            None
+        );
+    }
 }

@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use super::{builtin, claude_code, AgentError, Engine, RunResult, VoidBox};
 use crate::event::{EventSink, RunEvent};
-use crate::sandbox::{SandboxProvider, VmProvider};
+use crate::sandbox::{SandboxConfig, SandboxProvider, VmProvider};
 use crate::skill::provision::{provision, resolve_docs};
 use crate::skill::SkillDoc;
 use crate::Sandbox;
@@ -126,6 +126,9 @@ impl VoidBox {
             })?;
         let mut config = self.sandbox_config();
         config.network = config.network.with_allowed(declared);
+        if self.inner.engine == Engine::ClaudeCode {
+            config = self.claude_code_route(config)?;
+        }
         let result =
             crate::stage::in_fresh_sandbox(provider, &config, name, events, async |sandbox| {
                 tokio::select! {
@@ -158,6 +161,37 @@ impl VoidBox {
         let mut result = self.run_prepared(sandbox, input, &events, docs).await?;
         result.duration = started.elapsed();
         Ok(result)
+    }
+
+    /// Opens the way from claude-code in the guest to the box's model:
+    /// its endpoint, and its key as an edge secret (the guest gets a
+    /// placeholder); quiet settings unless the box sets its own.
+    fn claude_code_route(&self, mut config: SandboxConfig) -> Result<SandboxConfig, AgentError> {
+        let Some(llm) = &self.inner.config.llm else {
+            return Ok(config);
+        };
+        let fail = |message: String| AgentError::Engine {
+            box_name: self.name().into(),
+            engine: "claude-code",
+            message,
+        };
+        let Some(route) = claude_code::model_route(llm).map_err(fail)? else {
+            return Ok(config);
+        };
+        for (name, value) in claude_code::QUIET_ENV {
+            if !config.env.iter().any(|(n, _)| n == name) {
+                config = config.env(name, value);
+            }
+        }
+        config = config.env("ANTHROPIC_BASE_URL", &route.base_url);
+        match &route.key {
+            Some(key) => config = config.secret("ANTHROPIC_API_KEY", key, &[&route.host_rule]),
+            None => {
+                let rule = route.host_rule.parse().map_err(|e| fail(format!("{e}")))?;
+                config.network = config.network.with_allowed(vec![rule]);
+            }
+        }
+        Ok(config)
     }
 
     async fn resolve_docs(&self) -> Result<Vec<SkillDoc>, AgentError> {

@@ -185,16 +185,23 @@ impl LlmProvider {
         }
     }
 
+    /// The key, read from its environment variable (`None` when the
+    /// provider names none). For the edge, which swaps it into requests
+    /// from the guest; never for the guest itself.
+    pub(crate) fn api_key(&self) -> Result<Option<String>, LlmError> {
+        match &self.api_key_env {
+            None => Ok(None),
+            Some(env) => match std::env::var(env) {
+                Ok(k) if !k.is_empty() => Ok(Some(k)),
+                _ => Err(LlmError::MissingApiKey { env: env.clone() }),
+            },
+        }
+    }
+
     /// Reads the key (when one is named) and makes a client for one run.
     pub fn connect(&self) -> Result<ChatClient, LlmError> {
         let config = || -> Result<http::HttpConfig, LlmError> {
-            let api_key = match &self.api_key_env {
-                None => None,
-                Some(env) => match std::env::var(env) {
-                    Ok(k) if !k.is_empty() => Some(http::ApiKey::new(k)),
-                    _ => return Err(LlmError::MissingApiKey { env: env.clone() }),
-                },
-            };
+            let api_key = self.api_key()?.map(http::ApiKey::new);
             Ok(http::HttpConfig {
                 model: self.model.clone(),
                 base_url: self.base_url.clone(),

@@ -82,7 +82,10 @@ impl QemuBackend {
             Accel::Kvm => {
                 args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()])
             }
-            Accel::Tcg => args.extend(["-accel".into(), "tcg".into()]),
+            // Every feature TCG emulates (AVX2 since QEMU 7.2): the default
+            // qemu64 model stops at SSE3, and today's binaries (Bun's, in
+            // claude-code; numpy's) need x86-64-v2 or more.
+            Accel::Tcg => args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), "max".into()]),
         }
         args.extend([
             "-m".into(),
