@@ -124,8 +124,21 @@ impl VoidBox {
                     source,
                 }
             })?;
+        let secrets = crate::skill::declared_secrets(&self.inner.config.skills, &docs, &|k| {
+            std::env::var(k).ok()
+        })
+        .map_err(|source| AgentError::Skill {
+            box_name: name.into(),
+            source,
+        })?;
         let mut config = self.sandbox_config();
         config.network = config.network.with_allowed(declared);
+        for secret in secrets {
+            // The box's own secret of a name wins over a skill's.
+            if !config.secrets.iter().any(|s| s.name == secret.name) {
+                config.secrets.push(secret);
+            }
+        }
         if self.inner.engine == Engine::ClaudeCode {
             config = self.claude_code_route(config)?;
         }

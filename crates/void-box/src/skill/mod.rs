@@ -19,7 +19,8 @@ mod stdio;
 use std::path::PathBuf;
 
 pub use mcp::{McpCallResult, McpSession};
-pub use provision::{declared_network, Provisioned, SkillDoc, SKILLS_DIR};
+pub use provision::{declared_network, declared_secrets, Provisioned, SkillDoc, SKILLS_DIR};
+pub use skill_md::SecretSource;
 pub use skill_md::{parse_front_matter, parse_skill_md, FrontMatter};
 
 /// What a skill is.
@@ -80,6 +81,9 @@ pub struct Skill {
     /// Network allow rules the skill needs, beside any its document
     /// declares; declaring the skill adds them to its box's policy.
     pub network: Vec<String>,
+    /// Secrets the skill needs, by guest variable name, beside any its
+    /// document declares; declaring the skill gives its box each one.
+    pub secrets: Vec<(String, SecretSource)>,
 }
 
 impl Skill {
@@ -88,6 +92,7 @@ impl Skill {
             kind,
             description: None,
             network: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -169,6 +174,20 @@ impl Skill {
     /// box's network allows it, and only because the skill is declared.
     pub fn network(mut self, rule: &str) -> Skill {
         self.network.push(rule.into());
+        self
+    }
+
+    /// Declares that the skill needs the secret `name`: its box's guest
+    /// gets a placeholder, and requests to `hosts` get the host's
+    /// `from_env` in its place at the network edge.
+    pub fn secret(mut self, name: &str, from_env: &str, hosts: &[&str]) -> Skill {
+        self.secrets.push((
+            name.into(),
+            SecretSource {
+                from_env: from_env.into(),
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            },
+        ));
         self
     }
 

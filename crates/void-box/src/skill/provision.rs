@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use super::skill_md::{parse_front_matter, valid_name};
+use super::skill_md::{parse_front_matter, valid_name, SecretSource};
 use super::{remote, McpSession, Skill, SkillError, SkillKind};
-use crate::net::Rule;
+use crate::net::{Rule, SecretConfig};
 use crate::{Exec, Sandbox};
 
 /// Where SKILL.md documents live in the guest (Claude Code's project
@@ -25,6 +25,8 @@ pub struct SkillDoc {
     /// The network allow rules it declares (front matter `network`, and
     /// the skill's own [`Skill::network`]).
     pub network: Vec<Rule>,
+    /// The secrets its front matter declares.
+    pub secrets: Vec<(String, SecretSource)>,
 }
 
 impl SkillDoc {
@@ -75,6 +77,7 @@ pub async fn resolve_docs(skills: &[Skill]) -> Result<Vec<SkillDoc>, SkillError>
         };
         let front = parse_front_matter(&content).map_err(|e| SkillError::new(skill, e))?;
         let network = declared_rules(skill, &front.network)?;
+        let secrets: Vec<(String, SecretSource)> = front.secrets.into_iter().collect();
         let (front_name, front_description) = (front.name, front.description);
         let name = match &skill.kind {
             SkillKind::Inline { name, .. } => name.clone(),
@@ -107,6 +110,7 @@ pub async fn resolve_docs(skills: &[Skill]) -> Result<Vec<SkillDoc>, SkillError>
             description,
             content,
             network,
+            secrets,
         });
     }
     Ok(docs)
@@ -141,6 +145,55 @@ pub fn declared_network(skills: &[Skill], docs: &[SkillDoc]) -> Result<Vec<Rule>
         }
     }
     Ok(rules)
+}
+
+/// Every secret `skills` declare (documents already resolved into `docs`),
+/// its value read with `env` from the host's environment: what declaring
+/// them adds to the box. A name declared twice must say the same thing.
+pub fn declared_secrets(
+    skills: &[Skill],
+    docs: &[SkillDoc],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<SecretConfig>, SkillError> {
+    let declared = docs
+        .iter()
+        .flat_map(|d| d.secrets.iter().map(move |s| (d.name.clone(), s)))
+        .chain(
+            skills
+                .iter()
+                .flat_map(|k| k.secrets.iter().map(move |s| (k.label(), s))),
+        );
+    let mut secrets: Vec<(SecretConfig, &SecretSource)> = Vec::new();
+    for (skill, (name, source)) in declared {
+        let fail = |message: String| SkillError {
+            skill: skill.clone(),
+            message,
+        };
+        if let Some((_, seen)) = secrets.iter().find(|(s, _)| &s.name == name) {
+            if *seen != source {
+                return Err(fail(format!(
+                    "secret `{name}` is declared differently by another skill"
+                )));
+            }
+            continue;
+        }
+        let value = env(&source.from_env)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                fail(format!(
+                    "secret `{name}`: the host's `{}` is unset or empty",
+                    source.from_env
+                ))
+            })?;
+        let config = SecretConfig {
+            name: name.clone(),
+            value,
+            hosts: source.hosts.clone(),
+        };
+        config.check().map_err(fail)?;
+        secrets.push((config, source));
+    }
+    Ok(secrets.into_iter().map(|(s, _)| s).collect())
 }
 
 /// What a box's guest holds after provisioning.
@@ -283,4 +336,37 @@ async fn provision_into(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn declared_secrets_come_from_the_host_and_only_from_declared_skills() {
+        let doc = Skill::inline(
+            "gh",
+            "---\ndescription: GitHub\nsecrets:\n  GITHUB_TOKEN: {from_env: GH_PAT, hosts: [api.github.com]}\n---\n",
+        );
+        let own = Skill::cli("jq").secret("JQ_KEY", "JQ_HOST_KEY", &["jq.example"]);
+        let skills = vec![doc, own];
+        let docs = resolve_docs(&skills).await.unwrap();
+        let env = |k: &str| match k {
+            "GH_PAT" => Some("ghp_x".to_string()),
+            "JQ_HOST_KEY" => Some("jq_y".to_string()),
+            _ => None,
+        };
+        let secrets = declared_secrets(&skills, &docs, &env).unwrap();
+        let got: Vec<(&str, &str)> = secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.as_str()))
+            .collect();
+        assert_eq!(got, [("GITHUB_TOKEN", "ghp_x"), ("JQ_KEY", "jq_y")]);
+        assert!(declared_secrets(&[], &[], &env).unwrap().is_empty());
+        let err = declared_secrets(&skills, &docs, &|_| None).unwrap_err();
+        assert!(err.message.contains("`GH_PAT` is unset"), "{err:?}");
+        let bad = vec![Skill::cli("x").secret("T", "V", &["10.0.0.1"])];
+        let err = declared_secrets(&bad, &[], &|_| Some("v".into())).unwrap_err();
+        assert!(err.message.contains("not a host name"), "{err:?}");
+    }
 }

@@ -15,6 +15,21 @@ pub struct FrontMatter {
     /// declaring the skill adds them to its box's policy.
     #[serde(default)]
     pub network: Vec<String>,
+    /// Secrets the skill needs, swapped at the network edge
+    /// (`GITHUB_TOKEN: {from_env: GITHUB_TOKEN, hosts: [api.github.com]}`);
+    /// declaring the skill gives its box each one.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, SecretSource>,
+}
+
+/// Where a declared secret's value comes from and where it may go.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// The host environment variable holding the value.
+    pub from_env: String,
+    /// Host-name rules of the destinations that get it.
+    pub hosts: Vec<String>,
 }
 
 /// `(name, description)` from a SKILL.md's front matter, when present.
@@ -62,6 +77,20 @@ mod tests {
             .unwrap_err()
             .contains("never closed"));
         assert!(parse_skill_md("---\nname: [x\n---\n").is_err());
+    }
+
+    #[test]
+    fn front_matter_declares_secrets() {
+        let doc = "---\nname: gh\ndescription: GitHub\nsecrets:\n  GITHUB_TOKEN: {from_env: GH_PAT, hosts: [api.github.com]}\n---\n";
+        let front = parse_front_matter(doc).unwrap();
+        assert_eq!(
+            front.secrets["GITHUB_TOKEN"],
+            SecretSource {
+                from_env: "GH_PAT".into(),
+                hosts: vec!["api.github.com".into()]
+            }
+        );
+        assert!(parse_front_matter("---\nsecrets: {T: {env: X}}\n---\n").is_err());
     }
 
     #[test]

@@ -41,6 +41,10 @@ struct Base {
     network_at: (usize, usize),
     /// What `inspect` shows for each variable.
     env_view: BTreeMap<String, String>,
+    /// What `inspect` shows for each secret: where it comes from and goes.
+    secrets_view: BTreeMap<String, String>,
+    /// A secret whose host variable is unset, and where it was declared.
+    missing_secret: Option<((usize, usize), String)>,
 }
 
 impl Base {
@@ -53,6 +57,7 @@ impl Base {
             network: network_view(&self.config.network),
             ports: self.config.ports.clone(),
             env: self.env_view.clone(),
+            secrets: self.secrets_view.clone(),
             kernel: boot.map(|i| i.kernel.display().to_string()),
             initramfs: boot.map(|i| i.initramfs.display().to_string()),
             image: self.config.image.clone(),
@@ -117,6 +122,42 @@ impl Base {
         }
     }
 
+    /// Adds a `secrets` section's secrets, their values read from the
+    /// host's environment (a box's secret replaces the spec's of its name).
+    fn add_secrets(
+        &mut self,
+        spec: &Spec,
+        secrets: &BTreeMap<String, Sp<super::model::SecretSpec>>,
+        env: Env,
+    ) {
+        for (name, s) in secrets {
+            self.config.secrets.retain(|c| &c.name != name);
+            let value = env(&s.value.from_env).filter(|v| !v.is_empty());
+            if value.is_none() && self.missing_secret.is_none() {
+                self.missing_secret = Some((
+                    spec.at(s, name),
+                    format!(
+                        "secret `{name}`: the host's `{}` is unset or empty",
+                        s.value.from_env
+                    ),
+                ));
+            }
+            self.secrets_view.insert(
+                name.clone(),
+                format!(
+                    "from ${} for {}",
+                    s.value.from_env,
+                    s.value.hosts.join(", ")
+                ),
+            );
+            self.config.secrets.push(crate::net::SecretConfig {
+                name: name.clone(),
+                value: value.unwrap_or_default(),
+                hosts: s.value.hosts.clone(),
+            });
+        }
+    }
+
     fn with_override(&self, spec: &Spec, o: Option<&BoxSandbox>, env: Env) -> Base {
         let mut b = self.clone();
         if let Some(o) = o {
@@ -127,6 +168,7 @@ impl Base {
                 b.network_at = spec.at(n, "network");
             }
             b.add_env(&o.env, env);
+            b.add_secrets(spec, &o.secrets, env);
             b.add_storage(
                 spec,
                 o.image.as_ref(),
@@ -141,6 +183,9 @@ impl Base {
     /// Checks a sandbox this base produced, placing the error where the
     /// offending value was written.
     fn check(&self, spec: &Spec, config: &SandboxConfig) -> Result<(), SpecError> {
+        if let Some((at, message)) = &self.missing_secret {
+            return Err(spec.error(*at, message.clone()));
+        }
         config.validate().map_err(|e| {
             if e.field == "network" {
                 spec.error(self.network_at, e.to_string())
@@ -193,6 +238,8 @@ fn base(spec: &Spec, env: Env) -> Base {
         config,
         network_at: (0, 0),
         env_view: BTreeMap::new(),
+        secrets_view: BTreeMap::new(),
+        missing_secret: None,
     };
     if let Some(s) = s {
         b.config.memory_mb = s.memory_mb.unwrap_or(b.config.memory_mb);
@@ -202,6 +249,7 @@ fn base(spec: &Spec, env: Env) -> Base {
             b.network_at = spec.at(n, "network");
         }
         b.add_env(&s.env, env);
+        b.add_secrets(spec, &s.secrets, env);
         b.config.overlay_mb = s.overlay_mb;
         b.config.ports = s.ports.clone();
         b.add_storage(

@@ -598,6 +598,15 @@ pub(super) fn skill(spec: &Spec, entry: &Sp<SkillEntry>) -> Result<Skill, SpecEr
             if let Some(d) = &o.description {
                 skill = skill.description(d);
             }
+            for rule in &o.network {
+                rule.parse::<crate::net::Rule>()
+                    .map_err(|e| fail(e.to_string()))?;
+                skill = skill.network(rule);
+            }
+            for (name, source) in &o.secrets {
+                let hosts: Vec<&str> = source.hosts.iter().map(String::as_str).collect();
+                skill = skill.secret(name, &source.from_env, &hosts);
+            }
             Ok(skill)
         }
     }

@@ -78,6 +78,8 @@ pub(crate) struct SandboxSpec {
     pub volumes: Vec<Sp<VolumeSpec>>,
     #[serde(default)]
     pub ports: Vec<crate::net::PortMap>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Sp<SecretSpec>>,
     // Seed fields we cannot honour yet: parsed so the error can name them.
     #[serde(default)]
     pub guest_image: Option<Sp<Value>>,
@@ -173,7 +175,19 @@ pub(crate) struct BoxSandbox {
     #[serde(default)]
     pub volumes: Vec<Sp<VolumeSpec>>,
     #[serde(default)]
+    pub secrets: BTreeMap<String, Sp<SecretSpec>>,
+    #[serde(default)]
     pub snapshot: Option<Sp<Value>>,
+}
+
+/// `secrets: {NAME: {from_env: VAR, hosts: [api.github.com]}}`: the guest's
+/// `NAME` holds a placeholder, and requests to `hosts` get the host's
+/// `VAR` in its place at the network edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SecretSpec {
+    pub from_env: String,
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -237,11 +251,12 @@ pub(crate) struct AgentSpec {
 #[derive(Debug, Clone)]
 pub(crate) enum SkillEntry {
     Text(String),
-    Object(SkillObject),
+    Object(Box<SkillObject>),
 }
 
 /// The object forms: `{name, content}` (inline), `{mcp, command, args}`,
-/// and the seeds' OCI `{image, mount, readonly}`.
+/// and the seeds' OCI `{image, mount, readonly}`; the first two may add
+/// `network` and `secrets`, as a SKILL.md's front matter does.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SkillObject {
@@ -263,6 +278,12 @@ pub(crate) struct SkillObject {
     pub mount: Option<String>,
     #[serde(default)]
     pub readonly: Option<bool>,
+    /// Network allow rules the skill needs (as a SKILL.md's `network`).
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// Secrets the skill needs (as a SKILL.md's `secrets`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, crate::skill::SecretSource>,
 }
 
 impl<'de> Deserialize<'de> for SkillEntry {
@@ -280,7 +301,7 @@ impl<'de> Deserialize<'de> for SkillEntry {
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<SkillEntry, A::Error> {
                 SkillObject::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(SkillEntry::Object)
+                    .map(|o| SkillEntry::Object(Box::new(o)))
             }
         }
         d.deserialize_any(Visitor)

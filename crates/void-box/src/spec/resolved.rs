@@ -68,6 +68,10 @@ pub struct ResolvedSandbox {
     /// Guest environment. Values copied from the host show as
     /// `(from host)`, never the value.
     pub env: BTreeMap<String, String>,
+    /// Secrets swapped at the network edge: where each comes from and
+    /// which hosts get it, never the value.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Kernel to boot, when not the cached image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,

@@ -539,3 +539,61 @@ fn network_rules_are_read_and_a_bad_one_points_at_its_line() {
     let e = parse(&spec("    allowed: [public]"), "w.yaml").unwrap_err();
     assert!(e.line >= 4, "{e}");
 }
+
+#[test]
+fn secrets_come_from_the_host_environment_and_never_show() {
+    let spec = |secrets: &str| {
+        format!(
+            "kind: workflow\nname: w\nsandbox:\n  secrets:\n{secrets}\nworkflow:\n  steps:\n    - name: a\n      run: {{program: echo}}\n"
+        )
+    };
+    let good = spec("    GITHUB_TOKEN:\n      from_env: HOST_GH\n      hosts: [api.github.com]");
+    let parsed = parse(&good, "w.yaml").unwrap();
+    let (_, r) = build_with(&parsed, &[("HOST_GH", "ghp_secret_value")]).unwrap();
+    let view = serde_json::to_string(&r).unwrap();
+    assert!(!view.contains("ghp_secret_value"), "{view}");
+    assert!(
+        view.contains("\"GITHUB_TOKEN\":\"from $HOST_GH for api.github.com\""),
+        "{view}"
+    );
+    // Unset on the host: refused before anything boots, at its line.
+    let e = build_with(&parsed, &[]).err().unwrap();
+    assert!(e.message.contains("`HOST_GH` is unset"), "{e}");
+    assert_eq!(e.line, 6, "at the secret's entry: {e}");
+    // An address is not a host a secret may go to.
+    let e = build_with(
+        &parse(
+            &spec("    T:\n      from_env: V\n      hosts: [10.0.0.1]"),
+            "w.yaml",
+        )
+        .unwrap(),
+        &[("V", "x")],
+    )
+    .err()
+    .unwrap();
+    assert!(e.message.contains("not a host name"), "{e}");
+    let e = parse(
+        &spec("    T:\n      env: V\n      hosts: [a.example]"),
+        "w.yaml",
+    )
+    .unwrap_err();
+    assert!(e.line >= 4, "{e}");
+}
+
+#[test]
+fn a_skill_entry_may_declare_its_network_and_secrets() {
+    let spec = |extra: &str| {
+        format!(
+            "kind: agent\nname: a\nllm: {{provider: mock, mock: {{turns: [{{text: ok}}]}}}}\nagent:\n  prompt: hi\n  skills:\n    - name: gh\n      content: \"---\\ndescription: GitHub\\n---\\n\"\n{extra}"
+        )
+    };
+    let good = spec("      network: [api.github.com]\n      secrets:\n        GITHUB_TOKEN: {from_env: GH_PAT, hosts: [api.github.com]}\n");
+    build_with(&parse(&good, "a.yaml").unwrap(), &[]).unwrap();
+    let e = parse(
+        &spec("      network: [\"api.github.com:http\"]\n"),
+        "a.yaml",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("not a port"), "{e}");
+    assert_eq!(e.line, 7, "at the skill: {e}");
+}
