@@ -18,6 +18,16 @@ pub struct HostAccessArgs {
     /// Let `file:` skills read files outside the spec's directory.
     #[arg(long)]
     allow_host_files: bool,
+    /// Add this network allow rule to every sandbox of the spec, e.g.
+    /// `host.voidbox.internal:8080` for a service on this host
+    /// (repeatable; a sandbox without a network gets one that reaches
+    /// only these).
+    #[arg(long = "allow", value_name = "RULE")]
+    allow: Vec<String>,
+    /// Run every sandbox of the spec on this OCI image instead of the
+    /// spec's.
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
 }
 
 impl HostAccessArgs {
@@ -25,6 +35,8 @@ impl HostAccessArgs {
         spec::HostAccess {
             pass_env: self.pass_env.iter().cloned().collect(),
             files_outside: self.allow_host_files,
+            allow: self.allow.clone(),
+            image: self.image.clone(),
         }
     }
 }

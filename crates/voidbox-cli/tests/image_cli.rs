@@ -286,3 +286,93 @@ fn a_bearer_token_registry_is_pulled_from_with_credentials() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("sha256:"), "{stdout}");
 }
+
+/// The stand-in HN API (examples/specs/hn_standin.py) on a free port,
+/// killed on drop.
+struct StandIn(std::process::Child, u16);
+
+impl StandIn {
+    fn start() -> StandIn {
+        use std::io::BufRead;
+        let port = free_port_pair();
+        let mut child = Command::new("python3")
+            .arg(repo().join("examples/specs/hn_standin.py"))
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("stand-in HN API"), "{line}");
+        StandIn(child, port)
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_seeds_hn_researcher_runs_against_a_stand_in_api_allowed_by_one_rule() {
+    let registry = Registry::start();
+    let api = StandIn::start();
+    let cache = tempfile::tempdir().unwrap();
+    let rule = format!("host.voidbox.internal:{}", api.1);
+    let run = |extra: &[&str]| {
+        let out = isolated(cache.path())
+            .args(["run", "--file"])
+            .arg(repo().join("examples/specs/hackernews_agent.yaml"))
+            .args(extra)
+            .arg("--image")
+            .arg(format!("{}/python:latest", registry.address))
+            .args(["--output", "json"])
+            .env("HN_API", format!("http://{rule}/v0"))
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OLLAMA_MODEL")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = run(&["--allow", &rule]);
+    assert!(ok, "{stdout}{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let tool = events
+        .iter()
+        .find(|e| e["event"] == "tool_call_finished")
+        .expect("the scripted bash call ran");
+    assert_eq!(tool["is_error"], false, "{tool}");
+    let summary = tool["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("412\t133\tShow HN: A micro-VM per agent stage"),
+        "{summary}"
+    );
+    // The stand-in was reached through the one rule; nothing was refused.
+    let network: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "network")
+        .map(|e| &e["connection"])
+        .collect();
+    assert!(
+        network
+            .iter()
+            .any(|c| c["allowed"] == true && c["port"] == api.1 && c["kind"] == "tcp"),
+        "{network:?}"
+    );
+    assert!(network.iter().all(|c| c["allowed"] == true), "{network:?}");
+
+    // Without the rule the same run cannot reach the host.
+    let (_, stdout, _) = run(&[]);
+    assert!(
+        stdout.contains("\"allowed\":false") && !stdout.contains("Show HN"),
+        "{stdout}"
+    );
+}

@@ -228,6 +228,12 @@ fn the_example_specs_validate() {
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
         assert!(text(&out.stdout).starts_with("ok: pipeline "), "{name}");
     }
+    let out = run(&[
+        "validate",
+        root.join("hackernews_agent.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ok: agent "));
 }
 
 #[test]

@@ -158,6 +158,17 @@ impl Base {
         }
     }
 
+    /// What the command line grants every sandbox: extra allow rules
+    /// and an image. Rules were checked when the spec was read.
+    fn add_host_grants(&mut self, spec: &Spec) {
+        let access = &spec.access;
+        if let Some(image) = &access.image {
+            self.config.image = Some(image.clone());
+        }
+        let rules = access.allow.iter().filter_map(|r| r.parse().ok()).collect();
+        self.config.network = std::mem::take(&mut self.config.network).with_allowed(rules);
+    }
+
     fn with_override(&self, spec: &Spec, o: Option<&BoxSandbox>, env: Env) -> Base {
         let mut b = self.clone();
         if let Some(o) = o {
@@ -176,6 +187,7 @@ impl Base {
                 &o.mounts,
                 &o.volumes,
             );
+            b.add_host_grants(spec);
         }
         b
     }
@@ -266,6 +278,7 @@ fn base(spec: &Spec, env: Env) -> Base {
             });
         }
     }
+    b.add_host_grants(spec);
     b
 }
 

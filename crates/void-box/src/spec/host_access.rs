@@ -10,7 +10,7 @@ use std::path::Path;
 use super::{Spec, SpecError};
 
 /// Host access granted to one spec (`voidbox run --pass-env NAME`,
-/// `--allow-host-files`).
+/// `--allow-host-files`, `--allow RULE`, `--image REF`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostAccess {
     /// Variables `env: {NAME: ""}` may copy from the host although their
@@ -18,6 +18,14 @@ pub struct HostAccess {
     pub pass_env: BTreeSet<String>,
     /// `file:` skills may name files outside the spec's directory.
     pub files_outside: bool,
+    /// Network allow rules added to every sandbox of the spec (a service
+    /// on the host: `host.voidbox.internal:8080`); a sandbox without a
+    /// network gets one that reaches only these.
+    pub allow: Vec<String>,
+    /// The image every sandbox runs on instead of the spec's: the spec
+    /// says which tools it needs, the host where they come from (a local
+    /// registry, a mirror).
+    pub image: Option<String>,
 }
 
 /// Whether `name` looks like a credential: the provider key variables,

@@ -175,6 +175,14 @@ pub fn parse_with(
     access: HostAccess,
 ) -> Result<Spec, SpecError> {
     let file = path.as_ref().to_path_buf();
+    for rule in &access.allow {
+        rule.parse::<crate::net::Rule>()
+            .map_err(|e| SpecError::new(&file, (0, 0), format!("--allow {rule}: {e}")))?;
+    }
+    if let Some(image) = &access.image {
+        crate::oci::parse_reference(image)
+            .map_err(|e| SpecError::new(&file, (0, 0), format!("--image {image}: {e}")))?;
+    }
     let json = file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
