@@ -66,7 +66,8 @@ impl Registry {
     /// `auth`: none, basic or token (user voidbox, password s3cret).
     fn start_with(auth: &str, image: &str) -> Registry {
         let port = free_port_pair();
-        let name = format!("cli-test-{}-{auth}", std::process::id());
+        // Tests of one binary run side by side: one name per instance.
+        let name = format!("cli-test-{}-{auth}-{port}", std::process::id());
         let script = repo().join("scripts/test-registry.sh");
         let run = |args: &[&str]| {
             let out = Command::new(&script).args(args).output().unwrap();
