@@ -715,3 +715,68 @@ fn sandbox_config_debug(real: &str) -> String {
     let config = Sandbox::builder().secret("T", real, &["api.example.com"]);
     format!("{config:?} {}", serde_json::to_string(&config).unwrap())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_goes_where_a_udp_rule_allows_and_nowhere_else() {
+    let (_registry, image) = python_image().await;
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = echo.send_to(&reply, from).await;
+        }
+    });
+    // A port whose rule opens TCP only.
+    let tcp_only = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tcp_only_port = tcp_only.local_addr().unwrap().port();
+    let policy = NetworkPolicy::rules(
+        &[
+            format!("host.voidbox.internal:{port}/udp"),
+            format!("host.voidbox.internal:{tcp_only_port}"),
+        ],
+        &[] as &[&str],
+    )
+    .unwrap();
+    let sandbox = Sandbox::builder()
+        .image(&image)
+        .network(policy)
+        .build()
+        .await
+        .unwrap();
+    let mut trail = sandbox.network_events().unwrap();
+    let out = ok(
+        &sandbox,
+        &format!(
+            "python3 -c \"import socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(10)\n\
+s.connect(('host.voidbox.internal', {port}))\n\
+for i in range(3):\n    s.send(b'ping%d' % i); print(s.recv(100).decode())\n\
+t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); t.settimeout(5)\n\
+t.connect(('host.voidbox.internal', {tcp_only_port}))\n\
+t.send(b'x')\n\
+try:\n    t.recv(10); print('answered')\n\
+except ConnectionRefusedError:\n    print('refused')\n\
+except socket.timeout:\n    print('timeout')\""
+        ),
+    )
+    .await;
+    assert_eq!(out, "echo:ping0\necho:ping1\necho:ping2\nrefused\n");
+    let mut buf = [0u8; 16];
+    let stray =
+        tokio::time::timeout(Duration::from_millis(200), tcp_only.recv_from(&mut buf)).await;
+    assert!(stray.is_err(), "nothing reached the TCP-only port");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = drain(&mut trail);
+    let udp = |allowed: bool, p: u16| {
+        find(&events, |e| {
+            e.kind == NetworkEventKind::Udp && e.allowed == allowed && e.port == p
+        })
+        .is_some()
+    };
+    assert!(udp(true, port), "{events:?}");
+    assert!(udp(false, tcp_only_port), "{events:?}");
+    sandbox.shutdown().await.unwrap();
+}

@@ -23,6 +23,7 @@ mod sniff;
 mod stack;
 mod swap;
 mod tls_bridge;
+mod udp;
 
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;

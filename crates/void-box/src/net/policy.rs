@@ -46,6 +46,9 @@ pub struct Rule {
     pub target: Target,
     /// The one port it matches; `None`: every port.
     pub port: Option<u16>,
+    /// A `/udp` rule: an allow rule that opens UDP (and not TCP) to what
+    /// it matches. Deny rules refuse both, whatever they say.
+    pub udp: bool,
 }
 
 /// A rule that does not parse.
@@ -73,6 +76,10 @@ impl FromStr for Rule {
         if text.len() > 300 {
             return Err(fail("longer than 300 bytes"));
         }
+        let (text, udp) = match text.len().checked_sub(4).and_then(|i| text.get(i..)) {
+            Some(tail) if tail.eq_ignore_ascii_case("/udp") => (&text[..text.len() - 4], true),
+            _ => (text, false),
+        };
         // `[v6]:port`, `v6`, `v6/len`, `v4/len:port`, `name:port`.
         let (body, port) = split_port(text).map_err(|r| fail(&r))?;
         if port == Some(0) {
@@ -89,7 +96,7 @@ impl FromStr for Rule {
         } else {
             Target::Host(check_name(body).map_err(|r| fail(&r))?)
         };
-        Ok(Rule { target, port })
+        Ok(Rule { target, port, udp })
     }
 }
 
@@ -147,16 +154,26 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v6 = matches!(&self.target, Target::Net(IpNet::V6(_)));
         match (&self.target, self.port) {
-            (Target::Net(net), Some(port)) if v6 => return write!(f, "[{}]:{port}", net_text(net)),
+            (Target::Net(net), Some(port)) if v6 => {
+                write!(f, "[{}]:{port}", net_text(net))?;
+                return if self.udp {
+                    f.write_str("/udp")
+                } else {
+                    Ok(())
+                };
+            }
             (Target::Public, _) => f.write_str("public")?,
             (Target::Host(h), _) => f.write_str(h)?,
             (Target::Domain(d), _) => write!(f, "*.{d}")?,
             (Target::Net(net), _) => f.write_str(&net_text(net))?,
         }
-        match self.port {
-            Some(port) => write!(f, ":{port}"),
-            None => Ok(()),
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
         }
+        if self.udp {
+            f.write_str("/udp")?;
+        }
+        Ok(())
     }
 }
 
@@ -315,6 +332,7 @@ impl Rules {
             allow: vec![Rule {
                 target: Target::Public,
                 port: None,
+                udp: false,
             }],
             deny: Vec::new(),
         }
@@ -335,6 +353,20 @@ impl Rules {
                 .map(|r| r.as_ref().parse())
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// The rules for one protocol: the allow rules that open it (`/udp`
+    /// ones for UDP, the others for TCP), and every deny rule.
+    pub fn for_protocol(&self, udp: bool) -> Rules {
+        Rules {
+            allow: self
+                .allow
+                .iter()
+                .filter(|r| r.udp == udp)
+                .cloned()
+                .collect(),
+            deny: self.deny.clone(),
+        }
     }
 
     /// Whether a connection to `addr:port` may be made. `names` are the
@@ -390,6 +422,7 @@ impl Rules {
             let at_some_port = Rule {
                 target: r.target.clone(),
                 port: None,
+                udp: r.udp,
             };
             at_some_port.matches(addr, 0, &names)
                 && (matches!(r.target, Target::Net(_)) || !is_special(addr))
@@ -483,6 +516,10 @@ mod tests {
             "public",
             "public:443",
             "host.voidbox.internal:11434",
+            "host.voidbox.internal:5353/udp",
+            "[2001:db8::1]:53/udp",
+            "203.0.113.0/24/udp",
+            "public/udp",
         ] {
             let rule: Rule = text.parse().unwrap();
             assert_eq!(rule.to_string(), text);
@@ -495,6 +532,26 @@ mod tests {
             "10.1.2.3/8".parse::<Rule>().unwrap().to_string(),
             "10.0.0.0/8"
         );
+    }
+
+    #[test]
+    fn udp_rules_open_udp_only_and_deny_rules_refuse_both() {
+        let rules = Rules::parse(&["public", "198.51.100.9:53/udp"], &["203.0.113.0/24"]).unwrap();
+        let (tcp, udp) = (rules.for_protocol(false), rules.for_protocol(true));
+        assert!(
+            tcp.decide(ip("198.51.100.9"), 53, &[]).allowed,
+            "public, for TCP"
+        );
+        assert!(udp.decide(ip("198.51.100.9"), 53, &[]).allowed);
+        assert!(!udp.decide(ip("198.51.100.9"), 54, &[]).allowed);
+        assert!(
+            !udp.decide(ip("93.184.216.34"), 443, &[]).allowed,
+            "public is TCP"
+        );
+        assert!(!udp.decide(ip("203.0.113.5"), 53, &[]).allowed);
+        let alias = Rules::parse(&["host.voidbox.internal:9999/udp"], &[] as &[&str]).unwrap();
+        assert!(alias.for_protocol(true).host_alias(9999).allowed);
+        assert!(!alias.for_protocol(false).host_alias(9999).allowed);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::socket::{tcp, udp};
+use smoltcp::socket::tcp;
+use smoltcp::socket::udp as smol_udp;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpAddress, IpCidr,
     IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
@@ -27,6 +28,7 @@ use tokio::task::JoinSet;
 use super::audit::{Audit, NetworkEvent, NetworkEventKind};
 use super::policy::{Decision, Rules, HOST_ALIAS};
 use super::relay::{Conn, Meta, Pumped};
+use super::udp::{self, UdpDest};
 use super::{dns, frames, host_addrs, EdgeSecrets, NetworkLimits};
 use super::{GATEWAY_ADDR, GATEWAY_MAC, GUEST_ADDR, HOST_ALIAS_ADDR, PREFIX_LEN};
 
@@ -113,7 +115,11 @@ struct Stack {
     link: Link,
     sockets: SocketSet<'static>,
     dns_socket: SocketHandle,
+    /// Every rule: what DNS answers by.
     rules: Arc<Rules>,
+    /// The rules for TCP, and for UDP beyond DNS.
+    tcp_rules: Rules,
+    udp_rules: Rules,
     limits: NetworkLimits,
     audit: Audit,
     conns: HashMap<SocketHandle, Conn>,
@@ -122,6 +128,8 @@ struct Stack {
     names: dns::Names,
     dns_in_flight: usize,
     udp_reported: HashSet<SocketAddrV4>,
+    /// Allowed UDP destinations with their flows.
+    udp_dests: HashMap<SocketAddrV4, UdpDest>,
     tasks: JoinSet<()>,
     done_tx: mpsc::Sender<Done>,
     wake: Arc<Notify>,
@@ -222,9 +230,15 @@ impl Stack {
         iface.set_any_ip(true);
         let _ = iface.routes_mut().add_default_ipv4_route(GATEWAY_ADDR);
         let mut sockets = SocketSet::new(Vec::new());
-        let mut dns_socket = udp::Socket::new(
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * 1024]),
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * 1024]),
+        let mut dns_socket = smol_udp::Socket::new(
+            smol_udp::PacketBuffer::new(
+                vec![smol_udp::PacketMetadata::EMPTY; 64],
+                vec![0; 64 * 1024],
+            ),
+            smol_udp::PacketBuffer::new(
+                vec![smol_udp::PacketMetadata::EMPTY; 64],
+                vec![0; 64 * 1024],
+            ),
         );
         let _ = dns_socket.bind(IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(GATEWAY_ADDR)),
@@ -236,6 +250,8 @@ impl Stack {
             link,
             sockets,
             dns_socket,
+            tcp_rules: rules.for_protocol(false),
+            udp_rules: rules.for_protocol(true),
             rules: Arc::new(rules),
             limits,
             audit,
@@ -245,6 +261,7 @@ impl Stack {
             names: dns::Names::default(),
             dns_in_flight: 0,
             udp_reported: HashSet::new(),
+            udp_dests: HashMap::new(),
             tasks: JoinSet::new(),
             done_tx,
             wake,
@@ -303,9 +320,10 @@ impl Stack {
                             return;
                         };
                         if !(dst == GATEWAY_ADDR && udp.dst_port() == 53) {
-                            self.refuse_udp(SocketAddrV4::new(dst, udp.dst_port()));
+                            self.on_udp(SocketAddrV4::new(dst, udp.dst_port()));
                         }
-                        // smoltcp answers the refused ones "port unreachable".
+                        // smoltcp answers the refused ones "port unreachable"
+                        // (no socket is bound for them).
                     }
                     IpProtocol::Icmp => {
                         // Pings to the gateway are answered; to anything
@@ -332,14 +350,14 @@ impl Stack {
         }
     }
 
-    fn refuse_udp(&mut self, dst: SocketAddrV4) {
+    fn refuse_udp(&mut self, dst: SocketAddrV4, reason: String) {
         if self.udp_reported.len() >= MAX_UDP_REPORTS || !self.udp_reported.insert(dst) {
             return;
         }
         self.audit.record(NetworkEvent {
             kind: NetworkEventKind::Udp,
             allowed: false,
-            reason: "UDP goes only to the guest's DNS server".into(),
+            reason,
             host: None,
             address: Some(IpAddr::V4(*dst.ip())),
             port: dst.port(),
@@ -350,6 +368,107 @@ impl Stack {
         });
     }
 
+    /// What the policy says of `dst`: the decision, where the host
+    /// reaches it, the name to report and the names it was resolved from.
+    fn destination(
+        &self,
+        dst: SocketAddrV4,
+        udp: bool,
+    ) -> (Decision, SocketAddr, Option<String>, Vec<String>) {
+        let rules = if udp {
+            &self.udp_rules
+        } else {
+            &self.tcp_rules
+        };
+        let (dst_ip, port) = (*dst.ip(), dst.port());
+        if dst_ip == HOST_ALIAS_ADDR {
+            let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            (
+                rules.host_alias(port),
+                upstream,
+                Some(HOST_ALIAS.to_string()),
+                vec![HOST_ALIAS.to_string()],
+            )
+        } else if in_guest_subnet(dst_ip) {
+            let why = format!("{dst_ip} is the sandbox's own network; the gateway serves only DNS");
+            (Decision::deny(why), SocketAddr::from(dst), None, Vec::new())
+        } else {
+            let names = self.names.of(dst_ip).to_vec();
+            let mut decision = rules.decide(IpAddr::V4(dst_ip), port, &names);
+            let addr = IpAddr::V4(dst_ip);
+            if decision.allowed
+                && !rules.cidr_allows(addr, port)
+                && host_addrs::host_addresses().contains(&addr)
+            {
+                decision = Decision::deny(format!(
+                    "{dst_ip} is one of the host's own addresses; reach host services as {HOST_ALIAS}"
+                ));
+            }
+            (
+                decision,
+                SocketAddr::from(dst),
+                names.last().cloned(),
+                names,
+            )
+        }
+    }
+
+    /// A datagram to `dst` (not the DNS server): an allowed destination
+    /// gets a socket (once); a refused one is reported (once).
+    fn on_udp(&mut self, dst: SocketAddrV4) {
+        if self.udp_dests.contains_key(&dst) {
+            return;
+        }
+        let (decision, upstream, host, _) = self.destination(dst, true);
+        if !decision.allowed {
+            return self.refuse_udp(dst, decision.reason);
+        }
+        let open = self.conns.len() + self.held.len() + self.udp_dests.len();
+        if open >= self.limits.max_connections as usize {
+            return self.refuse_udp(dst, format!("the sandbox has {open} flows open, its limit"));
+        }
+        let mut sock = udp::socket();
+        let bound = sock.bind(IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(*dst.ip())),
+            port: dst.port(),
+        });
+        if bound.is_err() {
+            return self.refuse_udp(dst, format!("{dst} cannot be served"));
+        }
+        let handle = self.sockets.add(sock);
+        let dest = UdpDest::new(handle, dst, upstream, host, decision.reason);
+        self.audit.record(dest.opened());
+        self.udp_dests.insert(dst, dest);
+    }
+
+    /// Moves datagrams for the allowed UDP destinations; closes idle ones.
+    fn serve_udp(&mut self) -> bool {
+        let mut moved = false;
+        let now = Instant::now();
+        let peers: usize = self.udp_dests.values().map(UdpDest::peers).sum();
+        let used = self.conns.len() + self.held.len() + peers;
+        let mut room = (self.limits.max_connections as usize).saturating_sub(used);
+        let mut unused = Vec::new();
+        for (dst, dest) in self.udp_dests.iter_mut() {
+            let before = dest.peers();
+            let sock = self.sockets.get_mut::<smol_udp::Socket>(dest.handle);
+            moved |= dest.pump(sock, room, &self.wake);
+            room = room.saturating_sub(dest.peers().saturating_sub(before));
+            for event in dest.close_idle(now, false) {
+                self.audit.record(event);
+            }
+            if dest.unused(now) {
+                unused.push(*dst);
+            }
+        }
+        for dst in unused {
+            if let Some(dest) = self.udp_dests.remove(&dst) {
+                self.sockets.remove(dest.handle);
+            }
+        }
+        moved
+    }
+
     fn on_syn(&mut self, flow: Flow, syn: Vec<u8>) {
         if self.flows.contains_key(&flow) {
             // A retransmission for a socket that has it already.
@@ -358,42 +477,7 @@ impl Stack {
         if self.held.contains_key(&flow) {
             return; // still connecting; the guest will ask again
         }
-        let (dst_ip, port) = (*flow.1.ip(), flow.1.port());
-        let (decision, upstream, host, names) = if dst_ip == HOST_ALIAS_ADDR {
-            let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            (
-                self.rules.host_alias(port),
-                upstream,
-                Some(HOST_ALIAS.to_string()),
-                vec![HOST_ALIAS.to_string()],
-            )
-        } else if in_guest_subnet(dst_ip) {
-            let why = format!("{dst_ip} is the sandbox's own network; the gateway serves only DNS");
-            (
-                Decision::deny(why),
-                SocketAddr::from(flow.1),
-                None,
-                Vec::new(),
-            )
-        } else {
-            let names = self.names.of(dst_ip).to_vec();
-            let mut decision = self.rules.decide(IpAddr::V4(dst_ip), port, &names);
-            let dst = IpAddr::V4(dst_ip);
-            if decision.allowed
-                && !self.rules.cidr_allows(dst, port)
-                && host_addrs::host_addresses().contains(&dst)
-            {
-                decision = Decision::deny(format!(
-                    "{dst_ip} is one of the host's own addresses; reach host services as {HOST_ALIAS}"
-                ));
-            }
-            (
-                decision,
-                SocketAddr::from(flow.1),
-                names.last().cloned(),
-                names,
-            )
-        };
+        let (decision, upstream, host, names) = self.destination(flow.1, false);
         let meta = Meta {
             dst: upstream,
             host,
@@ -459,7 +543,7 @@ impl Stack {
                     self.audit.record(event);
                 }
                 if let Some(reply) = answer.reply {
-                    let sock = self.sockets.get_mut::<udp::Socket>(self.dns_socket);
+                    let sock = self.sockets.get_mut::<smol_udp::Socket>(self.dns_socket);
                     let to = smoltcp::wire::IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port());
                     let _ = sock.send_slice(&reply, to);
                 }
@@ -554,6 +638,7 @@ impl Stack {
             let now = self.now();
             self.iface.poll(now, &mut self.link, &mut self.sockets);
             let mut moved = self.serve_dns();
+            moved |= self.serve_udp();
             moved |= self.pump();
             if !moved {
                 break;
@@ -563,7 +648,7 @@ impl Stack {
 
     fn serve_dns(&mut self) -> bool {
         let mut moved = false;
-        let sock = self.sockets.get_mut::<udp::Socket>(self.dns_socket);
+        let sock = self.sockets.get_mut::<smol_udp::Socket>(self.dns_socket);
         while let Ok((query, meta)) = sock.recv() {
             moved = true;
             let IpAddress::Ipv4(from) = meta.endpoint.addr;
@@ -588,7 +673,7 @@ impl Stack {
         let mut finished = Vec::new();
         for (handle, conn) in self.conns.iter_mut() {
             let sock = self.sockets.get_mut::<tcp::Socket>(*handle);
-            match conn.pump(sock, &self.rules, &mut self.secrets) {
+            match conn.pump(sock, &self.tcp_rules, &mut self.secrets) {
                 Pumped::Open(m) => moved |= m,
                 Pumped::Done(event) => {
                     finished.push(*handle);

@@ -1,13 +1,17 @@
 //! Secrets swapped at the edge, in plain HTTP: the guest holds a
 //! placeholder, and on a connection to one of the secret's hosts the
 //! placeholder in each request's *headers* becomes the real value. Bodies
-//! and everything else pass as they are. A request this reader cannot
-//! frame for sure (chunked bodies, upgrades, a head over 64 KiB) turns it
-//! into a plain relay for the rest of the connection: later placeholders
-//! then stay placeholders, which fails closed.
+//! and everything else pass as they are. Bodies are framed by
+//! `Content-Length` or chunked transfer coding; a request this reader
+//! cannot frame for sure (upgrades, `CONNECT`, both framings at once, a
+//! malformed chunk, a head over 64 KiB) turns it into a plain relay for the
+//! rest of the connection: later placeholders then stay placeholders,
+//! which fails closed.
 
-/// Most bytes of one request head.
+/// Most bytes of one request head, and of a chunked body's trailers.
 const MAX_HEAD: usize = 64 * 1024;
+/// Most bytes of one chunk-size line (the size and its extensions).
+const MAX_CHUNK_LINE: usize = 4096;
 
 /// One secret: what the guest has, what the destination gets.
 #[derive(Clone)]
@@ -29,8 +33,34 @@ enum State {
     Head(Vec<u8>),
     /// Passing this many body bytes.
     Body(u64),
+    /// Passing a chunked body.
+    Chunked(Chunks),
     /// Passing everything from here on.
     Raw,
+}
+
+/// Where a chunked body is. Its bytes pass as they come; only their
+/// framing is read.
+enum Chunks {
+    /// In a chunk-size line: its bytes so far.
+    Size(Vec<u8>),
+    /// In a chunk's data: bytes left.
+    Data(u64),
+    /// In the CRLF after a chunk's data: bytes of it seen.
+    DataEnd(usize),
+    /// In the trailers after the last chunk: the current line, and the
+    /// section's bytes so far.
+    Trailers(Vec<u8>, usize),
+}
+
+/// What one step through a chunked body found.
+enum Chunked {
+    /// More to come.
+    More,
+    /// The body is over: a request head comes next.
+    Done,
+    /// Not chunked framing after all.
+    Broken,
 }
 
 /// Rewrites the guest's requests on one connection.
@@ -57,6 +87,11 @@ impl HeaderSwapper {
                     out.extend_from_slice(input);
                     return;
                 }
+                State::Chunked(chunks) => match chunks.step(&mut input, out) {
+                    Chunked::More => {}
+                    Chunked::Done => self.state = State::Head(Vec::new()),
+                    Chunked::Broken => self.state = State::Raw,
+                },
                 State::Body(left) => {
                     let n = (*left).min(input.len() as u64) as usize;
                     out.extend_from_slice(&input[..n]);
@@ -102,12 +137,18 @@ impl HeaderSwapper {
             return State::Raw;
         }
         let mut length: Option<u64> = None;
+        let mut chunked = false;
         for h in request.headers.iter() {
             let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-            if h.name.eq_ignore_ascii_case("transfer-encoding")
-                || h.name.eq_ignore_ascii_case("upgrade")
-            {
+            if h.name.eq_ignore_ascii_case("upgrade") {
                 return State::Raw;
+            }
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only a body that is chunked and nothing else is framed.
+                if chunked || !value.eq_ignore_ascii_case("chunked") {
+                    return State::Raw;
+                }
+                chunked = true;
             }
             if h.name.eq_ignore_ascii_case("content-length") {
                 match (value.parse::<u64>(), length) {
@@ -117,8 +158,11 @@ impl HeaderSwapper {
                 }
             }
         }
-        match length {
-            Some(n) if n > 0 => State::Body(n),
+        match (chunked, length) {
+            // Both framings: the destination may read either (smuggling).
+            (true, Some(_)) => State::Raw,
+            (true, None) => State::Chunked(Chunks::Size(Vec::new())),
+            (false, Some(n)) if n > 0 => State::Body(n),
             _ => State::Head(Vec::new()),
         }
     }
@@ -139,6 +183,82 @@ impl HeaderSwapper {
         out.extend_from_slice(&rest);
         out
     }
+}
+
+impl Chunks {
+    /// Passes what `input` holds of the body to `out`, reading its framing.
+    fn step(&mut self, input: &mut &[u8], out: &mut Vec<u8>) -> Chunked {
+        while !input.is_empty() {
+            match self {
+                Chunks::Data(left) => {
+                    let n = (*left).min(input.len() as u64) as usize;
+                    out.extend_from_slice(&input[..n]);
+                    *input = &input[n..];
+                    *left -= n as u64;
+                    if *left == 0 {
+                        *self = Chunks::DataEnd(0);
+                    }
+                }
+                Chunks::DataEnd(seen) => {
+                    if input[0] != b"\r\n"[*seen] {
+                        return Chunked::Broken;
+                    }
+                    out.push(input[0]);
+                    *input = &input[1..];
+                    *seen += 1;
+                    if *seen == 2 {
+                        *self = Chunks::Size(Vec::new());
+                    }
+                }
+                Chunks::Size(line) => {
+                    let Some(end) = take_line(line, input, out) else {
+                        if line.len() > MAX_CHUNK_LINE {
+                            return Chunked::Broken;
+                        }
+                        continue;
+                    };
+                    let text = std::str::from_utf8(&line[..end]).unwrap_or("");
+                    let size = text.split(';').next().unwrap_or("").trim();
+                    match u64::from_str_radix(size, 16) {
+                        Ok(0) => *self = Chunks::Trailers(Vec::new(), 0),
+                        Ok(n) if !size.starts_with('+') => *self = Chunks::Data(n),
+                        _ => return Chunked::Broken,
+                    }
+                }
+                Chunks::Trailers(line, total) => {
+                    let before = line.len();
+                    let done = take_line(line, input, out);
+                    *total += line.len() - before;
+                    match done {
+                        Some(0) => return Chunked::Done,
+                        Some(_) => line.clear(),
+                        None => {}
+                    }
+                    if *total > MAX_HEAD {
+                        return Chunked::Broken;
+                    }
+                }
+            }
+        }
+        Chunked::More
+    }
+}
+
+/// Moves bytes from `input` to `line` (and `out`) up to and including a
+/// LF; returns the line's length without its CRLF once it is whole.
+fn take_line(line: &mut Vec<u8>, input: &mut &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let (n, whole) = match input.iter().position(|&b| b == b'\n') {
+        Some(i) => (i + 1, true),
+        None => (input.len(), false),
+    };
+    line.extend_from_slice(&input[..n]);
+    out.extend_from_slice(&input[..n]);
+    *input = &input[n..];
+    if !whole {
+        return None;
+    }
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    Some(body.strip_suffix(b"\r").unwrap_or(body).len())
 }
 
 /// Where a head ends (just past its blank line).
@@ -199,11 +319,40 @@ mod tests {
     }
 
     #[test]
+    fn chunked_bodies_are_framed_and_passed_as_they_are() {
+        let req: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nA: PLACEHOLDER\r\n\r\n5;ext=1\r\nPLACE\r\nb\r\nHOLDER\r\n0\r\n\r\n0\r\nT: PLACEHOLDER\r\n\r\nGET / HTTP/1.1\r\nB: PLACEHOLDER\r\n\r\n";
+        let out = all(&mut swapper(), &[req]);
+        let want = String::from_utf8_lossy(req)
+            .replacen("A: PLACEHOLDER", "A: real-secret", 1)
+            .replacen("B: PLACEHOLDER", "B: real-secret", 1);
+        assert_eq!(
+            out, want,
+            "bodies and trailers untouched, both heads swapped"
+        );
+        for cut in 1..req.len() {
+            let (a, b) = req.split_at(cut);
+            assert_eq!(all(&mut swapper(), &[a, b]), out, "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn what_cannot_be_framed_passes_untouched_from_there_on() {
-        let chunked: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nA: PLACEHOLDER\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nB: PLACEHOLDER\r\n\r\n";
-        let out = all(&mut swapper(), &[chunked]);
-        assert!(out.starts_with("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nA: real-secret"));
-        assert!(out.ends_with("B: PLACEHOLDER\r\n\r\n"), "{out}");
+        let tail = "GET / HTTP/1.1\r\nB: PLACEHOLDER\r\n\r\n";
+        for framing in [
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+            "Upgrade: websocket\r\n\r\n",
+        ] {
+            let req = format!("POST / HTTP/1.1\r\nA: PLACEHOLDER\r\n{framing}{tail}");
+            let out = all(&mut swapper(), &[req.as_bytes()]);
+            assert!(
+                out.starts_with("POST / HTTP/1.1\r\nA: real-secret"),
+                "{out}"
+            );
+            assert!(out.ends_with("B: PLACEHOLDER\r\n\r\n"), "{framing}: {out}");
+        }
         let two_lengths = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxyGET / HTTP/1.1\r\nB: PLACEHOLDER\r\n\r\n";
         assert!(all(&mut swapper(), &[two_lengths]).ends_with("B: PLACEHOLDER\r\n\r\n"));
         let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
