@@ -162,8 +162,11 @@ impl QemuBackend {
             "-initrd".into(),
             initrd.to_string(),
             "-append".into(),
+            // tsc=reliable: under TCG, emulation stalls make the clocksource
+            // watchdog call the TSC unstable and fall back to 4 ms jiffies
+            // (QEMU's TSC follows the host clock; KVM guests use kvm-clock).
             format!(
-                "console=ttyS0 quiet panic=-1 reboot=t rdinit=/init {}",
+                "console=ttyS0 quiet panic=-1 reboot=t tsc=reliable rdinit=/init {}",
                 spec.cmdline_extra
             )
             .trim_end()
