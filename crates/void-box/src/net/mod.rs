@@ -150,7 +150,12 @@ impl NetworkPolicy {
                 deny: Vec::new(),
             }),
             NetworkPolicy::On { mut rules, limits } => {
-                rules.allow.extend(extra);
+                // A rule granted twice (a spec's and a box's sandbox) is one rule.
+                for rule in extra {
+                    if !rules.allow.contains(&rule) {
+                        rules.allow.push(rule);
+                    }
+                }
                 NetworkPolicy::On { rules, limits }
             }
         }
