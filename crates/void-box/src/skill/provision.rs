@@ -177,19 +177,7 @@ pub fn declared_secrets(
             }
             continue;
         }
-        let value = env(&source.from_env)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                fail(format!(
-                    "secret `{name}`: the host's `{}` is unset or empty",
-                    source.from_env
-                ))
-            })?;
-        let config = SecretConfig {
-            name: name.clone(),
-            value,
-            hosts: source.hosts.clone(),
-        };
+        let config = source.read(name, env).map_err(fail)?;
         config.check().map_err(fail)?;
         secrets.push((config, source));
     }

@@ -22,7 +22,8 @@ pub struct FrontMatter {
     pub secrets: std::collections::BTreeMap<String, SecretSource>,
 }
 
-/// Where a declared secret's value comes from and where it may go.
+/// Where a declared secret's value comes from and where it may go (a
+/// SKILL.md's, a spec skill entry's, a spec sandbox's `secrets`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
@@ -30,6 +31,30 @@ pub struct SecretSource {
     pub from_env: String,
     /// Host-name rules of the destinations that get it.
     pub hosts: Vec<String>,
+}
+
+impl SecretSource {
+    /// The secret `name`, its value read with `env`; an unset or empty
+    /// variable is an error naming it.
+    pub fn read(
+        &self,
+        name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<crate::net::SecretConfig, String> {
+        let value = env(&self.from_env)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "secret `{name}`: the host's `{}` is unset or empty",
+                    self.from_env
+                )
+            })?;
+        Ok(crate::net::SecretConfig {
+            name: name.into(),
+            value,
+            hosts: self.hosts.clone(),
+        })
+    }
 }
 
 /// `(name, description)` from a SKILL.md's front matter, when present.

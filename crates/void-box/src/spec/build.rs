@@ -127,21 +127,11 @@ impl Base {
     fn add_secrets(
         &mut self,
         spec: &Spec,
-        secrets: &BTreeMap<String, Sp<super::model::SecretSpec>>,
+        secrets: &BTreeMap<String, Sp<crate::skill::SecretSource>>,
         env: Env,
     ) {
         for (name, s) in secrets {
             self.config.secrets.retain(|c| &c.name != name);
-            let value = env(&s.value.from_env).filter(|v| !v.is_empty());
-            if value.is_none() && self.missing_secret.is_none() {
-                self.missing_secret = Some((
-                    spec.at(s, name),
-                    format!(
-                        "secret `{name}`: the host's `{}` is unset or empty",
-                        s.value.from_env
-                    ),
-                ));
-            }
             self.secrets_view.insert(
                 name.clone(),
                 format!(
@@ -150,11 +140,14 @@ impl Base {
                     s.value.hosts.join(", ")
                 ),
             );
-            self.config.secrets.push(crate::net::SecretConfig {
-                name: name.clone(),
-                value: value.unwrap_or_default(),
-                hosts: s.value.hosts.clone(),
-            });
+            match s.value.read(name, env) {
+                Ok(secret) => self.config.secrets.push(secret),
+                Err(message) => {
+                    if self.missing_secret.is_none() {
+                        self.missing_secret = Some((spec.at(s, name), message));
+                    }
+                }
+            }
         }
     }
 

@@ -79,7 +79,7 @@ pub(crate) struct SandboxSpec {
     #[serde(default)]
     pub ports: Vec<crate::net::PortMap>,
     #[serde(default)]
-    pub secrets: BTreeMap<String, Sp<SecretSpec>>,
+    pub secrets: BTreeMap<String, Sp<crate::skill::SecretSource>>,
     // Seed fields we cannot honour yet: parsed so the error can name them.
     #[serde(default)]
     pub guest_image: Option<Sp<Value>>,
@@ -175,19 +175,9 @@ pub(crate) struct BoxSandbox {
     #[serde(default)]
     pub volumes: Vec<Sp<VolumeSpec>>,
     #[serde(default)]
-    pub secrets: BTreeMap<String, Sp<SecretSpec>>,
+    pub secrets: BTreeMap<String, Sp<crate::skill::SecretSource>>,
     #[serde(default)]
     pub snapshot: Option<Sp<Value>>,
-}
-
-/// `secrets: {NAME: {from_env: VAR, hosts: [api.github.com]}}`: the guest's
-/// `NAME` holds a placeholder, and requests to `hosts` get the host's
-/// `VAR` in its place at the network edge.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SecretSpec {
-    pub from_env: String,
-    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
