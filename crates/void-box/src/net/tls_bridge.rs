@@ -209,9 +209,11 @@ mod tests {
                 .with_root_certificates(guest_roots)
                 .with_no_client_auth(),
         );
-        let mut guest =
-            ClientConnection::new(guest_config, ServerName::try_from(name).unwrap()).unwrap();
-        let mut dest = ServerConnection::new(dest_config).unwrap();
+        let mut guest: Connection =
+            ClientConnection::new(guest_config, ServerName::try_from(name).unwrap())
+                .unwrap()
+                .into();
+        let mut dest: Connection = ServerConnection::new(dest_config).unwrap().into();
         let mut bridge = TlsBridge::new(
             edge.guest_side(name).unwrap(),
             edge.upstream(),
@@ -239,12 +241,11 @@ mod tests {
                 let wire = std::mem::take(&mut g2b);
                 bridge.on_guest_bytes(&wire, &mut b2g, &mut b2d).unwrap();
             }
-            let mut wire = &std::mem::take(&mut b2d)[..];
-            while !wire.is_empty() {
-                dest.read_tls(&mut wire).unwrap();
-                dest.process_new_packets().unwrap();
-            }
-            let _ = read_plain(dest.reader(), &mut at_dest);
+            at_dest.extend(
+                open(&mut dest, &std::mem::take(&mut b2d), "dest")
+                    .unwrap()
+                    .0,
+            );
             if !answered && at_dest.windows(4).any(|w| w == b"\r\n\r\n") {
                 answered = true;
                 dest.writer()
@@ -258,12 +259,11 @@ mod tests {
                 let wire = std::mem::take(&mut d2b);
                 bridge.on_upstream_bytes(&wire, &mut b2g, &mut b2d).unwrap();
             }
-            let mut wire = &std::mem::take(&mut b2g)[..];
-            while !wire.is_empty() {
-                guest.read_tls(&mut wire).unwrap();
-                guest.process_new_packets().unwrap();
-            }
-            let _ = read_plain(guest.reader(), &mut at_guest);
+            at_guest.extend(
+                open(&mut guest, &std::mem::take(&mut b2g), "guest")
+                    .unwrap()
+                    .0,
+            );
         }
         let seen = String::from_utf8_lossy(&at_dest);
         assert!(seen.contains("Bearer real-value"), "{seen}");
