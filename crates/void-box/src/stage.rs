@@ -23,54 +23,61 @@ pub(crate) async fn in_fresh_sandbox<T>(
         boot: sandbox.boot_time(),
         accel: Some(sandbox.accel()),
     });
-    let outcome = forward_network(&sandbox, name, events, work(&sandbox)).await;
+    let mut trail = sandbox.network_events();
+    let outcome = forward_network(&sandbox, trail.as_mut(), name, events, work(&sandbox)).await;
     if let Err(e) = sandbox.shutdown().await {
         tracing::debug!(stage = name, "sandbox shutdown: {e}");
+    }
+    // What the network recorded up to its end, connections still open
+    // when the sandbox stopped included.
+    if let Some(trail) = trail.as_mut() {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            match trail.try_recv() {
+                Ok(connection) => emit_network(events, name, connection),
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
     }
     Ok(outcome)
 }
 
+fn emit_network(events: &EventSink, name: &str, connection: crate::net::NetworkEvent) {
+    events.emit(RunEvent::Network {
+        box_name: name.to_string(),
+        connection,
+    })
+}
+
 /// Runs `work`, passing the sandbox's network audit trail on as
-/// [`RunEvent::Network`] meanwhile (and what is left of it after).
+/// [`RunEvent::Network`] meanwhile.
 async fn forward_network<T>(
     sandbox: &Sandbox,
+    trail: Option<&mut tokio::sync::broadcast::Receiver<crate::net::NetworkEvent>>,
     name: &str,
     events: &EventSink,
     work: impl std::future::Future<Output = T>,
 ) -> T {
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    let Some(mut trail) = sandbox.network_events() else {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(trail) = trail else {
         return work.await;
     };
-    let emit = |connection| {
-        events.emit(RunEvent::Network {
-            box_name: name.to_string(),
-            connection,
-        })
-    };
     for port in sandbox.published_ports() {
-        emit(crate::net::NetworkEvent::published(port));
+        emit_network(events, name, crate::net::NetworkEvent::published(port));
     }
     tokio::pin!(work);
     let mut open = true;
-    let outcome = loop {
+    loop {
         tokio::select! {
             outcome = &mut work => break outcome,
             next = trail.recv(), if open => match next {
-                Ok(event) => emit(event),
+                Ok(event) => emit_network(events, name, event),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(stage = name, "{n} network events were dropped (too many too fast)");
                 }
                 Err(RecvError::Closed) => open = false,
             },
         }
-    };
-    loop {
-        match trail.try_recv() {
-            Ok(event) => emit(event),
-            Err(TryRecvError::Lagged(_)) => continue,
-            Err(_) => break,
-        }
     }
-    outcome
 }

@@ -780,3 +780,44 @@ except socket.timeout:\n    print('timeout')\""
     assert!(udp(false, tcp_only_port), "{events:?}");
     sandbox.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_still_open_when_the_sandbox_stops_is_in_the_trail() {
+    let (_registry, image) = python_image().await;
+    let server = echo_auth_server().await;
+    let policy = NetworkPolicy::rules(
+        &[format!("host.voidbox.internal:{}", server.port())],
+        &[] as &[&str],
+    )
+    .unwrap();
+    let sandbox = Sandbox::builder()
+        .image(&image)
+        .network(policy)
+        .build()
+        .await
+        .unwrap();
+    let mut trail = sandbox.network_events().unwrap();
+    // A process that connects, says so, and holds the connection open.
+    ok(
+        &sandbox,
+        &format!(
+            "setsid python3 -c 'import socket,time; s=socket.create_connection((\"host.voidbox.internal\",{})); \
+             open(\"/tmp/up\",\"w\").close(); time.sleep(600)' </dev/null >/dev/null 2>&1 & \
+             for i in $(seq 300); do [ -e /tmp/up ] && exit 0; sleep 0.1; done; exit 1",
+            server.port()
+        ),
+    )
+    .await;
+    sandbox.shutdown().await.unwrap();
+    let events = drain(&mut trail);
+    let held = find(&events, |e| {
+        e.kind == NetworkEventKind::Tcp && e.port == server.port()
+    })
+    .unwrap_or_else(|| panic!("no record of the open connection: {events:?}"));
+    assert!(held.allowed, "{held:?}");
+    assert_eq!(
+        held.error.as_deref(),
+        Some("the sandbox stopped with the connection open"),
+        "{held:?}"
+    );
+}

@@ -1,7 +1,9 @@
 //! Observability end to end: a two-stage pipeline with real VMs, exported
 //! over OTLP/HTTP to a receiver on 127.0.0.1 that decodes the protobuf
 //! with `opentelemetry-proto`. Its own test binary: it installs the global
-//! tracer and meter providers and the global subscriber.
+//! tracer and meter providers and the global subscriber. The second stage
+//! sends a secret through the edge: its real value must appear in no span
+//! and no log line.
 
 mod common;
 
@@ -14,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use common::mock_llm::{turn, MockLlmServer, Wire};
+use common::registry::TestRegistry;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -22,10 +25,12 @@ use prost::Message;
 use serde_json::json;
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
 use void_box::agent::VoidBox;
 use void_box::llm::{LlmProvider, MockScript, MockTurn};
 use void_box::observe::{ObserveConfig, Protocol, Telemetry};
 use void_box::pipeline::Pipeline;
+use void_box::skill::Skill;
 
 #[derive(Default)]
 struct Received {
@@ -59,6 +64,40 @@ async fn metrics(State(r): State<Shared>, body: Bytes) -> StatusCode {
         }
     }
     StatusCode::OK
+}
+
+/// Every log line at DEBUG and above, as `voidbox -v` would print them.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An HTTP server on loopback that answers `ok` and keeps the
+/// `Authorization` headers it was sent.
+async fn auth_recorder() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let keep = seen.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move |headers: HeaderMap| async move {
+            if let Some(v) = headers.get("authorization") {
+                keep.lock().unwrap().push(v.to_str().unwrap().to_string());
+            }
+            "ok"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, seen)
 }
 
 fn attr(span: &Span, key: &str) -> Option<AnyValue> {
@@ -102,8 +141,21 @@ async fn two_stage_pipeline_exports_its_span_tree_and_metrics() {
         metrics_interval: Duration::from_secs(3600),
     })
     .unwrap();
-    let subscriber = tracing_subscriber::registry().with(telemetry.layer());
+    let logs = Logs::default();
+    let log_writer = logs.clone();
+    let subscriber = tracing_subscriber::registry().with(telemetry.layer()).with(
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(move || log_writer.clone())
+            .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+    );
     tracing::subscriber::set_global_default(subscriber).unwrap();
+    let registry = TestRegistry::start();
+    registry.push("python", "latest", "python");
+    let (api_port, api_seen) = auth_recorder().await;
+    let api = format!("host.voidbox.internal:{api_port}");
+    let real = "ghp_observe-real-value-5f3a9c";
+    std::env::set_var("VB_OBSERVE_TOKEN", real);
 
     std::env::set_var("VB_OBSERVE_KEY", "sk-observe");
     let llm = MockLlmServer::with_turns([
@@ -119,10 +171,20 @@ async fn two_stage_pipeline_exports_its_span_tree_and_metrics() {
         .prompt("trace me")
         .build()
         .unwrap();
-    // Long enough for two guest telemetry samples.
+    // A request with the secret through the edge, then long enough for
+    // two guest telemetry samples.
+    let request = format!(
+        "curl -sS --max-time 20 -H \"Authorization: Bearer $API_TOKEN\" http://{api}/; sleep 2.5"
+    );
     let second = VoidBox::new("second")
+        .image(&registry.reference("python:latest"))
+        .skill(
+            Skill::cli("curl")
+                .network(&api)
+                .secret("API_TOKEN", "VB_OBSERVE_TOKEN", &[&api]),
+        )
         .llm(LlmProvider::mock(MockScript::new(vec![
-            MockTurn::default().call("bash", json!({"command": "sleep 2.5"})),
+            MockTurn::default().call("bash", json!({ "command": request })),
             MockTurn::text("second done"),
         ])))
         .build()
@@ -211,6 +273,35 @@ async fn two_stage_pipeline_exports_its_span_tree_and_metrics() {
             hex::encode(&tool.span_id)
         )
     );
+
+    // The secret went out swapped, and its value is in no span, span
+    // event or attribute, and in no log line.
+    assert_eq!(*api_seen.lock().unwrap(), [format!("Bearer {real}")]);
+    let second_tool = &result.stages[1].boxes[0]
+        .result
+        .as_ref()
+        .unwrap()
+        .tool_calls[0];
+    assert!(second_tool.summary.contains("ok"), "{second_tool:?}");
+    let network = named("sandbox.network");
+    assert!(
+        network
+            .iter()
+            .flat_map(|s| &s.events)
+            .any(|e| e.name == "network allowed"
+                && format!("{:?}", e.attributes).contains(&api_port.to_string())),
+        "the audit trail as span events: {network:?}"
+    );
+    assert!(
+        !format!("{:?}", r.spans).contains(real),
+        "a span holds the secret"
+    );
+    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(
+        logs.contains(&api_port.to_string()),
+        "the log capture works: {logs}"
+    );
+    assert!(!logs.contains(real), "a log line holds the secret: {logs}");
 
     for metric in [
         "voidbox.stage.duration",

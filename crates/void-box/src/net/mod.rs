@@ -305,6 +305,13 @@ impl Egress {
         self.events.subscribe()
     }
 
+    /// Stops serving and waits (briefly) until the records of what was
+    /// still open are in the trail.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task).await;
+    }
+
     /// The published ports, with the host ports they got.
     pub fn published(&self) -> &[PortMap] {
         &self.published

@@ -458,6 +458,12 @@ impl Conn {
         moved
     }
 
+    /// Its record when the sandbox stops before it closes.
+    pub fn stopped(&mut self, why: &str) -> NetworkEvent {
+        self.error.get_or_insert_with(|| why.to_string());
+        self.record()
+    }
+
     fn record(&self) -> NetworkEvent {
         let allowed = self.denied.is_none();
         NetworkEvent {

@@ -691,6 +691,32 @@ impl Stack {
     }
 }
 
+/// The sandbox stopped (the link closed or the task was aborted): what
+/// was still open gets its audit record now, so the trail holds every
+/// connection, not only those that closed in time.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        const STOPPED: &str = "the sandbox stopped with the connection open";
+        for conn in self.conns.values_mut() {
+            self.audit.record(conn.stopped(STOPPED));
+        }
+        for held in self.held.values() {
+            let reason = held.meta.decision.reason.clone();
+            let event = refused_tcp(&held.meta, reason, Some(STOPPED.into()));
+            self.audit.record(NetworkEvent {
+                allowed: true,
+                ..event
+            });
+        }
+        let now = Instant::now();
+        for dest in self.udp_dests.values_mut() {
+            for event in dest.close_idle(now, true) {
+                self.audit.record(event);
+            }
+        }
+    }
+}
+
 fn in_guest_subnet(addr: Ipv4Addr) -> bool {
     let mask = u32::MAX << (32 - PREFIX_LEN);
     u32::from(addr) & mask == u32::from(GATEWAY_ADDR) & mask

@@ -437,13 +437,16 @@ impl Sandbox {
 
     /// Powers the guest off and waits for the VM to end (killing it if it
     /// does not within a few seconds). Everything is cleaned up either way.
-    pub async fn shutdown(self) -> Result<()> {
+    pub async fn shutdown(mut self) -> Result<()> {
         if self.client.failure().is_none() {
             if let Ok(mut stream) = self.client.open(HostMsg::Shutdown) {
                 let _ = tokio::time::timeout(Duration::from_secs(5), stream.recv()).await;
             }
         }
         self.vm.stop(Duration::from_secs(5)).await;
+        if let Some(egress) = self.egress.take() {
+            egress.stop().await;
+        }
         Ok(())
     }
 }
