@@ -6,43 +6,16 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use common::net::{drain, echo_auth_server, find, ok, python_image, run};
+use common::net::{
+    drain, echo_auth_server, find, http_server, ok, python_image, run, silent_server,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use void_box::net::{NetworkEventKind, NetworkLimits, NetworkPolicy};
+use void_box::net::{NetworkEventKind, NetworkPolicy};
 use void_box::{Exec, Sandbox};
-
-/// An HTTP server on `addr` answering every request with `body`.
-async fn http_server(addr: &str, body: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let at = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    at
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_policy_lets_through_what_it_allows_and_refuses_the_rest() {
@@ -175,15 +148,18 @@ async fn the_policy_lets_through_what_it_allows_and_refuses_the_rest() {
             .contains("no rule allows host.voidbox.internal"),
         "{all}"
     );
+    // The host's address is refused as a private one where it is private
+    // (a cloud VM's 10.x) and as the host's own where it is not.
+    let host_says: &[&str] = &["is one of the host's own addresses", "loopback, private"];
     for (addr, says) in [
-        ("10.0.2.2", "own network"),
-        ("169.254.169.254", "link-local"),
-        (host_ip.as_str(), ""),
+        ("10.0.2.2", &["own network"][..]),
+        ("169.254.169.254", &["link-local"][..]),
+        (host_ip.as_str(), host_says),
     ] {
         let addr: IpAddr = addr.parse().unwrap();
         let e = find(&events, |e| !e.allowed && e.address == Some(addr))
             .unwrap_or_else(|| panic!("no denied event for {addr} in:\n{all}"));
-        assert!(e.reason.contains(says), "{all}");
+        assert!(says.iter().any(|s| e.reason.contains(s)), "{all}");
     }
     assert!(
         find(&events, |e| e.kind == NetworkEventKind::Dns
@@ -281,100 +257,6 @@ async fn without_a_network_there_is_no_device_and_with_rules_only_what_they_name
         public.stdout_text()
     );
     sandbox.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_flooding_guest_is_held_to_its_limits_and_its_neighbour_is_not_slowed() {
-    let (_registry, image) = python_image().await;
-    // A server that accepts and never reads or answers.
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = silent.accept().await {
-            held.push(conn);
-        }
-    });
-    let answering = http_server("127.0.0.1:0", "still here").await;
-    let rules = |port: u16| {
-        NetworkPolicy::rules(&[format!("host.voidbox.internal:{port}")], &[] as &[&str]).unwrap()
-    };
-    let limits = NetworkLimits {
-        max_connections: 16,
-        ..NetworkLimits::default()
-    };
-    let flooder = Sandbox::builder()
-        .image(&image)
-        .network(
-            NetworkPolicy::rules(
-                &[format!("host.voidbox.internal:{silent_port}")],
-                &[] as &[&str],
-            )
-            .unwrap()
-            .with_limits(limits),
-        )
-        .build()
-        .await
-        .unwrap();
-    let neighbour = Sandbox::builder()
-        .network(rules(answering.port()))
-        .build()
-        .await
-        .unwrap();
-    let rss_before = rss_kib();
-    // 200 connections, each pushing 4 MiB at a server that never reads,
-    // and a flood of 50,000 UDP datagrams.
-    let flood = format!(
-        "python3 -c \"import socket, threading\nopened, refused = 0, 0\nsocks = []\nfor i in range(200):\n    try:\n        s = socket.create_connection(('host.voidbox.internal', {silent_port}), timeout=10)\n        s.setblocking(False)\n        socks.append(s); opened += 1\n    except OSError:\n        refused += 1\nblob = b'x' * (4 << 20)\nfor s in socks:\n    try: s.send(blob)\n    except OSError: pass\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(50000):\n    try: u.sendto(b'y' * 1000, ('10.0.2.2', 9))\n    except OSError: pass\nprint(opened, refused)\""
-    );
-    let flooding = flooder.exec(Exec::shell(flood).timeout(Duration::from_secs(300)));
-    let neighbour_ok = async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let started = std::time::Instant::now();
-        let out = neighbour
-            .exec(Exec::shell(format!(
-                "wget -q -O - http://host.voidbox.internal:{}/",
-                answering.port()
-            )))
-            .await
-            .unwrap();
-        (out.stdout_text(), started.elapsed())
-    };
-    let (flood_out, (neighbour_out, neighbour_took)) = tokio::join!(flooding, neighbour_ok);
-    let flood_out = flood_out.unwrap();
-    let counts: Vec<u32> = flood_out
-        .stdout_text()
-        .split_whitespace()
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    assert_eq!(
-        counts.len(),
-        2,
-        "{}{}",
-        flood_out.stdout_text(),
-        flood_out.stderr_text()
-    );
-    assert_eq!(counts[0], 16, "at most max_connections open");
-    assert_eq!(counts[1], 184);
-    assert_eq!(neighbour_out, "still here");
-    assert!(
-        neighbour_took < Duration::from_secs(30),
-        "{neighbour_took:?}"
-    );
-    let grown_mib = (rss_kib().saturating_sub(rss_before)) / 1024;
-    // 16 connections × 256 KiB each way at most in buffers, plus slack.
-    assert!(grown_mib < 64, "host RSS grew by {grown_mib} MiB");
-    flooder.shutdown().await.unwrap();
-    neighbour.shutdown().await.unwrap();
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -784,7 +666,10 @@ except socket.timeout:\n    print('timeout')\""
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_still_open_when_the_sandbox_stops_is_in_the_trail() {
     let (_registry, image) = python_image().await;
-    let server = echo_auth_server().await;
+    // A server that never closes: the guest's side ends when its process
+    // is killed at shutdown (a FIN may still get out), the host's stays
+    // open, so the connection is open when the sandbox stops.
+    let server = silent_server().await;
     let policy = NetworkPolicy::rules(
         &[format!("host.voidbox.internal:{}", server.port())],
         &[] as &[&str],

@@ -57,6 +57,49 @@ pub fn find(
     events.iter().find(|e| what(e))
 }
 
+/// An HTTP server on `addr` answering every request with `body`.
+pub async fn http_server(addr: &str, body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let at = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    at
+}
+
+/// A server on loopback that accepts connections and holds them, never
+/// reading, answering or closing.
+pub async fn silent_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    at
+}
+
 /// An HTTP server answering each request (keep-alive) with the request's
 /// `Authorization` header.
 pub async fn echo_auth_server() -> SocketAddr {
