@@ -314,6 +314,8 @@ async fn two_stage_pipeline_exports_its_span_tree_and_metrics() {
         "voidbox.exec.duration",
         "voidbox.guest.cpu.utilization",
         "voidbox.guest.memory.used",
+        "voidbox.network.attempts",
+        "voidbox.network.io",
     ] {
         assert!(
             r.metrics.iter().any(|m| m == metric),

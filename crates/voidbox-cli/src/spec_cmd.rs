@@ -11,8 +11,10 @@ use void_box::spec::{self, Spec, SpecError};
 /// What a spec may take from the host beyond the default.
 #[derive(Args, Debug, Clone, Default)]
 pub struct HostAccessArgs {
-    /// Let the spec's `env: {NAME: ""}` copy this host variable into the
-    /// guest although it looks like a credential (repeatable).
+    /// Let the spec use this host variable: its `env: {NAME: ""}` may copy
+    /// it into the guest although it looks like a credential, and its
+    /// `secrets` (and its skills') may send it to the hosts they name
+    /// (repeatable).
     #[arg(long = "pass-env", value_name = "NAME")]
     pass_env: Vec<String>,
     /// Let `file:` skills read files outside the spec's directory.

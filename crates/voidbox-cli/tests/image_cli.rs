@@ -331,7 +331,6 @@ fn the_seeds_hn_researcher_runs_against_a_stand_in_api_allowed_by_one_rule() {
             .args(extra)
             .arg("--image")
             .arg(format!("{}/python:latest", registry.address))
-            .args(["--output", "json"])
             .env("HN_API", format!("http://{rule}/v0"))
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("OLLAMA_MODEL")
@@ -340,7 +339,7 @@ fn the_seeds_hn_researcher_runs_against_a_stand_in_api_allowed_by_one_rule() {
         let (stdout, stderr) = text(&out);
         (out.status.success(), stdout, stderr)
     };
-    let (ok, stdout, stderr) = run(&["--allow", &rule]);
+    let (ok, stdout, stderr) = run(&["--allow", &rule, "--output", "json"]);
     assert!(ok, "{stdout}{stderr}");
     let events: Vec<serde_json::Value> = stdout
         .lines()
@@ -370,10 +369,13 @@ fn the_seeds_hn_researcher_runs_against_a_stand_in_api_allowed_by_one_rule() {
     );
     assert!(network.iter().all(|c| c["allowed"] == true), "{network:?}");
 
-    // Without the rule the same run cannot reach the host.
-    let (_, stdout, _) = run(&[]);
-    assert!(
-        stdout.contains("\"allowed\":false") && !stdout.contains("Show HN"),
-        "{stdout}"
-    );
+    // Without the rule the same run cannot reach the host, and the
+    // people's output says so on the box's `net` line.
+    let (_, stdout, stderr) = run(&[]);
+    let shown = format!("{stdout}{stderr}");
+    // (without the rule the alias does not even resolve)
+    let refused = shown.lines().any(|l| {
+        l.contains("[vm:hackernews-researcher] net denied ") && l.contains("host.voidbox.internal")
+    });
+    assert!(refused && !shown.contains("Show HN"), "{shown}");
 }

@@ -2,6 +2,7 @@
 //! loop limits, permissions and hooks, and the one [`SandboxConfig`] its
 //! stages boot.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,7 @@ pub(super) struct Config {
     pub files: Vec<GuestFile>,
     pub claude_code_command: String,
     pub output_file: Option<String>,
+    pub secret_env: Option<BTreeSet<String>>,
 }
 
 impl Config {
@@ -87,6 +89,7 @@ impl Config {
             files: Vec::new(),
             claude_code_command: "claude".into(),
             output_file: None,
+            secret_env: None,
         }
     }
 
@@ -338,6 +341,18 @@ impl VoidBoxBuilder {
     /// One over [`MAX_OUTPUT_FILE`](super::MAX_OUTPUT_FILE) fails the run.
     pub fn output_file(mut self, path: &str) -> Self {
         self.config.output_file = Some(tools::guest_path(path));
+        self
+    }
+
+    /// Only these host variables may be read for the secrets its skills
+    /// declare (a spec from elsewhere gets `voidbox run --pass-env`'s
+    /// list); without this call, any may.
+    pub fn secret_env<I, S>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.secret_env = Some(vars.into_iter().map(Into::into).collect());
         self
     }
 

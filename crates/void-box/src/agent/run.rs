@@ -124,9 +124,12 @@ impl VoidBox {
                     source,
                 }
             })?;
-        let secrets = crate::skill::declared_secrets(&self.inner.config.skills, &docs, &|k| {
-            std::env::var(k).ok()
-        })
+        let secrets = crate::skill::declared_secrets(
+            &self.inner.config.skills,
+            &docs,
+            &|k| std::env::var(k).ok(),
+            self.inner.config.secret_env.as_ref(),
+        )
         .map_err(|source| AgentError::Skill {
             box_name: name.into(),
             source,

@@ -3,7 +3,7 @@
 //! them as span events) and to the metrics.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -104,11 +104,24 @@ impl NetworkEvent {
     }
 }
 
+/// Refusals reported one by one: a burst of this many, then this many a
+/// second. A guest refused faster than that (a connect loop, a scan) is
+/// summed up in one event, so it cannot flood the run's output, logs and
+/// saved runs; the metrics still count every attempt.
+const REFUSAL_BURST: f64 = 64.0;
+const REFUSALS_PER_SECOND: f64 = 16.0;
+
 /// Where a stack reports its events.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Audit {
     events: broadcast::Sender<NetworkEvent>,
     sandbox_id: String,
+    /// Refusals that may still be reported one by one, refilled with time.
+    budget: f64,
+    refilled: Instant,
+    /// Refusals dropped since the last one reported, and the last's kind.
+    unreported: u64,
+    unreported_kind: NetworkEventKind,
 }
 
 impl Audit {
@@ -116,10 +129,71 @@ impl Audit {
         Audit {
             events,
             sandbox_id: sandbox_id.to_string(),
+            budget: REFUSAL_BURST,
+            refilled: Instant::now(),
+            unreported: 0,
+            unreported_kind: NetworkEventKind::Tcp,
         }
     }
 
-    pub fn record(&self, event: NetworkEvent) {
+    /// Reports `event`; a refusal beyond the budget is only counted.
+    pub fn record(&mut self, event: NetworkEvent) {
+        crate::observe::metrics::network_event(&event);
+        if !event.allowed {
+            let now = Instant::now();
+            let refill = now.duration_since(self.refilled).as_secs_f64() * REFUSALS_PER_SECOND;
+            self.budget = (self.budget + refill).min(REFUSAL_BURST);
+            self.refilled = now;
+            if self.budget < 1.0 {
+                self.unreported += 1;
+                self.unreported_kind = event.kind;
+                return;
+            }
+            self.budget -= 1.0;
+        }
+        self.finish();
+        self.emit(event);
+    }
+
+    /// Reports the refusals not yet reported, summed up in one event.
+    pub fn finish(&mut self) {
+        if self.unreported == 0 {
+            return;
+        }
+        let n = std::mem::take(&mut self.unreported);
+        self.emit(NetworkEvent {
+            kind: self.unreported_kind,
+            allowed: false,
+            reason: format!(
+                "{n} more refused attempts, not reported one by one \
+                 (more than {REFUSALS_PER_SECOND} a second)"
+            ),
+            host: None,
+            address: None,
+            port: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration: Duration::ZERO,
+            error: None,
+        });
+    }
+
+    /// Reports a published port to tracing and the metrics only: the
+    /// run's events have it from the sandbox's own list, whenever they
+    /// subscribe.
+    pub fn published(&self, port: super::PortMap) {
+        let event = NetworkEvent::published(port);
+        crate::observe::metrics::network_event(&event);
+        self.trace(&event);
+    }
+
+    fn emit(&self, event: NetworkEvent) {
+        self.trace(&event);
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    fn trace(&self, event: &NetworkEvent) {
         tracing::info!(
             voidbox.sandbox_id = %self.sandbox_id,
             voidbox.net.kind = ?event.kind,
@@ -135,8 +209,54 @@ impl Audit {
             "network {}",
             if event.allowed { "allowed" } else { "denied" }
         );
-        crate::observe::metrics::network_event(&event);
-        // No subscriber is fine.
-        let _ = self.events.send(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(port: u16) -> NetworkEvent {
+        NetworkEvent {
+            kind: NetworkEventKind::Tcp,
+            allowed: false,
+            reason: "no rule allows it".into(),
+            host: None,
+            address: None,
+            port,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration: Duration::ZERO,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_storm_of_refusals_is_summed_up_and_allowed_events_always_pass() {
+        let (tx, mut rx) = broadcast::channel(4096);
+        let mut audit = Audit::new(tx, "vm-test");
+        for port in 1..=1000 {
+            audit.record(refusal(port));
+        }
+        let allowed = NetworkEvent {
+            allowed: true,
+            ..refusal(1)
+        };
+        audit.record(allowed.clone());
+        audit.finish();
+        let mut got = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            got.push(e);
+        }
+        // The burst one by one (a little refill while the loop ran at
+        // most), then the rest summed up before the allowed event.
+        let one_by_one = got.iter().take_while(|e| e.port != 0).count();
+        assert!((64..=70).contains(&one_by_one), "{one_by_one}");
+        let summary = &got[one_by_one];
+        assert!(!summary.allowed);
+        let n: usize = summary.reason.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(one_by_one + n, 1000, "{}", summary.reason);
+        assert_eq!(got[one_by_one + 1], allowed);
+        assert_eq!(got.len(), one_by_one + 2, "finish had nothing left");
     }
 }

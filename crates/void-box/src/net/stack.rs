@@ -156,6 +156,14 @@ pub(crate) async fn run(
     let mut io = JoinSet::new();
     io.spawn(frames::read(read, rx_tx));
     io.spawn(frames::write(write, tx_rx, wake.clone()));
+    for (listener, guest) in &listeners {
+        if let Ok(at) = listener.local_addr() {
+            audit.published(super::PortMap {
+                guest: *guest,
+                host: at.port(),
+            });
+        }
+    }
     let max_pending = limits.max_connections as usize + dns::MAX_IN_FLIGHT;
     let (done_tx, mut done_rx) = mpsc::channel(max_pending);
     for (listener, guest_port) in listeners {
@@ -714,6 +722,7 @@ impl Drop for Stack {
                 self.audit.record(event);
             }
         }
+        self.audit.finish();
     }
 }
 

@@ -148,12 +148,14 @@ pub fn declared_network(skills: &[Skill], docs: &[SkillDoc]) -> Result<Vec<Rule>
 }
 
 /// Every secret `skills` declare (documents already resolved into `docs`),
-/// its value read with `env` from the host's environment: what declaring
-/// them adds to the box. A name declared twice must say the same thing.
+/// its value read with `env` from the host's environment, and only from
+/// the `granted` variables when there is such a list: what declaring them
+/// adds to the box. A name declared twice must say the same thing.
 pub fn declared_secrets(
     skills: &[Skill],
     docs: &[SkillDoc],
     env: &dyn Fn(&str) -> Option<String>,
+    granted: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Vec<SecretConfig>, SkillError> {
     let declared = docs
         .iter()
@@ -177,7 +179,7 @@ pub fn declared_secrets(
             }
             continue;
         }
-        let config = source.read(name, env).map_err(fail)?;
+        let config = source.read(name, env, granted).map_err(fail)?;
         config.check().map_err(fail)?;
         secrets.push((config, source));
     }
@@ -344,17 +346,32 @@ mod tests {
             "JQ_HOST_KEY" => Some("jq_y".to_string()),
             _ => None,
         };
-        let secrets = declared_secrets(&skills, &docs, &env).unwrap();
+        let secrets = declared_secrets(&skills, &docs, &env, None).unwrap();
         let got: Vec<(&str, &str)> = secrets
             .iter()
             .map(|s| (s.name.as_str(), s.value.as_str()))
             .collect();
         assert_eq!(got, [("GITHUB_TOKEN", "ghp_x"), ("JQ_KEY", "jq_y")]);
-        assert!(declared_secrets(&[], &[], &env).unwrap().is_empty());
-        let err = declared_secrets(&skills, &docs, &|_| None).unwrap_err();
+        assert!(declared_secrets(&[], &[], &env, None).unwrap().is_empty());
+        let err = declared_secrets(&skills, &docs, &|_| None, None).unwrap_err();
         assert!(err.message.contains("`GH_PAT` is unset"), "{err:?}");
         let bad = vec![Skill::cli("x").secret("T", "V", &["10.0.0.1"])];
-        let err = declared_secrets(&bad, &[], &|_| Some("v".into())).unwrap_err();
+        let err = declared_secrets(&bad, &[], &|_| Some("v".into()), None).unwrap_err();
         assert!(err.message.contains("not a host name"), "{err:?}");
+        // With a grant list, only the variables it names are read.
+        let only_jq = ["JQ_HOST_KEY".to_string()].into();
+        let err = declared_secrets(&skills, &docs, &env, Some(&only_jq)).unwrap_err();
+        assert!(
+            err.message.contains("`GH_PAT` to api.github.com")
+                && err.message.contains("--pass-env GH_PAT"),
+            "{err:?}"
+        );
+        let both = ["JQ_HOST_KEY".to_string(), "GH_PAT".to_string()].into();
+        assert_eq!(
+            declared_secrets(&skills, &docs, &env, Some(&both))
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

@@ -35,12 +35,24 @@ pub struct SecretSource {
 
 impl SecretSource {
     /// The secret `name`, its value read with `env`; an unset or empty
-    /// variable is an error naming it.
+    /// variable is an error naming it. With `granted` (what a spec from
+    /// elsewhere was given: `voidbox run --pass-env`), a variable it does
+    /// not name is refused: the secret would send the host's credential
+    /// to hosts of the declarer's choosing.
     pub fn read(
         &self,
         name: &str,
         env: &dyn Fn(&str) -> Option<String>,
+        granted: Option<&std::collections::BTreeSet<String>>,
     ) -> Result<crate::net::SecretConfig, String> {
+        if granted.is_some_and(|g| !g.contains(&self.from_env)) {
+            return Err(format!(
+                "secret `{name}` would send the host's `{var}` to {hosts}, which was not \
+                 granted: `voidbox run --pass-env {var}` grants it (Rust: VoidBox::secret_env)",
+                var = self.from_env,
+                hosts = self.hosts.join(", ")
+            ));
+        }
         let value = env(&self.from_env)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {

@@ -140,7 +140,7 @@ impl Base {
                     s.value.hosts.join(", ")
                 ),
             );
-            match s.value.read(name, env) {
+            match s.value.read(name, env, Some(&spec.access.pass_env)) {
                 Ok(secret) => self.config.secrets.push(secret),
                 Err(message) => {
                     if self.missing_secret.is_none() {
@@ -332,7 +332,8 @@ fn make_box(
     };
     let mut vbox = VoidBox::new(input.name)
         .prompt(input.prompt)
-        .sandbox(base.config.clone());
+        .sandbox(base.config.clone())
+        .secret_env(spec.access.pass_env.iter().cloned());
     for s in &skills {
         vbox = vbox.skill(s.clone());
     }

@@ -13,8 +13,10 @@ use super::{Spec, SpecError};
 /// `--allow-host-files`, `--allow RULE`, `--image REF`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostAccess {
-    /// Variables `env: {NAME: ""}` may copy from the host although their
-    /// names look like credentials.
+    /// Host variables the spec may use: `env: {NAME: ""}` may copy them
+    /// although their names look like credentials, and secrets (the
+    /// spec's and its skills') may send them to the hosts they name; no
+    /// secret reads a variable not listed here.
     pub pass_env: BTreeSet<String>,
     /// `file:` skills may name files outside the spec's directory.
     pub files_outside: bool,

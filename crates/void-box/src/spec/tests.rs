@@ -548,7 +548,25 @@ fn secrets_come_from_the_host_environment_and_never_show() {
         )
     };
     let good = spec("    GITHUB_TOKEN:\n      from_env: HOST_GH\n      hosts: [api.github.com]");
-    let parsed = parse(&good, "w.yaml").unwrap();
+    // A spec sends a host variable to hosts of its choosing only when
+    // `--pass-env` grants that variable.
+    let e = build_with(
+        &parse(&good, "w.yaml").unwrap(),
+        &[("HOST_GH", "ghp_secret_value")],
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.message.contains("`HOST_GH` to api.github.com")
+            && e.message.contains("--pass-env HOST_GH"),
+        "{e}"
+    );
+    assert_eq!(e.line, 6, "at the secret's entry: {e}");
+    let granted = |vars: &[&str]| HostAccess {
+        pass_env: vars.iter().map(|v| v.to_string()).collect(),
+        ..HostAccess::default()
+    };
+    let parsed = parse_with(&good, "w.yaml", granted(&["HOST_GH"])).unwrap();
     let (_, r) = build_with(&parsed, &[("HOST_GH", "ghp_secret_value")]).unwrap();
     let view = serde_json::to_string(&r).unwrap();
     assert!(!view.contains("ghp_secret_value"), "{view}");
@@ -562,9 +580,10 @@ fn secrets_come_from_the_host_environment_and_never_show() {
     assert_eq!(e.line, 6, "at the secret's entry: {e}");
     // An address is not a host a secret may go to.
     let e = build_with(
-        &parse(
+        &parse_with(
             &spec("    T:\n      from_env: V\n      hosts: [10.0.0.1]"),
             "w.yaml",
+            granted(&["V"]),
         )
         .unwrap(),
         &[("V", "x")],
