@@ -68,11 +68,12 @@ pub async fn run(
     mut rx: mpsc::UnboundedReceiver<HostMsg>,
     reply: Reply,
 ) {
-    if let Err(message) = policy::check_command(&ctx.config.allowed_commands, &req.program) {
+    let live = ctx.live();
+    if let Err(message) = policy::check_command(&live.allowed_commands, &req.program) {
         reply.error(ErrorKind::NotAllowed, message).await;
         return;
     }
-    let limits = req.limits.or(ctx.config.limits);
+    let limits = req.limits.or(live.limits);
     let cgroup = match ctx.cgroups.as_ref().map(|c| c.create()).transpose() {
         Ok(cgroup) => cgroup,
         Err(e) => {
@@ -250,7 +251,7 @@ fn spawn(
     tokio::sync::oneshot::Receiver<crate::reaper::ChildExit>,
     ProcessIo,
 )> {
-    let env = environment(&ctx.config.env, &req.env);
+    let env = environment(&ctx.live().env, &req.env);
     let cwd = req
         .cwd
         .as_deref()

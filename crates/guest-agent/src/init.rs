@@ -104,6 +104,45 @@ pub fn set_clock(unix_time_ns: u64) {
     }
 }
 
+/// Mixes `entropy` from the host into the kernel's generator, credited,
+/// and has the generator reseed from it at once: a restored VM must not go
+/// on with the random stream of the VM it was saved from (and of its other
+/// copies). The reseed also moves the generation that the vDSO's
+/// `getrandom` checks, so processes' cached states are dropped too.
+pub fn reseed_random(entropy: &[u8; 32]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // linux/random.h: RNDADDENTROPY = _IOW('R', 0x03, int[2]),
+    // RNDRESEEDCRNG = _IO('R', 0x07); libc does not name them.
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    #[repr(C)]
+    struct PoolInfo {
+        entropy_count: libc::c_int,
+        buf_size: libc::c_int,
+        buf: [u8; 32],
+    }
+    let info = PoolInfo {
+        entropy_count: 256,
+        buf_size: 32,
+        buf: *entropy,
+    };
+    let urandom = fs::OpenOptions::new().write(true).open("/dev/urandom")?;
+    let fd = urandom.as_raw_fd();
+    // SAFETY: `fd` is open for the whole call; RNDADDENTROPY reads a
+    // rand_pool_info (two ints, then `buf_size` bytes) from `info`, which
+    // is repr(C), fully initialised and outlives the call; RNDRESEEDCRNG
+    // takes no argument.
+    let done = unsafe {
+        libc::ioctl(fd, RNDADDENTROPY as _, &info as *const PoolInfo) == 0
+            && libc::ioctl(fd, RNDRESEEDCRNG as _) == 0
+    };
+    if done {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Writes one line to the console (the VM's serial port).
 pub fn log(message: &str) {
     eprintln!("voidbox-agent: {message}");

@@ -2,11 +2,12 @@
 //!
 //! Runs as PID 1 in every sandbox VM: prepares the guest (mounts, hostname,
 //! configuration), reaps every process, and serves the host's requests over
-//! AF_VSOCK after an authenticated handshake. It must never exit: PID 1
+//! its virtio-serial port after an authenticated handshake. It must never exit: PID 1
 //! exiting panics the guest kernel, so fatal errors reboot the VM instead
 //! (QEMU runs with `-no-reboot`, so a reboot ends it).
 
 mod cgroup;
+mod channel;
 mod context;
 mod exec;
 mod files;
@@ -32,6 +33,11 @@ fn main() {
         Ok(root) => root,
         Err(e) => init::fatal(&format!("preparing the command root failed: {e}")),
     };
+    // The host's name for the port arrives shortly after the device.
+    let channel = match channel::Channel::open(std::time::Duration::from_secs(10)) {
+        Ok(channel) => channel,
+        Err(e) => init::fatal(&format!("cannot open the host's port: {e}")),
+    };
     // At least two workers: with one vCPU, one blocked worker would leave
     // no one to answer heartbeats.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
@@ -48,7 +54,7 @@ fn main() {
         let ctx = Arc::new(context::AgentContext::new(config, root, reaper, is_init)?);
         // Booted: from here on the agent and all it starts run filtered.
         seccomp::CommandFilter::new()?.install()?;
-        server::serve(ctx).await
+        server::serve(ctx, channel).await
     });
     match result {
         Ok(()) => init::power_off(),

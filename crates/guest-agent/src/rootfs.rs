@@ -156,6 +156,27 @@ fn install_edge_ca(root: &CommandRoot, pem: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// A restored VM's edge CA in place of the saved one's: the old CA's
+/// certificate leaves the system bundle, the new one's joins it, and the
+/// CA's own file holds the new one (or goes, without one).
+pub fn replace_edge_ca(root: &CommandRoot, old: Option<&str>, new: Option<&str>) -> io::Result<()> {
+    let file = |path: &str| -> io::Result<PathBuf> {
+        let (dir, name) = path.rsplit_once('/').expect("an absolute path");
+        Ok(root.real_dir(dir)?.join(name))
+    };
+    if let Some(old) = old {
+        let bundle = file(CA_BUNDLE_PATH)?;
+        let old = format!("{}\n", old.trim_end());
+        let contents = fs::read_to_string(&bundle).unwrap_or_default();
+        fs::write(&bundle, contents.replacen(&old, "", 1))?;
+        let _ = fs::remove_file(file(EDGE_CA_PATH)?);
+    }
+    match new {
+        Some(pem) => install_edge_ca(root, pem),
+        None => Ok(()),
+    }
+}
+
 /// Points the command root's resolver at the host's DNS server. Whatever
 /// the image had there (often a symlink into `/run`) is replaced in its
 /// overlay; `/etc/hosts` gets the loopback names if the image has none.

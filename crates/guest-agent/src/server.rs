@@ -1,9 +1,14 @@
-//! Accepts host connections, authenticates them, and dispatches requests.
+//! Serves the host over the agent's port: one session after another, each
+//! opened by an authenticated handshake, its requests dispatched.
 //!
 //! Each request runs in its own task, so a long exec never blocks the
 //! others. Follow-up messages (stdin, credit, cancel, resize, file chunks)
 //! are routed to the task that owns the request id. Everything the tasks
-//! send goes through one writer task per connection.
+//! send goes through one writer task per session.
+//!
+//! A session ends when its host goes away, on a protocol error, or when a
+//! saved VM is restored ([`HostMsg::Restored`]): the VM takes its new
+//! identity and the next session's handshake is under the new secret.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,48 +17,59 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 use void_box_protocol::auth::{self, Nonce, Side};
 use void_box_protocol::{
-    ErrorKind, ErrorReply, Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError, Secret,
-    AGENT_VSOCK_PORT, PROTOCOL_VERSION,
+    ErrorKind, ErrorReply, Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError, Restore, Secret,
+    PROTOCOL_VERSION,
 };
 
+use crate::channel::Channel;
 use crate::context::AgentContext;
-use crate::reply::Reply;
+use crate::reply::{Outgoing, Reply};
 use crate::{exec, files, init, telemetry};
 
-/// How long a new connection has to complete the handshake.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Frames queued for the writer before senders wait.
 const OUTBOX_DEPTH: usize = 64;
 
-/// Accepts connections forever.
-pub async fn serve(ctx: Arc<AgentContext>) -> io::Result<()> {
-    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_VSOCK_PORT))?;
+type Frames<R> = FramedRead<R, FrameCodec<HostMsg, GuestMsg>>;
+
+/// How a session ended.
+enum Ended {
+    /// The host went away, or broke the protocol.
+    Over,
+    /// This VM was restored from a saved one and has a new identity.
+    Restored,
+}
+
+/// Serves sessions on `channel` forever. A session's handshake waits
+/// without a deadline: the host is the only party on the port, and its
+/// side has the deadlines; a second challenge written while the first is
+/// unanswered would reach a host that connects later out of turn.
+pub async fn serve(ctx: Arc<AgentContext>, mut channel: Channel) -> io::Result<()> {
     init::log("ready");
     loop {
-        let (stream, _peer) = listener.accept().await?;
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle_connection(ctx, stream).await {
-                init::log(&format!("connection ended: {e}"));
-            }
-        });
+        let (read, write) = channel.session();
+        match session(&ctx, read, write).await {
+            Ok(Ended::Over) => {}
+            Ok(Ended::Restored) => init::log("restored: new identity"),
+            Err(e) => init::log(&format!("session ended: {e}")),
+        }
     }
 }
 
-async fn handle_connection(
-    ctx: Arc<AgentContext>,
-    stream: tokio_vsock::VsockStream,
-) -> Result<(), String> {
-    let (read_half, write_half) = stream.into_split();
-    let mut frames = FramedRead::new(read_half, FrameCodec::<HostMsg, GuestMsg>::new());
-    let mut sink = FramedWrite::new(write_half, FrameCodec::<HostMsg, GuestMsg>::new());
+async fn session<R, W>(ctx: &Arc<AgentContext>, read: R, write: W) -> Result<Ended, String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut frames = FramedRead::new(read, FrameCodec::<HostMsg, GuestMsg>::new());
+    let mut sink = FramedWrite::new(write, FrameCodec::<HostMsg, GuestMsg>::new());
 
-    let guest_nonce = nonce(&ctx.config.secret);
+    let secret = ctx.live().secret;
+    let guest_nonce = nonce(&secret);
     sink.send(Frame::new(
         0,
         GuestMsg::Challenge {
@@ -63,12 +79,8 @@ async fn handle_connection(
     ))
     .await
     .map_err(|e| e.to_string())?;
-    let hello = tokio::time::timeout(HANDSHAKE_DEADLINE, frames.next())
-        .await
-        .map_err(|_| "no handshake within the deadline".to_string())?;
-    let secret = &ctx.config.secret;
     // The host's nonce, once its Hello checks out.
-    let verdict = match hello {
+    let verdict = match frames.next().await {
         Some(Ok(Frame {
             msg:
                 HostMsg::Hello {
@@ -84,7 +96,7 @@ async fn handle_connection(
                     ErrorKind::VersionMismatch,
                     format!("host speaks protocol {version}, agent speaks {PROTOCOL_VERSION}"),
                 ))
-            } else if !auth::verify(secret, Side::Host, &guest_nonce, &host_nonce, &proof) {
+            } else if !auth::verify(&secret, Side::Host, &guest_nonce, &host_nonce, &proof) {
                 Err(ErrorReply::new(ErrorKind::Unauthenticated, "wrong secret"))
             } else {
                 init::set_clock(unix_time_ns);
@@ -96,7 +108,7 @@ async fn handle_connection(
             "the first message must be Hello",
         )),
         Some(Err(e)) => return Err(format!("bad handshake frame: {e}")),
-        None => return Ok(()),
+        None => return Ok(Ended::Over),
     };
     let host_nonce = match verdict {
         Ok(nonce) => nonce,
@@ -112,51 +124,36 @@ async fn handle_connection(
         GuestMsg::HelloOk {
             version: PROTOCOL_VERSION,
             agent,
-            proof: auth::proof(secret, Side::Guest, &guest_nonce, &host_nonce),
+            proof: auth::proof(&secret, Side::Guest, &guest_nonce, &host_nonce),
         },
     ))
     .await
     .map_err(|e| e.to_string())?;
 
-    let (outbox, mut outgoing) = mpsc::channel::<Frame<GuestMsg>>(OUTBOX_DEPTH);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = outgoing.recv().await {
-            let id = frame.id;
-            match sink.send(frame).await {
-                Ok(()) => {}
-                // A reply too big for a frame fails its request, not the
-                // connection (nothing of it was written).
-                Err(ProtocolError::FrameTooLarge { len, max }) => {
-                    let error = GuestMsg::Error(ErrorReply::new(
-                        ErrorKind::InvalidRequest,
-                        format!("the reply ({len} bytes) is larger than a frame ({max} bytes)"),
-                    ));
-                    if sink.send(Frame::new(id, error)).await.is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-    });
-
+    let (outbox, outgoing) = mpsc::channel::<Outgoing>(OUTBOX_DEPTH);
+    let writer = tokio::spawn(write_frames(sink, outgoing));
     let mut streams: HashMap<u32, mpsc::UnboundedSender<HostMsg>> = HashMap::new();
     let result = loop {
         let frame = match frames.next().await {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => break Err(format!("bad frame from host: {e}")),
-            None => break Ok(()),
+            None => break Ok(Ended::Over),
         };
         let reply = Reply::new(frame.id, outbox.clone());
         match frame.msg {
             HostMsg::Ping => {
                 let _ = reply.send(GuestMsg::Pong).await;
             }
-            HostMsg::Hello { .. } => {
+            HostMsg::Hello { .. } | HostMsg::Thaw | HostMsg::Restored(_) => {
                 reply
-                    .error(ErrorKind::InvalidRequest, "already authenticated")
+                    .error(ErrorKind::InvalidRequest, "not expected now")
                     .await;
             }
+            HostMsg::Quiesce => match quiesce(ctx, frame.id, &outbox, &mut frames).await {
+                Ok(true) => {}
+                Ok(false) => break Ok(Ended::Restored),
+                Err(e) => break Err(e),
+            },
             msg @ (HostMsg::Stdin(_)
             | HostMsg::StdinEof
             | HostMsg::Cancel
@@ -189,8 +186,96 @@ async fn handle_connection(
     // gone; exec tasks kill their processes.
     drop(streams);
     drop(outbox);
-    let _ = writer.await;
+    match result {
+        // What the saved VM's requests still had to say is for a host
+        // that is gone: dropped, not sent to the new one.
+        Ok(Ended::Restored) => writer.abort(),
+        _ => {
+            let _ = writer.await;
+        }
+    }
     result
+}
+
+/// Answers a quiesce, then waits for how the VM goes on: `true` when it
+/// goes on as it was, `false` when it took a restored VM's new identity.
+async fn quiesce<R: AsyncRead + Unpin>(
+    ctx: &AgentContext,
+    id: u32,
+    outbox: &mpsc::Sender<Outgoing>,
+    frames: &mut Frames<R>,
+) -> Result<bool, String> {
+    let (go_on, held) = oneshot::channel();
+    outbox
+        .send(Outgoing::Quiesced(Frame::new(id, GuestMsg::Done), held))
+        .await
+        .map_err(|_| "the session's writer stopped".to_string())?;
+    match frames.next().await {
+        Some(Ok(Frame {
+            msg: HostMsg::Thaw, ..
+        })) => {
+            let _ = go_on.send(());
+            Ok(true)
+        }
+        Some(Ok(Frame {
+            msg: HostMsg::Restored(restore),
+            ..
+        })) => {
+            drop(go_on);
+            renew(ctx, &restore)?;
+            Ok(false)
+        }
+        Some(Ok(other)) => Err(format!(
+            "expected Thaw or Restored after Quiesce, got {:?}",
+            other.msg
+        )),
+        Some(Err(e)) => Err(format!("bad frame from host: {e}")),
+        None => Err("the host went away while the VM was quiesced".into()),
+    }
+}
+
+/// Takes a restored VM's new identity: reseeded randomness, the host's
+/// clock, then the new secret and settings.
+fn renew(ctx: &AgentContext, restore: &Restore) -> Result<(), String> {
+    init::reseed_random(&restore.entropy)
+        .map_err(|e| format!("reseed the random generator: {e}"))?;
+    init::set_clock(restore.unix_time_ns);
+    ctx.renew(&restore.config)
+        .map_err(|e| format!("take the restored VM's configuration: {e}"))
+}
+
+/// Writes the session's frames until its outbox closes.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut sink: FramedWrite<W, FrameCodec<HostMsg, GuestMsg>>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+) {
+    while let Some(out) = outgoing.recv().await {
+        let (frame, held) = match out {
+            Outgoing::Frame(frame) => (frame, None),
+            Outgoing::Quiesced(frame, held) => (frame, Some(held)),
+        };
+        let id = frame.id;
+        match sink.send(frame).await {
+            Ok(()) => {}
+            // A reply too big for a frame fails its request, not the
+            // session (nothing of it was written).
+            Err(ProtocolError::FrameTooLarge { len, max }) => {
+                let error = GuestMsg::Error(ErrorReply::new(
+                    ErrorKind::InvalidRequest,
+                    format!("the reply ({len} bytes) is larger than a frame ({max} bytes)"),
+                ));
+                if sink.send(Frame::new(id, error)).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        if let Some(held) = held {
+            if held.await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// A nonce no other handshake of this or any sandbox uses: an HMAC under

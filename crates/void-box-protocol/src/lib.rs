@@ -1,6 +1,6 @@
 //! The wire protocol spoken between the void-box host and the guest agent.
 //!
-//! One AF_VSOCK connection carries many concurrent requests. Every frame is a
+//! One channel (a virtio-serial port) carries many concurrent requests. Every frame is a
 //! big-endian `u32` length followed by a [postcard]-encoded [`Frame`]; the
 //! frame's `id` names the request (stream) it belongs to, so a long exec never
 //! blocks a file read. Streams that carry bulk data (stdout/stderr, stdin, file
@@ -11,7 +11,10 @@
 //! ([`GuestMsg::Challenge`], [`HostMsg::Hello`], [`GuestMsg::HelloOk`]): each
 //! side proves it holds the 32-byte per-sandbox secret with an HMAC over
 //! both sides' nonces ([`auth`]), so the secret itself never crosses the
-//! wire, and the guest refuses every other request before it.
+//! wire, and the guest refuses every other request before it. The one
+//! exception is a VM restored from a saved one: inside the session the
+//! saved VM authenticated, the host hands it a new secret
+//! ([`HostMsg::Restored`]), and a new handshake under that one follows.
 
 #![warn(missing_docs)]
 
@@ -25,10 +28,11 @@ pub use codec::{FrameCodec, ProtocolError};
 pub use message::*;
 
 /// Version of this protocol; both sides must agree on it in the handshake.
-pub const PROTOCOL_VERSION: u16 = 3;
-/// The AF_VSOCK port the guest agent listens on: below 1024, so that only
-/// root in the guest could bind it (and the agent holds it from boot).
-pub const AGENT_VSOCK_PORT: u32 = 1023;
+pub const PROTOCOL_VERSION: u16 = 4;
+/// The name of the virtio-serial port the guest agent holds from boot: a
+/// character device only root in the guest could open, and only one
+/// process at a time.
+pub const AGENT_PORT_NAME: &str = "voidbox.agent";
 /// Length of the per-sandbox secret in bytes.
 pub const SECRET_LEN: usize = 32;
 /// Largest encoded frame (without its length prefix) either side accepts.

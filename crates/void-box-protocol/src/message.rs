@@ -93,6 +93,32 @@ pub enum HostMsg {
     Telemetry,
     /// Kill every process and power the VM off.
     Shutdown,
+    /// The host is about to save the VM: answered with [`GuestMsg::Done`],
+    /// after which the agent sends nothing until the next message, which
+    /// must be [`HostMsg::Thaw`] or [`HostMsg::Restored`].
+    Quiesce,
+    /// The same VM goes on (it was saved, or the save failed): the session
+    /// continues where it was.
+    Thaw,
+    /// This VM is a copy restored from a saved one: it takes a fresh
+    /// identity, ends the session (the requests of the saved VM's session
+    /// end with it) and opens a new one with a handshake under the new
+    /// secret; the old secret is refused from then on.
+    Restored(Box<Restore>),
+}
+
+/// What a restored VM must not share with the VM it was saved from, nor
+/// with its other copies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restore {
+    /// The new configuration: its secret, hostname, environment, allowed
+    /// commands, limits and edge CA replace the saved ones. Its root, user,
+    /// mounts and working directory must be the saved VM's.
+    pub config: GuestConfig,
+    /// Host wall-clock time, to set the guest clock.
+    pub unix_time_ns: u64,
+    /// Fresh randomness the guest kernel's generator is reseeded with.
+    pub entropy: [u8; 32],
 }
 
 /// Messages the guest agent sends to the host.

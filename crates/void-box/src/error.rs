@@ -14,7 +14,7 @@ pub enum Error {
     /// The guest image is missing or unusable.
     #[error("guest image: {0}")]
     Image(String),
-    /// The VM could not be started (QEMU or the vsock backend failed to launch).
+    /// The VM could not be started (QEMU failed to launch).
     #[error("cannot start the VM: {0}")]
     Launch(String),
     /// The VM started but the guest agent never answered.
@@ -58,6 +58,9 @@ pub enum Error {
     /// A deadline passed.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A snapshot cannot be made, found or used.
+    #[error(transparent)]
+    Snapshot(#[from] crate::sandbox::snapshot::SnapshotError),
     /// The guest broke the wire protocol.
     #[error("protocol: {0}")]
     Protocol(#[from] ProtocolError),

@@ -15,7 +15,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers, bottom up: [`vm`] (guest image, QEMU, vsock transport),
+//! Layers, bottom up: [`vm`] (guest image, QEMU, the agent's channel),
 //! [`sandbox`] (the API everything above uses), then the agents layer:
 //! [`llm`] (providers), [`skill`] (declared capabilities) and [`agent`]
 //! (`VoidBox`, the agent loop, permissions, hooks, events).
@@ -49,5 +49,5 @@ pub use sandbox::{
 };
 pub use void_box_protocol::{
     DirEntry, ErrorKind, ExitStatus, FileKind, FileStat, PtySize, ResourceLimits,
-    TelemetrySnapshot, AGENT_VSOCK_PORT, WORKSPACE_DIR,
+    TelemetrySnapshot, AGENT_PORT_NAME, WORKSPACE_DIR,
 };

@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use void_box_protocol::auth::{self, Nonce, Side};
 use void_box_protocol::flow::SendWindow;
 use void_box_protocol::{
-    Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError, Secret, PROTOCOL_VERSION, STREAM_WINDOW,
+    Frame, FrameCodec, GuestMsg, HostMsg, ProtocolError, Restore, Secret, PROTOCOL_VERSION,
+    STREAM_WINDOW,
 };
 
 use crate::error::{Error, Result};
@@ -88,6 +89,17 @@ fn data_len(msg: &GuestMsg) -> Option<usize> {
 struct Shared {
     routes: Mutex<HashMap<u32, Route>>,
     failure: watch::Sender<Option<String>>,
+    /// The guest was asked to send nothing (the VM is being saved): the
+    /// heartbeat waits.
+    quiesced: watch::Sender<bool>,
+}
+
+/// A frame the writer sends before holding every later one, until
+/// `resume` gives the frame that goes on (or is dropped: the session is
+/// abandoned with its VM).
+struct Hold {
+    first: Frame<HostMsg>,
+    resume: oneshot::Receiver<Frame<HostMsg>>,
 }
 
 impl Shared {
@@ -121,8 +133,24 @@ impl Shared {
 pub struct AgentClient {
     shared: Arc<Shared>,
     outbox: mpsc::UnboundedSender<Frame<HostMsg>>,
+    holds: mpsc::UnboundedSender<Hold>,
     next_id: AtomicU32,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// A guest that sends nothing until [`thaw`](Self::thaw); dropped, the
+/// session stays frozen (its VM is about to end).
+pub struct Quiesced {
+    resume: oneshot::Sender<Frame<HostMsg>>,
+    shared: Arc<Shared>,
+}
+
+impl Quiesced {
+    /// The VM goes on: the session continues where it was.
+    pub fn thaw(self) {
+        let _ = self.resume.send(Frame::new(0, HostMsg::Thaw));
+        self.shared.quiesced.send_replace(false);
+    }
 }
 
 impl AgentClient {
@@ -187,19 +215,11 @@ impl AgentClient {
         let shared = Arc::new(Shared {
             routes: Mutex::new(HashMap::new()),
             failure: watch::channel(None).0,
+            quiesced: watch::channel(false).0,
         });
-        let (outbox, mut outgoing) = mpsc::unbounded_channel::<Frame<HostMsg>>();
-        let writer = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                while let Some(frame) = outgoing.recv().await {
-                    if let Err(e) = sink.send(frame).await {
-                        shared.fail(format!("writing to the guest failed: {e}"));
-                        break;
-                    }
-                }
-            })
-        };
+        let (outbox, outgoing) = mpsc::unbounded_channel::<Frame<HostMsg>>();
+        let (holds, held) = mpsc::unbounded_channel::<Hold>();
+        let writer = tokio::spawn(write_frames(sink, outgoing, held, shared.clone()));
         let (pong_tx, pong_rx) = watch::channel(());
         let reader = {
             let shared = shared.clone();
@@ -226,13 +246,67 @@ impl AgentClient {
         Ok(AgentClient {
             shared,
             outbox,
+            holds,
             next_id: AtomicU32::new(1),
             tasks: vec![writer, reader, heartbeat],
         })
     }
 
+    /// The connection to a VM restored from a saved one, whose agent waits
+    /// in the saved session: hands it `restore` (its new identity), then
+    /// performs the handshake under the new secret.
+    pub async fn restored(
+        mut stream: UnixStream,
+        restore: Restore,
+        liveness: Duration,
+    ) -> Result<AgentClient> {
+        let secret = restore.config.secret;
+        let frame = Frame::new(0, HostMsg::Restored(Box::new(restore)));
+        let bytes = void_box_protocol::codec::encode_frame(&frame)?;
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)
+            .await
+            .map_err(|e| Error::io("send the restored VM its identity", e))?;
+        Self::handshake(stream, &secret, liveness).await
+    }
+
+    /// Asks the guest to send nothing more (its VM is about to be saved)
+    /// and waits, within `limit`, until it says so: everything either side
+    /// sent before is then delivered, and nothing is half-way.
+    pub async fn quiesce(&self, limit: Duration) -> Result<Quiesced> {
+        let (mut stream, id) = self.register()?;
+        let (resume, on_resume) = oneshot::channel();
+        self.shared.quiesced.send_replace(true);
+        let quiesced = Quiesced {
+            resume,
+            shared: self.shared.clone(),
+        };
+        let hold = Hold {
+            first: Frame::new(id, HostMsg::Quiesce),
+            resume: on_resume,
+        };
+        self.holds.send(hold).map_err(|_| self.shared.failure())?;
+        // The answer is the request's end: no Cancel when the stream goes.
+        match stream.recv_within(limit, "the quiesce").await {
+            Ok(GuestMsg::Done) => Ok(quiesced),
+            Ok(other) => Err(Error::Disconnected(format!(
+                "unexpected answer to a quiesce: {other:?}"
+            ))),
+            Err(e) => {
+                quiesced.thaw();
+                Err(e)
+            }
+        }
+    }
+
     /// Opens a new request stream and sends its first message.
     pub fn open(&self, first: HostMsg) -> Result<Stream> {
+        let (stream, _) = self.register()?;
+        stream.send(first)?;
+        Ok(stream)
+    }
+
+    /// A new request stream, before its first message.
+    fn register(&self) -> Result<(Stream, u32)> {
         if self.shared.failure.borrow().is_some() {
             return Err(self.shared.failure());
         }
@@ -263,8 +337,7 @@ impl AgentClient {
                 shared: self.shared.clone(),
             },
         };
-        stream.send(first)?;
-        Ok(stream)
+        Ok((stream, id))
     }
 
     /// Fails every stream with `reason` (e.g. the VM exited).
@@ -330,7 +403,39 @@ fn route(shared: &Shared, frame: Frame<GuestMsg>, pong: &watch::Sender<()>) -> O
     None
 }
 
+/// Writes frames in order; a [`Hold`] is written, then everything after it
+/// waits for its resumption.
+async fn write_frames(
+    mut sink: FramedWrite<tokio::net::unix::OwnedWriteHalf, Codec>,
+    mut outgoing: mpsc::UnboundedReceiver<Frame<HostMsg>>,
+    mut holds: mpsc::UnboundedReceiver<Hold>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let (frame, resume) = tokio::select! {
+            biased;
+            Some(hold) = holds.recv() => (hold.first, Some(hold.resume)),
+            frame = outgoing.recv() => match frame {
+                Some(frame) => (frame, None),
+                None => return,
+            },
+        };
+        if let Err(e) = sink.send(frame).await {
+            shared.fail(format!("writing to the guest failed: {e}"));
+            return;
+        }
+        if let Some(resume) = resume {
+            let Ok(next) = resume.await else { return };
+            if let Err(e) = sink.send(next).await {
+                shared.fail(format!("writing to the guest failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
 /// Pings the guest; fails the connection when it stays silent too long.
+/// A quiesced guest is not pinged (its VM may be stopped).
 async fn heartbeat(
     shared: Arc<Shared>,
     outbox: mpsc::UnboundedSender<Frame<HostMsg>>,
@@ -338,21 +443,28 @@ async fn heartbeat(
     liveness: Duration,
 ) {
     let interval = (liveness / 4).max(Duration::from_millis(100));
+    let mut quiesced = shared.quiesced.subscribe();
     loop {
         tokio::time::sleep(interval).await;
+        if quiesced.wait_for(|q| !q).await.is_err() {
+            return;
+        }
         pong.mark_unchanged();
         if outbox.send(Frame::new(0, HostMsg::Ping)).is_err() {
             return;
         }
-        if tokio::time::timeout(liveness, pong.changed())
-            .await
-            .is_err()
-        {
-            shared.fail(format!(
-                "the guest agent did not answer for {:.1} s (guest hung or overloaded)",
-                liveness.as_secs_f64()
-            ));
-            return;
+        tokio::select! {
+            answered = tokio::time::timeout(liveness, pong.changed()) => {
+                if answered.is_err() {
+                    shared.fail(format!(
+                        "the guest agent did not answer for {:.1} s (guest hung or overloaded)",
+                        liveness.as_secs_f64()
+                    ));
+                    return;
+                }
+            }
+            // Quiesced meanwhile: the ping waits with everything else.
+            _ = quiesced.wait_for(|q| *q) => {}
         }
     }
 }
@@ -505,138 +617,5 @@ impl StreamSender {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::time::timeout;
-
-    type GuestCodec = FrameCodec<HostMsg, GuestMsg>;
-    type GuestFrames = FramedRead<tokio::net::unix::OwnedReadHalf, GuestCodec>;
-    type GuestSink = FramedWrite<tokio::net::unix::OwnedWriteHalf, GuestCodec>;
-
-    /// The guest's side of the handshake, proving `secret`.
-    async fn guest_handshake(frames: &mut GuestFrames, sink: &mut GuestSink, secret: &Secret) {
-        let guest_nonce = [9; 32];
-        let challenge = GuestMsg::Challenge {
-            version: PROTOCOL_VERSION,
-            nonce: guest_nonce,
-        };
-        sink.send(Frame::new(0, challenge)).await.unwrap();
-        let Some(Ok(Frame {
-            msg: HostMsg::Hello { nonce, .. },
-            ..
-        })) = frames.next().await
-        else {
-            panic!("no Hello");
-        };
-        let ok = GuestMsg::HelloOk {
-            version: PROTOCOL_VERSION,
-            agent: "test".into(),
-            proof: auth::proof(secret, Side::Guest, &guest_nonce, &nonce),
-        };
-        sink.send(Frame::new(0, ok)).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_guest_that_cannot_prove_the_secret_is_refused() {
-        let (host, guest) = UnixStream::pair().unwrap();
-        tokio::spawn(async move {
-            let (r, w) = guest.into_split();
-            let (mut frames, mut sink) = (
-                FramedRead::new(r, GuestCodec::new()),
-                FramedWrite::new(w, GuestCodec::new()),
-            );
-            guest_handshake(&mut frames, &mut sink, &[1; 32]).await;
-            while let Some(Ok(_)) = frames.next().await {}
-        });
-        let err = AgentClient::handshake(host, &[2; 32], Duration::from_secs(60))
-            .await
-            .err()
-            .expect("refused");
-        assert!(err.to_string().contains("could not prove"), "{err}");
-    }
-
-    /// A guest that answers the handshake, then sends `msgs` on stream 1
-    /// as fast as it can, ignoring credit. Returns the host's client and
-    /// the stream it opened (which the test may leave unread).
-    async fn flooded_by(msgs: Vec<GuestMsg>) -> (AgentClient, Stream, JoinHandle<usize>) {
-        let (host, guest) = UnixStream::pair().unwrap();
-        let flood = tokio::spawn(async move {
-            let (r, w) = guest.into_split();
-            let mut frames = FramedRead::new(r, GuestCodec::new());
-            let mut sink = FramedWrite::new(w, GuestCodec::new());
-            guest_handshake(&mut frames, &mut sink, &[0; 32]).await;
-            frames.next().await; // the host opened stream 1
-            let mut sent = 0;
-            for msg in msgs {
-                if sink.send(Frame::new(1, msg)).await.is_err() {
-                    break;
-                }
-                sent += 1;
-            }
-            // Hold the connection until the host ends it.
-            while let Some(Ok(_)) = frames.next().await {}
-            sent
-        });
-        let client = AgentClient::handshake(host, &[0; 32], Duration::from_secs(60))
-            .await
-            .unwrap();
-        let stream = client.open(HostMsg::Telemetry).unwrap();
-        (client, stream, flood)
-    }
-
-    async fn failure_of(client: &AgentClient) -> String {
-        let mut failed = client.shared.failure.subscribe();
-        let reason = timeout(Duration::from_secs(10), failed.wait_for(|f| f.is_some()))
-            .await
-            .expect("the connection should fail")
-            .unwrap()
-            .clone();
-        reason.unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_guest_flooding_an_unread_stream_loses_its_connection() {
-        let chunk = vec![b'x'; void_box_protocol::CHUNK_LEN];
-        let flood = vec![GuestMsg::Stdout(chunk); 10_000]; // 640 MiB offered
-        let (client, _unread, guest) = flooded_by(flood).await;
-        let reason = failure_of(&client).await;
-        assert!(reason.contains("overran stream 1"), "{reason}");
-        drop(client);
-        let sent = timeout(Duration::from_secs(10), guest)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            sent < 10_000,
-            "the guest should have been cut off, sent {sent}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_flood_of_small_messages_loses_its_connection() {
-        let flood = vec![GuestMsg::Started { pid: 1 }; 1000];
-        let (client, _unread, _guest) = flooded_by(flood).await;
-        let reason = failure_of(&client).await;
-        assert!(reason.contains("messages unread"), "{reason}");
-    }
-
-    #[tokio::test]
-    async fn a_guest_within_its_credit_keeps_its_connection() {
-        let chunks = STREAM_WINDOW as usize / void_box_protocol::CHUNK_LEN;
-        let mut msgs = vec![GuestMsg::Stdout(vec![1; void_box_protocol::CHUNK_LEN]); chunks];
-        msgs.push(GuestMsg::Exited(Default::default()));
-        let (client, mut stream, _guest) = flooded_by(msgs).await;
-        // All of it waits unread for a while; nothing is refused.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(client.failure(), None);
-        let mut bytes = 0;
-        loop {
-            match stream.recv().await.unwrap() {
-                GuestMsg::Stdout(d) => bytes += d.len(),
-                GuestMsg::Exited(_) => break,
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(bytes, STREAM_WINDOW as usize);
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

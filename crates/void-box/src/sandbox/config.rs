@@ -85,6 +85,10 @@ pub struct SandboxConfig {
     /// to secrets' hosts, beside the webpki roots: a corporate proxy's CA,
     /// or a test server's.
     pub upstream_roots: Vec<String>,
+    /// Start from this snapshot (`voidbox snapshot create`) instead of
+    /// booting: its memory, CPUs, image and user are the snapshot's, the
+    /// rest of this configuration applies.
+    pub snapshot: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -114,6 +118,7 @@ impl Default for SandboxConfig {
             ports: Vec::new(),
             secrets: Vec::new(),
             upstream_roots: Vec::new(),
+            snapshot: None,
         }
     }
 }
@@ -137,6 +142,10 @@ impl SandboxConfig {
                 "vcpus",
                 format!("{} is outside 1..={MAX_VCPUS}", self.vcpus),
             ));
+        }
+        if let Some(name) = &self.snapshot {
+            super::snapshot::check_snapshot_name(name)
+                .map_err(|e| ConfigError::new("snapshot", e.to_string()))?;
         }
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
@@ -430,6 +439,13 @@ impl SandboxConfig {
     /// to secrets' hosts, beside the webpki roots.
     pub fn trust_upstream_root(mut self, pem: &str) -> Self {
         self.upstream_roots.push(pem.into());
+        self
+    }
+
+    /// Starts from the snapshot `name` instead of booting (see
+    /// [`snapshot`](Self::snapshot) the field).
+    pub fn snapshot(mut self, name: &str) -> Self {
+        self.snapshot = Some(name.into());
         self
     }
 

@@ -11,6 +11,8 @@ mod files;
 mod mounts;
 mod plan;
 mod provider;
+pub mod snapshot;
+mod warm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +20,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
-use void_box_protocol::{
-    GuestConfig, GuestMsg, HostMsg, Secret, TelemetrySnapshot, AGENT_VSOCK_PORT,
-};
+use void_box_protocol::{GuestConfig, GuestMsg, HostMsg, Secret, TelemetrySnapshot};
 
 pub use crate::error::ConfigError;
 pub use capture::{Cut, DEFAULT_MAX_OUTPUT};
@@ -51,6 +51,7 @@ pub(crate) async fn launch(
     plan: BootPlan,
     backend: &dyn VmBackend,
 ) -> Result<Sandbox> {
+    let recipe = warm::recipe_of(config, &plan);
     let BootPlan {
         mut spec,
         rootfs,
@@ -59,10 +60,13 @@ pub(crate) async fn launch(
         workdir,
         base_env,
         nameserver,
+        image: _,
     } = plan;
+    let restoring = spec.incoming.is_some();
     let span = tracing::info_span!(
         "sandbox.boot",
         voidbox.sandbox_id = tracing::field::Empty,
+        voidbox.restored = restoring,
         voidbox.accel = %spec.accel,
         voidbox.memory_mb = i64::from(config.memory_mb),
         voidbox.vcpus = i64::from(config.vcpus),
@@ -101,29 +105,32 @@ pub(crate) async fn launch(
             nameserver,
             edge_ca,
         };
-        spec.extra_initramfs = config_initramfs(&guest.to_bytes())
-            .map_err(|e| Error::io("write the guest config archive", e))?;
+        if !restoring {
+            spec.extra_initramfs = config_initramfs(&guest.to_bytes())
+                .map_err(|e| Error::io("write the guest config archive", e))?;
+        }
         spec.memory_mb = config.memory_mb;
         spec.vcpus = config.vcpus;
         let vm: Arc<dyn VmInstance> = Arc::from(backend.launch(&spec).await?);
         // Serving the link before the guest boots: its first packets wait
         // in the socket pair meanwhile.
         let egress = start_network(config, &*vm, edge_secrets)?;
-        let client = connect_agent(
-            &*vm,
-            &secret,
-            started + config.boot_timeout,
-            config.liveness_timeout,
-        )
-        .await?;
-        Ok(Sandbox::watch(
+        let deadline = started + config.boot_timeout;
+        let client = if restoring {
+            warm::renew_agent(&*vm, guest, deadline, config.liveness_timeout).await?
+        } else {
+            connect_agent(&*vm, &secret, deadline, config.liveness_timeout).await?
+        };
+        let mut sandbox = Sandbox::watch(
             vm,
             client,
             egress,
             spec.accel,
             started.elapsed(),
             config.deadlines,
-        ))
+        );
+        sandbox.recipe = recipe;
+        Ok(sandbox)
     };
     let result = boot.instrument(span.clone()).await;
     match &result {
@@ -214,7 +221,8 @@ fn console_suffix(vm: &dyn VmInstance) -> String {
     }
 }
 
-/// Retries the vsock connection until the agent answers or the deadline passes.
+/// Connects to the agent's port (retrying while QEMU sets it up) and
+/// performs the handshake, within the deadline.
 async fn connect_agent(
     vm: &dyn VmInstance,
     secret: &Secret,
@@ -243,10 +251,7 @@ async fn connect_agent(
             return Err(error);
         }
         let attempt = async {
-            let stream = vm
-                .connect(AGENT_VSOCK_PORT)
-                .await
-                .map_err(|e| e.to_string())?;
+            let stream = vm.connect_agent().await.map_err(|e| e.to_string())?;
             AgentClient::handshake(stream, secret, liveness)
                 .await
                 .map_err(|e| e.to_string())
@@ -274,6 +279,8 @@ pub struct Sandbox {
     accel: Accel,
     boot_time: Duration,
     deadlines: RequestDeadlines,
+    /// How it was booted, for a save; `None`: it cannot be saved.
+    recipe: Option<warm::Recipe>,
 }
 
 impl Sandbox {
@@ -318,6 +325,7 @@ impl Sandbox {
             accel,
             boot_time,
             deadlines,
+            recipe: None,
         }
     }
 
@@ -344,16 +352,6 @@ impl Sandbox {
     /// Host directory holding this VM's sockets and files.
     pub fn runtime_dir(&self) -> std::path::PathBuf {
         self.vm.runtime_dir()
-    }
-
-    /// Opens a raw byte stream to a vsock port in the guest, for services
-    /// other than the agent (the agent's port needs the authenticated
-    /// handshake, which [`Sandbox`] does itself).
-    pub async fn connect_vsock(&self, port: u32) -> Result<tokio::net::UnixStream> {
-        self.vm
-            .connect(port)
-            .await
-            .map_err(|e| Error::io(format!("connect to guest vsock port {port}"), e))
     }
 
     /// The audit trail of the sandbox's network from now on: one event per

@@ -35,6 +35,8 @@ pub(crate) struct BootPlan {
     pub base_env: Vec<(String, String)>,
     /// The guest's DNS server, when it has a network.
     pub nameserver: Option<String>,
+    /// The OCI image at the root, as resolved.
+    pub image: Option<super::snapshot::SnapshotImage>,
 }
 
 impl BootPlan {
@@ -48,6 +50,7 @@ impl BootPlan {
             workdir: None,
             base_env: Vec::new(),
             nameserver: None,
+            image: None,
         }
     }
 }
@@ -74,6 +77,10 @@ pub(crate) async fn resolve(config: &SandboxConfig, mut plan: BootPlan) -> Resul
             overlay_mb: config.overlay_mb,
         });
         plan.workdir = cached.record.config.working_dir.clone();
+        plan.image = Some(super::snapshot::SnapshotImage {
+            reference: reference.clone(),
+            digest: cached.record.digest.clone(),
+        });
         image = Some(cached);
     }
     let user = resolve_command_user(config, image.as_ref())?;

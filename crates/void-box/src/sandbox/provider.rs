@@ -8,7 +8,8 @@
 use futures::future::BoxFuture;
 
 use super::plan::{self, BootPlan};
-use super::{launch, Sandbox, SandboxConfig};
+use super::snapshot::SnapshotStore;
+use super::{launch, warm, Sandbox, SandboxConfig};
 use crate::error::Result;
 use crate::vm::image::GuestImage;
 use crate::vm::qemu::QemuBackend;
@@ -24,7 +25,7 @@ pub trait SandboxProvider: Send + Sync {
 /// Boots real micro-VMs with QEMU: resolves the guest image and the
 /// accelerator the configuration leaves open, pulls the OCI images it
 /// names (once; they are cached), finds its mounts and volumes, then
-/// launches.
+/// launches; or, for a configuration that names a snapshot, restores it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VmProvider;
 
@@ -32,6 +33,11 @@ impl SandboxProvider for VmProvider {
     fn boot<'a>(&'a self, config: &'a SandboxConfig) -> BoxFuture<'a, Result<Sandbox>> {
         Box::pin(async move {
             config.validate()?;
+            if let Some(name) = &config.snapshot {
+                let stored = SnapshotStore::default_location().get(name)?;
+                let state = stored.snapshot.state(&stored.dir);
+                return warm::restore(&stored.snapshot, state, config).await;
+            }
             let image = match &config.boot {
                 Some(image) => image.clone(),
                 None => GuestImage::resolve()?,
@@ -48,6 +54,7 @@ impl SandboxProvider for VmProvider {
                 disks: Vec::new(),
                 shares: Vec::new(),
                 network: false,
+                incoming: None,
             };
             let plan = plan::resolve(config, BootPlan::bare(spec)).await?;
             launch(config, plan, &QemuBackend::from_env()?).await

@@ -1,23 +1,18 @@
-//! The VM backend: guest image, VMM process, and the vsock transport.
+//! The VM backend: guest image, VMM process, and the agent's channel.
 //!
 //! Upper layers never see QEMU: they get a [`VmInstance`] from a
-//! [`VmBackend`] and talk to the guest through [`VmInstance::connect`].
+//! [`VmBackend`] and talk to the guest through [`VmInstance::connect_agent`].
 
 pub mod accel;
 pub mod confine;
 pub mod image;
 pub mod initramfs;
 mod logring;
+mod migrate;
 mod process;
 pub mod qemu;
 mod qmp;
 mod rundir;
-#[cfg(not(feature = "fuzzing"))]
-mod vsock;
-/// The vsock device, open to the fuzz targets (`--features fuzzing`).
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod vsock;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +21,7 @@ use futures::future::BoxFuture;
 use tokio::net::UnixStream;
 
 pub use accel::Accel;
+pub use migrate::SavedState;
 
 use crate::error::Result;
 
@@ -54,6 +50,10 @@ pub struct VmSpec {
     /// host end [`VmInstance::take_network_link`] hands out; nothing else
     /// connects it anywhere.
     pub network: bool,
+    /// Start from this saved state instead of booting: the VM loads it
+    /// (checking its hash) and waits, stopped, for [`VmInstance::resume`].
+    /// Everything else in the spec must be what the saved VM had.
+    pub incoming: Option<SavedState>,
 }
 
 /// A read-only raw disk image attached as virtio-blk.
@@ -98,9 +98,10 @@ pub trait VmBackend: Send + Sync {
 /// A running VM. Dropping it kills the VMM and every helper process and
 /// removes its temporary files.
 pub trait VmInstance: Send + Sync {
-    /// Opens a byte stream to a guest vsock port. Fails (quickly) while
-    /// nothing listens on it yet.
-    fn connect(&self, port: u32) -> BoxFuture<'_, std::io::Result<UnixStream>>;
+    /// Opens the byte stream to the guest agent's port (one at a time).
+    /// Fails (quickly) while the VMM is not listening yet; the agent
+    /// speaks first once it is up.
+    fn connect_agent(&self) -> BoxFuture<'_, std::io::Result<UnixStream>>;
     /// Resolves when the VMM process has exited. The future does not
     /// borrow the instance, so waiting never keeps a VM alive.
     fn wait_exit(&self) -> BoxFuture<'static, VmExit>;
@@ -122,6 +123,20 @@ pub trait VmInstance: Send + Sync {
     fn take_network_link(&self) -> Option<std::os::unix::net::UnixStream> {
         None
     }
+    /// Stops the VM and writes its whole state to the new file `to`. The
+    /// VM stays stopped: [`resume`](Self::resume) lets it go on.
+    fn save<'a>(&'a self, to: &'a std::path::Path) -> BoxFuture<'a, Result<SavedState>> {
+        let _ = to;
+        Box::pin(async { Err(unsupported("saving a VM")) })
+    }
+    /// Lets a stopped VM (saved, or just restored) run.
+    fn resume(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Err(unsupported("resuming a VM")) })
+    }
+}
+
+fn unsupported(what: &str) -> crate::error::Error {
+    crate::error::Error::Launch(format!("{what} is not supported by this backend"))
 }
 
 /// `env` if set, else `name` on PATH.

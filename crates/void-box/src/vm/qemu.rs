@@ -1,10 +1,10 @@
 //! The QEMU `microvm` backend.
 //!
 //! Each VM is one `qemu-system-x86_64 -M microvm` process that boots the
-//! kernel directly (PVH), with guest RAM in a shared memfd (vhost-user needs
-//! `share=on`) and its virtio-vsock device served in-process over vhost-user
-//! (see [`super::vsock`]). Its sockets and files live in a private 0700
-//! runtime directory.
+//! kernel directly (PVH). The guest agent's channel is a virtio-serial
+//! port on a chardev socket in the VM's private 0700 runtime directory,
+//! which holds its other sockets and files too (ADR 0010: QEMU can
+//! migrate it, so a VM can be saved and restored).
 //!
 //! QEMU runs confined ([`super::confine`]): bubblewrap namespaces that show
 //! it only `/usr`, a minimal `/dev` and that directory, an empty
@@ -30,12 +30,11 @@ use super::confine::{self, Confinement, Identity, Jail, Passed};
 use super::logring::{self, LogRing};
 use super::process::{VmmPid, VmmProcess};
 use super::qmp::Qmp;
-use super::vsock::VsockDevice;
 use super::{rundir, Accel, VmBackend, VmExit, VmInstance, VmSpec};
 use crate::error::{Error, Result};
 
-/// Guest CID; each VM has its own vsock device, so they never collide.
-const GUEST_CID: u64 = 3;
+/// The agent's chardev socket in the runtime directory.
+const AGENT_SOCKET: &str = "agent.sock";
 /// How much of the guest's serial console is kept (its last bytes).
 const CONSOLE_LOG_BYTES: usize = 256 * 1024;
 /// How much of QEMU's own output is kept.
@@ -76,7 +75,7 @@ impl QemuBackend {
         let mem = format!("{}M", spec.memory_mb);
         let mut args: Vec<String> = vec![
             "-M".into(),
-            "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off,memory-backend=mem".into(),
+            "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off".into(),
         ];
         match spec.accel {
             Accel::Kvm => {
@@ -89,11 +88,9 @@ impl QemuBackend {
         }
         args.extend([
             "-m".into(),
-            mem.clone(),
+            mem,
             "-smp".into(),
             spec.vcpus.to_string(),
-            "-object".into(),
-            format!("memory-backend-memfd,id=mem,size={mem},share=on"),
             "-nodefaults".into(),
             "-no-user-config".into(),
             "-sandbox".into(),
@@ -101,13 +98,19 @@ impl QemuBackend {
             "-display".into(),
             "none".into(),
             "-no-reboot".into(),
+            // One port beside the reserved port 0: the agent's.
+            "-device".into(),
+            "virtio-serial-device,max_ports=2".into(),
             "-chardev".into(),
             format!(
-                "socket,id=vsock,path={}",
-                qemu_path(&dir.join("vhost.sock"))
+                "socket,id=agent,path={},server=on,wait=off",
+                qemu_path(&dir.join(AGENT_SOCKET))
             ),
             "-device".into(),
-            "vhost-user-vsock-device,chardev=vsock".into(),
+            format!(
+                "virtserialport,chardev=agent,nr=1,name={}",
+                void_box_protocol::AGENT_PORT_NAME
+            ),
             "-serial".into(),
             format!("file:{console}"),
             "-qmp".into(),
@@ -154,6 +157,14 @@ impl QemuBackend {
                     mac_text(&crate::net::GUEST_MAC),
                     crate::net::MTU
                 ),
+            ]);
+        }
+        if spec.incoming.is_some() {
+            // Stopped until the state is loaded and checked.
+            args.extend([
+                "-S".into(),
+                "-incoming".into(),
+                format!("unix:{}", qemu_path(&super::migrate::incoming_socket(dir))),
             ]);
         }
         args.extend([
@@ -245,10 +256,7 @@ impl VmBackend for QemuBackend {
             let dir = rundir::create()?;
             let shares: Vec<PathBuf> = spec.shares.iter().map(|s| s.path.clone()).collect();
             let identity = confine::identity(&shares)?;
-            let socket = dir.path().join("vhost.sock");
-            let device = VsockDevice::start(&socket, GUEST_CID)
-                .map_err(|e| Error::Launch(format!("vsock device: {e}")))?;
-            chown_for(identity, &[dir.path(), &socket])?;
+            chown_for(identity, &[dir.path()])?;
 
             // The console: a pipe QEMU opens as its serial "file", into a ring.
             let console = LogRing::new(CONSOLE_LOG_BYTES);
@@ -286,15 +294,28 @@ impl VmBackend for QemuBackend {
             };
             let qemu_log = LogRing::new(QEMU_LOG_BYTES);
             let process = spawn_vmm(&self.confinement, jail, &qemu_log).await?;
-            Ok(Box::new(QemuVm {
+            let vm = QemuVm {
                 process,
                 console,
                 qemu_log,
-                device,
                 network_link: Mutex::new(network_link),
+                identity,
                 dir_path: dir.path().to_path_buf(),
                 dir: Mutex::new(Some(dir)),
-            }) as Box<dyn VmInstance>)
+            };
+            if let Some(state) = &spec.incoming {
+                // Dropping `vm` on failure kills QEMU and removes its files.
+                let qmp = vm.dir_path.join("qmp.sock");
+                super::migrate::load(&qmp, &vm.dir_path, state)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Launch(why) => {
+                            Error::Launch(format!("{why}{}", tail_suffix(&vm.qemu_log)))
+                        }
+                        other => other,
+                    })?;
+            }
+            Ok(Box::new(vm) as Box<dyn VmInstance>)
         }
         .boxed()
     }
@@ -317,12 +338,23 @@ fn initrd_memfd(base: &Path, extra: &[u8]) -> Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// A running QEMU VM and its vsock device.
+/// What QEMU said last, for an error message.
+fn tail_suffix(log: &LogRing) -> String {
+    let said = log.tail(2000);
+    if said.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- qemu ---\n{}", said.trim_end())
+    }
+}
+
+/// A running QEMU VM.
 pub struct QemuVm {
     process: VmmProcess,
     console: Arc<LogRing>,
     qemu_log: Arc<LogRing>,
-    device: VsockDevice,
+    /// The user QEMU runs as, when not ours.
+    identity: Option<Identity>,
     network_link: Mutex<Option<std::os::unix::net::UnixStream>>,
     dir_path: PathBuf,
     /// Removed by [`QemuVm::kill_all`], once QEMU is dead: a sandbox's files
@@ -333,8 +365,6 @@ pub struct QemuVm {
 impl QemuVm {
     fn kill_all(&self) {
         self.process.kill();
-        // Before the socket goes, or a device that never saw QEMU waits on.
-        self.device.shut_down();
         drop(self.dir.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
@@ -349,8 +379,8 @@ async fn wait_for(mut rx: watch::Receiver<Option<VmExit>>) -> VmExit {
 }
 
 impl VmInstance for QemuVm {
-    fn connect(&self, port: u32) -> BoxFuture<'_, std::io::Result<UnixStream>> {
-        self.device.connect(port).boxed()
+    fn connect_agent(&self) -> BoxFuture<'_, std::io::Result<UnixStream>> {
+        UnixStream::connect(self.dir_path.join(AGENT_SOCKET)).boxed()
     }
 
     fn wait_exit(&self) -> BoxFuture<'static, VmExit> {
@@ -407,6 +437,34 @@ impl VmInstance for QemuVm {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+
+    fn save<'a>(&'a self, to: &'a Path) -> BoxFuture<'a, Result<super::SavedState>> {
+        async move {
+            let qmp = self.dir_path.join("qmp.sock");
+            super::migrate::save(&qmp, &self.dir_path, self.identity, to)
+                .await
+                .map_err(|e| match e {
+                    Error::Launch(why) => {
+                        Error::Launch(format!("{why}{}", tail_suffix(&self.qemu_log)))
+                    }
+                    other => other,
+                })
+        }
+        .boxed()
+    }
+
+    fn resume(&self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let mut qmp = Qmp::connect(&self.dir_path.join("qmp.sock"))
+                .await
+                .map_err(|e| Error::io("QMP", e))?;
+            qmp.execute("cont")
+                .await
+                .map_err(|e| Error::io("let the VM run", e))?;
+            Ok(())
+        }
+        .boxed()
     }
 }
 

@@ -1,9 +1,9 @@
-//! A minimal QMP client: enough to ask QEMU to quit.
+//! A minimal QMP client: enough to quit, stop, continue and migrate.
 //!
 //! QMP is JSON lines over a Unix socket: a greeting, `qmp_capabilities`,
 //! then commands whose answers are lines holding `return` or `error`
 //! (interleaved with asynchronous events, which are skipped). A dependency
-//! for two commands is not worth it.
+//! for a handful of commands is not worth it.
 
 use std::io;
 use std::path::Path;
@@ -31,7 +31,14 @@ impl Qmp {
 
     /// Runs a command without arguments and returns its `return` value.
     pub async fn execute(&mut self, command: &str) -> io::Result<Value> {
-        let line = format!("{{\"execute\":\"{command}\"}}\n");
+        self.execute_with(command, Value::Object(Default::default()))
+            .await
+    }
+
+    /// Runs a command with `arguments` and returns its `return` value.
+    pub async fn execute_with(&mut self, command: &str, arguments: Value) -> io::Result<Value> {
+        let mut line = serde_json::json!({"execute": command, "arguments": arguments}).to_string();
+        line.push('\n');
         self.reader.get_mut().write_all(line.as_bytes()).await?;
         loop {
             let msg = self.read_json().await?;

@@ -1,9 +1,9 @@
 //! `voidbox bench startup`: the sandbox's start-up and exec figures printed
 //! side by side with the floor they are measured against.
 //!
-//! The floor is the same QEMU, kernel, and vsock device booting a trivial
-//! static init (`floor-init`) that only echoes on the agent's vsock port:
-//! everything a sandbox does beyond that is ours to answer for.
+//! The floor is the same QEMU, kernel, and agent port booting a trivial
+//! static init (`floor-init`) that only echoes on that port: everything a
+//! sandbox does beyond that is ours to answer for.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +15,7 @@ use void_box::vm::image::GuestImage;
 use void_box::vm::initramfs::CpioWriter;
 use void_box::vm::qemu::QemuBackend;
 use void_box::vm::{Accel, VmBackend, VmSpec};
-use void_box::{Sandbox, AGENT_VSOCK_PORT};
+use void_box::Sandbox;
 
 use super::{ms, pct, row};
 
@@ -120,7 +120,7 @@ pub async fn run(
         &ms(pct(&stat_times, 50.0)),
         &ms(pct(&stat_times, 90.0)),
         &ms(pct(&stat_times, 95.0)),
-        "stat of /workspace: protocol + vsock only",
+        "stat of /workspace: protocol + channel only",
     );
     row(
         "host -> guest file write (MB/s)",
@@ -179,6 +179,7 @@ pub(super) async fn floor_boot(
         disks: Vec::new(),
         shares: Vec::new(),
         network: false,
+        incoming: None,
     };
     let started = Instant::now();
     let vm = backend.launch(&spec).await?;
@@ -187,7 +188,7 @@ pub(super) async fn floor_boot(
         if Instant::now() > deadline {
             bail!("the floor VM did not answer: {}", vm.console_tail(2000));
         }
-        if let Ok(mut stream) = vm.connect(AGENT_VSOCK_PORT).await {
+        if let Ok(mut stream) = vm.connect_agent().await {
             stream.write_all(b"ping").await?;
             let mut buf = [0u8; 4];
             if tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))

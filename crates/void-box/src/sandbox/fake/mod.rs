@@ -14,8 +14,8 @@
 //! milliseconds without QEMU, while the VM tests prove the real path.
 //!
 //! What it does not imitate: real processes (a handler returns a command's
-//! whole output at once, after reading all of its stdin), PTYs, vsock
-//! ports other than the agent's, guest kernel behaviour, and the images,
+//! whole output at once, after reading all of its stdin), PTYs, saving and
+//! restoring a VM, guest kernel behaviour, and the images,
 //! mounts and volumes of a configuration (they are ignored: the double's
 //! files start empty).
 //!
@@ -50,7 +50,7 @@ use futures::future::BoxFuture;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use void_box_protocol::{policy, GuestConfig, AGENT_VSOCK_PORT, GUEST_CONFIG_PATH};
+use void_box_protocol::{policy, GuestConfig, GUEST_CONFIG_PATH};
 
 use super::Sandbox;
 use super::{SandboxConfig, SandboxProvider};
@@ -199,6 +199,7 @@ impl SandboxProvider for FakeProvider {
                 disks: Vec::new(),
                 shares: Vec::new(),
                 network: false,
+                incoming: None,
             };
             super::launch(config, super::plan::BootPlan::bare(spec), self).await
         })
@@ -361,9 +362,9 @@ struct FakeVm {
 }
 
 impl VmInstance for FakeVm {
-    fn connect(&self, port: u32) -> BoxFuture<'_, std::io::Result<UnixStream>> {
+    fn connect_agent(&self) -> BoxFuture<'_, std::io::Result<UnixStream>> {
         Box::pin(async move {
-            if port != AGENT_VSOCK_PORT || self.guest.is_stopped() {
+            if self.guest.is_stopped() {
                 return Err(std::io::ErrorKind::ConnectionRefused.into());
             }
             let (host, guest_end) = UnixStream::pair()?;
@@ -505,7 +506,7 @@ mod tests {
         let sandbox = provider.boot(&SandboxConfig::default()).await.unwrap();
         let guest = provider.guests()[0].clone();
         let vm = FakeVm { guest };
-        let stream = vm.connect(AGENT_VSOCK_PORT).await.unwrap();
+        let stream = vm.connect_agent().await.unwrap();
         let err =
             super::super::client::AgentClient::handshake(stream, &[7; 32], Duration::from_secs(1))
                 .await

@@ -1,0 +1,386 @@
+//! Warm starts: saving a running sandbox's whole VM (memory, files,
+//! processes) and starting sandboxes from what was saved: snapshots by
+//! name, copies of a running sandbox ([`Sandbox::fork`]), a paused sandbox
+//! brought back ([`Sandbox::resume`]). ADR 0010.
+//!
+//! A VM made from a saved one never shares the identity of the VM it was
+//! saved from, nor of its other copies: before it serves it gets a new
+//! session secret (the saved one is refused from then on), a reseeded
+//! random generator, the host's clock, a new edge CA and new secret
+//! placeholders, and a fresh network stack on the host.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use void_box_protocol::{GuestConfig, Restore};
+
+use super::client::AgentClient;
+use super::plan::{self, BootPlan};
+use super::snapshot::{
+    FileStamp, Snapshot, SnapshotError, SnapshotImage, SnapshotStore, StoredSnapshot,
+};
+use super::{launch, Accel, GuestImage, Sandbox, SandboxConfig};
+use crate::error::{Error, Result};
+use crate::net::NetworkPolicy;
+use crate::vm::qemu::QemuBackend;
+use crate::vm::{SavedState, VmInstance, VmSpec};
+
+/// How long the guest may take to stop sending before a save.
+const QUIESCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// How a sandbox was booted, as far as a VM loading its saved state must
+/// be the same: `None` for one that cannot be saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recipe {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub image: Option<SnapshotImage>,
+    pub user: Option<String>,
+    pub overlay_mb: Option<u32>,
+    pub memory_mb: u32,
+    pub vcpus: u32,
+    pub network_device: bool,
+    pub accel: Accel,
+}
+
+impl Recipe {
+    /// The record of a VM saved from this recipe into `state`.
+    fn record(&self, name: &str, setup: &[String], state: &SavedState) -> Result<Snapshot> {
+        let stamp = |path: &Path| {
+            FileStamp::of(path).map_err(|e| Error::io(format!("hash {}", path.display()), e))
+        };
+        Ok(Snapshot {
+            format: 0,
+            name: name.into(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            voidbox_version: env!("CARGO_PKG_VERSION").into(),
+            kernel: stamp(&self.kernel)?,
+            initramfs: stamp(&self.initramfs)?,
+            image: self.image.clone(),
+            user: self.user.clone(),
+            overlay_mb: self.overlay_mb,
+            memory_mb: self.memory_mb,
+            vcpus: self.vcpus,
+            network_device: self.network_device,
+            accel: self.accel.to_string(),
+            qemu: qemu_version()?,
+            setup: setup.to_vec(),
+            state_bytes: state.bytes,
+            state_blake3: state.blake3.clone(),
+        })
+    }
+}
+
+/// QEMU's version (`7.2.0`), asked once.
+fn qemu_version() -> Result<String> {
+    static VERSION: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let qemu = crate::vm::locate("VOIDBOX_QEMU", "qemu-system-x86_64")
+                .ok_or("qemu-system-x86_64 not found")?;
+            let out = std::process::Command::new(qemu)
+                .arg("--version")
+                .output()
+                .map_err(|e| e.to_string())?;
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .nth(3)
+                .map(String::from)
+                .ok_or_else(|| "QEMU did not say its version".into())
+        })
+        .clone()
+        .map_err(|e| Error::Launch(format!("QEMU's version: {e}")))
+}
+
+/// Takes the agent of a VM just loaded from a saved state: connects to its
+/// port, lets the VM run, hands it its new identity (`guest`, with its
+/// fresh secret) and performs the handshake under it, by `deadline`.
+pub(super) async fn renew_agent(
+    vm: &dyn VmInstance,
+    guest: GuestConfig,
+    deadline: Instant,
+    liveness: Duration,
+) -> Result<AgentClient> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let renew = async {
+        // Connected before the VM runs, so its agent never sees the host
+        // go away between the saved session and this one.
+        let stream = vm
+            .connect_agent()
+            .await
+            .map_err(|e| Error::io("connect to the restored VM's agent", e))?;
+        vm.resume().await?;
+        let mut entropy = [0u8; 32];
+        rand::rng().fill_bytes(&mut entropy);
+        let restore = Restore {
+            config: guest,
+            unix_time_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            entropy,
+        };
+        AgentClient::restored(stream, restore, liveness).await
+    };
+    let failed = |reason: String| Error::Boot {
+        reason,
+        console_tail: vm.console_tail(4000),
+    };
+    match tokio::time::timeout(remaining, renew).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(failed(format!(
+            "the restored VM's agent did not take its new identity: {e}"
+        ))),
+        Err(_) => Err(failed(
+            "the restored VM's agent did not answer in time".into(),
+        )),
+    }
+}
+
+/// A sandbox from the saved VM `record` describes, its state in `state`,
+/// under `config`'s own settings (environment, network, secrets, allowed
+/// commands, limits, timeouts, hostname). The machine and root are the
+/// saved VM's: a `config` that asks for another image, or for host
+/// directories, is refused.
+pub(crate) async fn restore(
+    record: &Snapshot,
+    state: SavedState,
+    config: &SandboxConfig,
+) -> Result<Sandbox> {
+    let stale = |why: String| {
+        Error::Snapshot(SnapshotError::Stale {
+            name: record.name.clone(),
+            why,
+        })
+    };
+    let image = match &config.boot {
+        Some(image) => image.clone(),
+        None => GuestImage::resolve()?,
+    };
+    record
+        .check_guest_image(&image.kernel, &image.initramfs)
+        .map_err(Error::Snapshot)?;
+    let accel = Accel::choose(config.accel)?;
+    record
+        .check_machine(&accel.to_string(), &qemu_version()?)
+        .map_err(Error::Snapshot)?;
+    if !config.mounts.is_empty() || !config.volumes.is_empty() || !config.image_mounts.is_empty() {
+        return Err(Error::Launch(format!(
+            "a sandbox from snapshot `{}` cannot add mounts, volumes or image mounts \
+             (they are not in its saved VM)",
+            record.name
+        )));
+    }
+    let mut effective = config.clone();
+    effective.snapshot = None;
+    effective.memory_mb = record.memory_mb;
+    effective.vcpus = record.vcpus;
+    effective.user = record.user.clone();
+    effective.overlay_mb = record.overlay_mb;
+    effective.image = match (&record.image, &config.image) {
+        (Some(saved), Some(asked)) if asked != &saved.reference => {
+            return Err(Error::Launch(format!(
+                "snapshot `{}` has image {}, not {asked}",
+                record.name, saved.reference
+            )))
+        }
+        (None, Some(asked)) => {
+            return Err(Error::Launch(format!(
+                "snapshot `{}` has no image, and {asked} was asked for",
+                record.name
+            )))
+        }
+        (Some(saved), _) => Some(pinned(&saved.reference, &saved.digest).ok_or_else(|| {
+            stale(format!(
+                "its image {} ({}) is no longer cached (voidbox image pull it)",
+                saved.reference, saved.digest
+            ))
+        })?),
+        (None, None) => None,
+    };
+    match (record.network_device, effective.network_device().is_some()) {
+        (true, false) => {
+            // The device is in the saved VM; here it reaches nothing.
+            effective.network = NetworkPolicy::rules(&[] as &[&str], &[] as &[&str])
+                .map_err(|e| Error::Launch(e.to_string()))?;
+        }
+        (false, true) => {
+            return Err(Error::Launch(format!(
+                "snapshot `{}` was made without a network device, so a sandbox from it \
+                 has no network (make it with one: voidbox snapshot create --network ...)",
+                record.name
+            )))
+        }
+        _ => {}
+    }
+    let spec = VmSpec {
+        kernel: image.kernel,
+        initramfs: image.initramfs,
+        extra_initramfs: Vec::new(),
+        memory_mb: effective.memory_mb,
+        vcpus: effective.vcpus,
+        accel,
+        cmdline_extra: String::new(),
+        disks: Vec::new(),
+        shares: Vec::new(),
+        network: false,
+        incoming: Some(state),
+    };
+    let plan = plan::resolve(&effective, BootPlan::bare(spec)).await?;
+    if plan.spec.network != record.network_device {
+        return Err(stale("its network device does not match".into()));
+    }
+    launch(&effective, plan, &QemuBackend::from_env()?).await
+}
+
+/// `reference` pinned to `digest` (`name@sha256:…`), when that image is in
+/// the cache.
+fn pinned(reference: &str, digest: &str) -> Option<String> {
+    let store = crate::oci::Store::default_location();
+    store.by_digest(digest)?;
+    let name = reference
+        .split_once('@')
+        .map_or(reference, |(name, _)| name);
+    // A tag goes: the digest names the image.
+    let name = match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    };
+    Some(format!("{name}@{digest}"))
+}
+
+impl Sandbox {
+    /// The recipe of this sandbox, or why it cannot be saved.
+    fn recipe(&self, what: &str) -> Result<&Recipe> {
+        self.recipe.as_ref().ok_or_else(|| {
+            Error::Launch(format!(
+                "this sandbox cannot be {what}: it shares host directories (mounts or \
+                 volumes), which a saved VM cannot take along"
+            ))
+        })
+    }
+
+    /// Saves the whole VM to the new file `to` and lets it go on.
+    async fn save_running(&self, to: &Path) -> Result<SavedState> {
+        let quiesced = self.client.quiesce(QUIESCE_LIMIT).await?;
+        let saved = self.vm.save(to).await;
+        // Whatever the save did, this VM goes on.
+        let resumed = self.vm.resume().await;
+        quiesced.thaw();
+        let saved = saved?;
+        resumed?;
+        Ok(saved)
+    }
+
+    /// Saves the whole VM to the new file `to`, then ends it.
+    async fn save_and_end(self, to: &Path) -> Result<SavedState> {
+        let quiesced = self.client.quiesce(QUIESCE_LIMIT).await?;
+        let saved = self.vm.save(to).await;
+        drop(quiesced);
+        drop(self);
+        saved
+    }
+
+    /// Saves this sandbox as the snapshot `name` in `store` and ends it;
+    /// `setup` records how it was prepared.
+    pub async fn save_snapshot(
+        self,
+        store: &SnapshotStore,
+        name: &str,
+        setup: &[String],
+    ) -> Result<StoredSnapshot> {
+        let recipe = self.recipe("saved")?.clone();
+        let making = store.start(name).map_err(Error::Snapshot)?;
+        let state = self.save_and_end(&making.state_path()).await?;
+        let record = recipe.record(name, setup, &state)?;
+        making.finish(&record).map_err(Error::Snapshot)
+    }
+
+    /// `n` new sandboxes, each a copy of this one as it is now (memory,
+    /// files, processes) with its own identity; this one goes on, and from
+    /// then on their files diverge. `config` gives the copies' own
+    /// settings (environment, network, secrets, allowed commands, limits,
+    /// timeouts); their machine and root are this one's. The requests this
+    /// sandbox has in flight stay its own: in the copies they end.
+    pub async fn fork(&self, n: usize, config: &SandboxConfig) -> Result<Vec<Sandbox>> {
+        let recipe = self.recipe("forked")?.clone();
+        let dir = tempfile::Builder::new()
+            .prefix("voidbox-fork-")
+            .tempdir()
+            .map_err(|e| Error::io("make the fork's directory", e))?;
+        let state = self.save_running(&dir.path().join("state")).await?;
+        let record = recipe.record(&format!("fork of {}", self.id()), &[], &state)?;
+        let copies = (0..n).map(|_| restore(&record, state.clone(), config));
+        // The state file goes with `dir` once every copy has loaded it.
+        futures::future::try_join_all(copies).await
+    }
+
+    /// Saves the sandbox to disk and ends its VM, freeing its memory;
+    /// [`Sandbox::resume`] brings it back where it was. Returns its id.
+    pub async fn pause(self) -> Result<String> {
+        let recipe = self.recipe("paused")?.clone();
+        let id = self.id();
+        let dir = paused_dir(&id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io("make the paused sandbox's directory", e))?;
+        let saved = async {
+            let state = self.save_and_end(&dir.join("state")).await?;
+            let record = recipe.record(&id, &[], &state)?;
+            let text = serde_json::to_vec(&record).expect("a snapshot record serializes");
+            std::fs::write(dir.join("paused.json"), text)
+                .map_err(|e| Error::io("record the paused sandbox", e))
+        };
+        if let Err(e) = saved.await {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// The sandbox [`pause`](Self::pause) saved as `id`, running again
+    /// where it was (with a new identity), under `config`'s settings. Its
+    /// saved files are removed once it runs.
+    pub async fn resume(id: &str, config: &SandboxConfig) -> Result<Sandbox> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(Error::Launch(format!("`{id}` is not a sandbox id")));
+        }
+        let dir = paused_dir(id);
+        let text = std::fs::read(dir.join("paused.json")).map_err(|e| {
+            Error::Launch(format!("no paused sandbox `{id}` ({}): {e}", dir.display()))
+        })?;
+        let record: Snapshot = serde_json::from_slice(&text)
+            .map_err(|e| Error::Launch(format!("paused sandbox `{id}` is damaged: {e}")))?;
+        let sandbox = restore(&record, record.state(&dir), config).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(sandbox)
+    }
+}
+
+/// Where a paused sandbox is kept.
+fn paused_dir(id: &str) -> PathBuf {
+    crate::dirs::data_dir().join("paused").join(id)
+}
+
+/// The recipe of a boot `plan` resolved for `config`: `None` when it
+/// shares host directories, which a saved VM cannot take along.
+pub(super) fn recipe_of(config: &SandboxConfig, plan: &BootPlan) -> Option<Recipe> {
+    if !plan.spec.shares.is_empty() {
+        return None;
+    }
+    Some(Recipe {
+        kernel: plan.spec.kernel.clone(),
+        initramfs: plan.spec.initramfs.clone(),
+        image: plan.image.clone(),
+        user: config.user.clone(),
+        overlay_mb: config.overlay_mb,
+        memory_mb: config.memory_mb,
+        vcpus: config.vcpus,
+        network_device: plan.spec.network,
+        accel: plan.spec.accel,
+    })
+}
