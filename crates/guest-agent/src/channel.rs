@@ -109,8 +109,9 @@ fn find_port(sys: &Path, deadline: Duration) -> io::Result<PathBuf> {
 
 fn read_port(mut port: File, to_agent: mpsc::Sender<Incoming>) {
     let mut seen_data = false;
+    // One read returns at most one of the driver's page-sized buffers.
+    let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let mut buf = vec![0u8; READ_CHUNK];
         let item = match port.read(&mut buf) {
             Ok(0) => {
                 // No host: end-of-file at once, until one connects.
@@ -123,8 +124,7 @@ fn read_port(mut port: File, to_agent: mpsc::Sender<Incoming>) {
             }
             Ok(n) => {
                 seen_data = true;
-                buf.truncate(n);
-                Incoming::Data(buf)
+                Incoming::Data(buf[..n].to_vec())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {

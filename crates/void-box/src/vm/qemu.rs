@@ -75,7 +75,7 @@ impl QemuBackend {
         let mem = format!("{}M", spec.memory_mb);
         let mut args: Vec<String> = vec![
             "-M".into(),
-            "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off".into(),
+            "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off,memory-backend=mem".into(),
         ];
         match spec.accel {
             Accel::Kvm => {
@@ -88,9 +88,13 @@ impl QemuBackend {
         }
         args.extend([
             "-m".into(),
-            mem,
+            mem.clone(),
             "-smp".into(),
             spec.vcpus.to_string(),
+            // Guest RAM in a memfd: shared memory the host's accounting
+            // tells from QEMU's own.
+            "-object".into(),
+            format!("memory-backend-memfd,id=mem,size={mem},share=on"),
             "-nodefaults".into(),
             "-no-user-config".into(),
             "-sandbox".into(),
