@@ -5,13 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::raw::{hello, raw_vm};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use void_box::vm::VmBackend;
 use void_box::{Error, ErrorKind, Exec, ExecEvent, ResourceLimits, Sandbox};
-use void_box_protocol::codec::{decode_frame, encode_frame};
-use void_box_protocol::{Frame, GuestConfig, GuestMsg, HostMsg, PROTOCOL_VERSION};
+use void_box_protocol::{GuestMsg, HostMsg};
+
+mod common;
 
 async fn sandbox() -> Sandbox {
     Sandbox::builder()
@@ -214,105 +215,12 @@ async fn allowlist_rejects_with_the_command_name() {
     sb.shutdown().await.unwrap();
 }
 
-/// The agent's channel driven by hand: frames as they arrive, several to
-/// a read at times.
-struct Raw {
-    conn: tokio::net::UnixStream,
-    buf: bytes::BytesMut,
-}
-
-impl Raw {
-    async fn frame(&mut self) -> Option<Frame<GuestMsg>> {
-        loop {
-            if let Some(frame) = decode_frame::<GuestMsg>(&mut self.buf).unwrap() {
-                return Some(frame);
-            }
-            let n =
-                tokio::time::timeout(Duration::from_secs(30), self.conn.read_buf(&mut self.buf))
-                    .await
-                    .expect("guest answers")
-                    .unwrap();
-            if n == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// The next frame, which must be a challenge: its nonce.
-    async fn challenge(&mut self) -> [u8; 32] {
-        match self.frame().await.map(|f| f.msg) {
-            Some(GuestMsg::Challenge { nonce, .. }) => nonce,
-            other => panic!("expected a challenge, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, id: u32, msg: HostMsg) {
-        self.conn
-            .write_all(&encode_frame(&Frame::new(id, msg)).unwrap())
-            .await
-            .unwrap();
-    }
-}
-
-/// A `Hello` answering `nonce` with a proof made under `secret`.
-fn hello(secret: &[u8; 32], nonce: &[u8; 32]) -> HostMsg {
-    HostMsg::Hello {
-        version: PROTOCOL_VERSION,
-        nonce: [0x42; 32],
-        proof: void_box_protocol::auth::proof(
-            secret,
-            void_box_protocol::auth::Side::Host,
-            nonce,
-            &[0x42; 32],
-        ),
-        unix_time_ns: 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_secret_and_unauthenticated_requests_are_refused() {
     // A VM of our own, with a secret we know, driven by hand on the
     // agent's one channel.
-    let image = void_box::sandbox::GuestImage::resolve().unwrap();
     let secret = [7u8; 32];
-    let config = GuestConfig {
-        secret,
-        hostname: "raw".into(),
-        env: Vec::new(),
-        allowed_commands: vec!["true".into()],
-        limits: ResourceLimits::default(),
-        rootfs: None,
-        mounts: Vec::new(),
-        user: None,
-        workdir: None,
-        nameserver: None,
-        edge_ca: None,
-    };
-    let spec = void_box::vm::VmSpec {
-        kernel: image.kernel,
-        initramfs: image.initramfs,
-        extra_initramfs: void_box::vm::image::config_initramfs(&config.to_bytes()).unwrap(),
-        memory_mb: 256,
-        vcpus: 1,
-        accel: void_box::sandbox::Accel::choose(None).unwrap(),
-        cmdline_extra: String::new(),
-        disks: Vec::new(),
-        shares: Vec::new(),
-        network: false,
-        incoming: None,
-    };
-    let backend = void_box::vm::qemu::QemuBackend::from_env().unwrap();
-    let vm = backend.launch(&spec).await.unwrap();
-    let conn = loop {
-        match vm.connect_agent().await {
-            Ok(conn) => break conn,
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    };
-    let mut raw = Raw {
-        conn,
-        buf: bytes::BytesMut::new(),
-    };
+    let (vm, mut raw) = raw_vm(&secret, None).await;
 
     // The agent speaks first: a fresh nonce every time.
     let nonce = raw.challenge().await;

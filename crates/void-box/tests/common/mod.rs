@@ -5,6 +5,7 @@
 
 pub mod mock_llm;
 pub mod net;
+pub mod raw;
 pub mod registry;
 
 use std::path::PathBuf;
