@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::raw::{hello, raw_vm};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use void_box::{Error, ErrorKind, Exec, ExecEvent, ResourceLimits, Sandbox};
 use void_box_protocol::{GuestMsg, HostMsg};
 
