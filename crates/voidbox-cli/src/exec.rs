@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use void_box::net::NetworkPolicy;
 use void_box::sandbox::{Mount, VolumeMount};
 use void_box::{Exec, ExecEvent, Sandbox, SandboxConfig};
 
@@ -41,23 +42,37 @@ pub struct SandboxArgs {
     /// Size limit of the image's writable layer, in MiB.
     #[arg(long, value_name = "MIB")]
     pub overlay_mb: Option<u32>,
+    /// Give the guest a network reaching what this rule allows (repeatable:
+    /// `public` for the internet, `api.github.com:443`, `10.0.0.0/8`,
+    /// `host.voidbox.internal:8080`). Without it there is no network device.
+    #[arg(long = "network", value_name = "RULE")]
+    pub network: Vec<String>,
+    /// Start from this snapshot (`voidbox snapshot create`) instead of
+    /// booting; its memory, CPUs, image and user are the snapshot's.
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Option<String>,
 }
 
 impl SandboxArgs {
     /// Boots a sandbox with these options, pulling its images first with
     /// progress on stderr.
     pub async fn boot(&self) -> Result<Sandbox> {
-        let config = self.config();
+        let config = self.config()?;
         let images: Vec<String> = config.image.iter().cloned().collect();
         crate::pull::ensure_all(&images, crate::pull::Show::Human).await?;
         config.build().await.context("starting the sandbox")
     }
 
     /// The sandbox configuration these options describe.
-    pub fn config(&self) -> SandboxConfig {
+    pub fn config(&self) -> Result<SandboxConfig> {
         let mut builder = Sandbox::builder()
             .memory_mb(self.memory_mb)
             .vcpus(self.vcpus);
+        if !self.network.is_empty() {
+            builder.network =
+                NetworkPolicy::rules(&self.network, &[] as &[&str]).context("--network")?;
+        }
+        builder.snapshot = self.snapshot.clone();
         for (k, v) in &self.env {
             builder = builder.env(k, v);
         }
@@ -69,7 +84,7 @@ impl SandboxArgs {
         builder.volumes = self.volumes.clone();
         builder.user = self.user.clone();
         builder.overlay_mb = self.overlay_mb;
-        builder
+        Ok(builder)
     }
 }
 

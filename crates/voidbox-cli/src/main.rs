@@ -7,6 +7,7 @@ mod pull;
 mod report;
 mod run;
 mod shell;
+mod snapshot;
 mod spec_cmd;
 mod stop;
 mod volume;
@@ -47,6 +48,9 @@ enum Command {
     /// Named volumes: storage that outlives sandboxes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Snapshots: sandboxes saved ready to serve (create, ls, rm, prune).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Measure start-up and exec figures against the bare-VM floor.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
             Command::Shell(args) => shell::run(args).await,
             Command::Image(cmd) => image::run(cmd).await,
             Command::Volume(cmd) => volume::run(cmd),
+            Command::Snapshot(cmd) => snapshot::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Run(args) => run::run(args).await,
             Command::Validate(args) => spec_cmd::validate(args),

@@ -340,6 +340,11 @@ impl SnapshotStore {
             .collect())
     }
 
+    /// Whether a snapshot (whole or damaged) is named `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        check_snapshot_name(name).is_ok() && self.root.join(name).exists()
+    }
+
     /// Removes the snapshot `name`.
     pub fn remove(&self, name: &str) -> Result<(), SnapshotError> {
         check_snapshot_name(name)?;

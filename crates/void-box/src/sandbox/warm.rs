@@ -158,17 +158,7 @@ pub(crate) async fn restore(
             why,
         })
     };
-    let image = match &config.boot {
-        Some(image) => image.clone(),
-        None => GuestImage::resolve()?,
-    };
-    record
-        .check_guest_image(&image.kernel, &image.initramfs)
-        .map_err(Error::Snapshot)?;
-    let accel = Accel::choose(config.accel)?;
-    record
-        .check_machine(&accel.to_string(), &qemu_version()?)
-        .map_err(Error::Snapshot)?;
+    let (image, accel) = check_usable(record, config)?;
     if !config.mounts.is_empty() || !config.volumes.is_empty() || !config.image_mounts.is_empty() {
         return Err(Error::Launch(format!(
             "a sandbox from snapshot `{}` cannot add mounts, volumes or image mounts \
@@ -236,6 +226,42 @@ pub(crate) async fn restore(
         return Err(stale("its network device does not match".into()));
     }
     launch(&effective, plan, &QemuBackend::from_env()?).await
+}
+
+/// Refuses a saved VM that a sandbox of `config` could not load: another
+/// guest image, accelerator or QEMU than it was made with, or its OCI
+/// image gone from the cache. The guest image and accelerator to use.
+pub(crate) fn check_usable(
+    record: &Snapshot,
+    config: &SandboxConfig,
+) -> Result<(GuestImage, Accel)> {
+    let image = match &config.boot {
+        Some(image) => image.clone(),
+        None => GuestImage::resolve()?,
+    };
+    record.check_guest_image(&image.kernel, &image.initramfs)?;
+    let accel = Accel::choose(config.accel)?;
+    record.check_machine(&accel.to_string(), &qemu_version()?)?;
+    if let Some(saved) = &record.image {
+        if pinned(&saved.reference, &saved.digest).is_none() {
+            return Err(Error::Snapshot(SnapshotError::Stale {
+                name: record.name.clone(),
+                why: format!(
+                    "its image {} ({}) is no longer cached (voidbox image pull it)",
+                    saved.reference, saved.digest
+                ),
+            }));
+        }
+    }
+    Ok((image, accel))
+}
+
+impl StoredSnapshot {
+    /// Refuses the snapshot when a sandbox of the default configuration
+    /// could not start from it (`voidbox snapshot ls` shows why).
+    pub fn check_usable(&self) -> Result<()> {
+        check_usable(&self.snapshot, &SandboxConfig::default()).map(|_| ())
+    }
 }
 
 /// `reference` pinned to `digest` (`name@sha256:…`), when that image is in

@@ -7,6 +7,7 @@
 mod images;
 mod network;
 mod startup;
+mod warm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

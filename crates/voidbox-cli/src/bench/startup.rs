@@ -81,6 +81,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = host_overhead_kib(sandbox.host_pids()[0])?;
     sandbox.shutdown().await?;
+    let warm = super::warm::measure(runs).await?;
 
     let mb = file_mib as f64 * 1.048_576;
     let (floor50, cold50) = (pct(&floor, 50.0), pct(&cold, 50.0));
@@ -143,7 +144,69 @@ pub async fn run(
         "",
         "QEMU anon+file RSS; guest RAM (memfd) excluded",
     );
+    warm_rows(&warm, cold50);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warm-start rows, each set against the cold start's p50.
+fn warm_rows(warm: &super::warm::Warm, cold50: Duration) {
+    let times = |measure: &str, samples: &[Duration], against: String| {
+        row(
+            measure,
+            &ms(pct(samples, 50.0)),
+            &ms(pct(samples, 90.0)),
+            &ms(pct(samples, 95.0)),
+            &against,
+        )
+    };
+    let of_cold = |samples: &[Duration]| pct(samples, 50.0).as_secs_f64() / cold50.as_secs_f64();
+    times(
+        "snapshot restore to first exec (ms)",
+        &warm.restore,
+        format!(
+            "{:.3}x cold start p50 (target <= 0.10x)",
+            of_cold(&warm.restore)
+        ),
+    );
+    times(
+        "first exec after a restore (ms)",
+        &warm.first_exec,
+        "cold translation cache under TCG".into(),
+    );
+    times(
+        "next 10 execs after a restore (ms)",
+        &warm.later_execs,
+        "beside the exec round trip above".into(),
+    );
+    times(
+        "fork of a running sandbox to first exec (ms)",
+        &warm.fork,
+        format!(
+            "{:.3}x cold start p50 (target <= 0.20x)",
+            of_cold(&warm.fork)
+        ),
+    );
+    times(
+        "pause: state on disk, VM gone (ms)",
+        &warm.pause,
+        String::new(),
+    );
+    times(
+        "resume to first exec (ms)",
+        &warm.resume,
+        format!("{:.3}x cold start p50", of_cold(&warm.resume)),
+    );
+    row(
+        "snapshot size on disk (MiB)",
+        &format!("{:.1}", warm.disk_bytes as f64 / 1048576.0),
+        "",
+        "",
+        &format!(
+            "512 MiB guest; state {:.1} MiB, saved in {} ms",
+            warm.state_bytes as f64 / 1048576.0,
+            ms(warm.save)
+        ),
+    );
 }
 
 pub(super) fn write_floor_initramfs(init: &Path, dest: &Path) -> Result<()> {
