@@ -19,7 +19,7 @@ pub enum SnapshotCommand {
         /// 1-64 of [A-Za-z0-9_.-].
         name: String,
         #[command(flatten)]
-        sandbox: SandboxArgs,
+        sandbox: Box<SandboxArgs>,
         /// A shell command to run before saving (repeatable, in order; each
         /// must succeed).
         #[arg(long = "setup", value_name = "CMD")]
