@@ -114,8 +114,7 @@ async fn create(
         .await
         .context("saving the snapshot")?;
     println!(
-        "created {name}: {} of state ({} on disk) in {:.1} s (boot {:.1} s, setup {:.1} s, save {:.2} s)",
-        mib(made.snapshot.state_bytes),
+        "created {name}: {} on disk in {:.1} s (boot {:.1} s, setup {:.1} s, save {:.2} s)",
         mib(made.disk_bytes),
         started.elapsed().as_secs_f64(),
         booted.as_secs_f64(),

@@ -1,11 +1,12 @@
-//! Snapshots: sandboxes saved ready to serve, by name, in
-//! `<data_dir>/snapshots/NAME/` (`snapshot.json` and the VM's `state`).
+//! Snapshots: sandboxes saved ready to serve, by name.
 //!
-//! A snapshot records what it was made from: the guest image's kernel and
-//! initramfs, the OCI image's digest, the machine (memory, CPUs, network
-//! device, accelerator, QEMU) and the state file's length and hash. A
-//! restore refuses one that no longer matches, naming what changed; a
-//! damaged state file is caught by its hash before the VM runs.
+//! `<data_dir>/snapshots/NAME/` holds `snapshot.json` and the saved VM
+//! (`devices`, `memory`). A snapshot records what it was made from: the
+//! guest image's kernel and initramfs, the OCI image's digest, the machine
+//! (memory, CPUs, network device, accelerator, QEMU) and its files'
+//! lengths and hashes. A restore refuses one that no longer matches,
+//! naming what changed; a damaged file is caught by its hash before the VM
+//! runs.
 //!
 //! Making one writes into a hidden directory stamped with its maker's pid
 //! and renames it into place at the end, so a snapshot is whole or absent;
@@ -18,13 +19,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::vm::SavedState;
+use crate::vm::{SavedState, DEVICES, MEMORY};
 
 /// Version of `snapshot.json`'s layout.
 const FORMAT: u32 = 1;
 const META: &str = "snapshot.json";
-/// The VM's state file in a snapshot's directory.
-pub(crate) const STATE: &str = "state";
 /// Prefix of directories being made.
 const MAKING: &str = ".making-";
 
@@ -105,18 +104,35 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    /// Stamps `path`.
+    /// Stamps `path`. A file stamped before in this process, unchanged by
+    /// length, time and inode, is not read again (a fork stamps the same
+    /// kernel each time).
     pub fn of(path: &Path) -> io::Result<FileStamp> {
+        static HASHES: std::sync::Mutex<Vec<FileStamp>> = std::sync::Mutex::new(Vec::new());
         let meta = fs::metadata(path)?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(fs::File::open(path)?)?;
-        Ok(FileStamp {
+        let mut stamp = FileStamp {
             path: path.to_path_buf(),
-            blake3: hasher.finalize().to_hex().to_string(),
+            blake3: String::new(),
             len: meta.len(),
             mtime_ns: mtime_ns(&meta),
             inode: meta.ino(),
-        })
+        };
+        let same = |known: &&FileStamp| {
+            known.path == stamp.path
+                && known.len == stamp.len
+                && known.mtime_ns == stamp.mtime_ns
+                && known.inode == stamp.inode
+        };
+        let mut hashes = HASHES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = hashes.iter().find(same) {
+            return Ok(known.clone());
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(fs::File::open(path)?)?;
+        stamp.blake3 = hasher.finalize().to_hex().to_string();
+        hashes.retain(|k| k.path != stamp.path);
+        hashes.push(stamp.clone());
+        Ok(stamp)
     }
 
     /// Whether `path` holds what was stamped: at once when its length,
@@ -178,23 +194,29 @@ pub struct Snapshot {
     pub network_device: bool,
     /// The accelerator it ran on (`tcg`, `kvm`).
     pub accel: String,
-    /// QEMU's version.
+    /// QEMU's version, as it said.
     pub qemu: String,
+    /// QEMU's binary.
+    pub qemu_binary: FileStamp,
     /// The set-up commands run before it was saved.
     pub setup: Vec<String>,
-    /// The state file's length.
-    pub state_bytes: u64,
-    /// The state file's BLAKE3 hash, hex.
-    pub state_blake3: String,
+    /// Length of the devices' state.
+    pub devices_bytes: u64,
+    /// Its BLAKE3 hash, hex.
+    pub devices_blake3: String,
+    /// BLAKE3 hash, hex, of the guest RAM's pages that hold data.
+    pub memory_blake3: String,
 }
 
 impl Snapshot {
-    /// The saved state, in the snapshot's directory `dir`.
+    /// The saved VM, in the snapshot's directory `dir`.
     pub fn state(&self, dir: &Path) -> SavedState {
         SavedState {
-            path: dir.join(STATE),
-            bytes: self.state_bytes,
-            blake3: self.state_blake3.clone(),
+            dir: dir.to_path_buf(),
+            devices_bytes: self.devices_bytes,
+            devices_blake3: self.devices_blake3.clone(),
+            memory_bytes: u64::from(self.memory_mb) << 20,
+            memory_blake3: self.memory_blake3.clone(),
         }
     }
 
@@ -225,19 +247,22 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Refuses the snapshot when it was made on another accelerator or
-    /// QEMU (their saved states do not load into each other).
-    pub fn check_machine(&self, accel: &str, qemu: &str) -> Result<(), SnapshotError> {
+    /// Refuses the snapshot when it was made on another accelerator or by
+    /// another QEMU binary than `qemu` (their saved states need not load
+    /// into each other).
+    pub fn check_machine(&self, accel: &str, qemu: &Path) -> Result<(), SnapshotError> {
         if self.accel != accel {
             return Err(self.stale(format!(
                 "it was made under {}, and this machine runs {accel}",
                 self.accel
             )));
         }
-        if self.qemu != qemu {
+        if !self.qemu_binary.matches(qemu) {
             return Err(self.stale(format!(
-                "it was made by QEMU {}, and this is QEMU {qemu}",
-                self.qemu
+                "it was made by QEMU {} ({}), and {} is another",
+                self.qemu,
+                self.qemu_binary.path.display(),
+                qemu.display()
             )));
         }
         Ok(())
@@ -299,15 +324,19 @@ impl SnapshotStore {
                 meta.display()
             )));
         }
-        let state = dir.join(STATE);
-        let len = fs::metadata(&state)
-            .map_err(|e| damaged(format!("{}: {e}", state.display())))?
-            .len();
-        if len != snapshot.state_bytes {
-            return Err(damaged(format!(
-                "its state file has {len} bytes where {} were saved (cut short?)",
-                snapshot.state_bytes
-            )));
+        for (file, saved) in [
+            (DEVICES, snapshot.devices_bytes),
+            (MEMORY, u64::from(snapshot.memory_mb) << 20),
+        ] {
+            let path = dir.join(file);
+            let len = fs::metadata(&path)
+                .map_err(|e| damaged(format!("{}: {e}", path.display())))?
+                .len();
+            if len != saved {
+                return Err(damaged(format!(
+                    "its {file} file has {len} bytes where {saved} were saved (cut short?)"
+                )));
+            }
         }
         Ok(StoredSnapshot {
             disk_bytes: disk_bytes(&dir),
@@ -402,12 +431,12 @@ pub struct Making {
 }
 
 impl Making {
-    /// Where the VM's state goes.
-    pub fn state_path(&self) -> PathBuf {
-        self.dir.path().join(STATE)
+    /// Where the VM is saved.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
-    /// Writes the record, syncs both files and puts the snapshot in place.
+    /// Writes the record, syncs the files and puts the snapshot in place.
     pub fn finish(self, snapshot: &Snapshot) -> Result<StoredSnapshot, SnapshotError> {
         let meta = self.dir.path().join(META);
         let mut record = snapshot.clone();
@@ -415,7 +444,11 @@ impl Making {
         record.name = self.name.clone();
         let text = serde_json::to_vec_pretty(&record).expect("a snapshot record serializes");
         fs::write(&meta, text).map_err(io_error(&meta))?;
-        for file in [meta.clone(), self.state_path()] {
+        for file in [
+            meta.clone(),
+            self.dir().join(DEVICES),
+            self.dir().join(MEMORY),
+        ] {
             fs::File::open(&file)
                 .and_then(|f| f.sync_all())
                 .map_err(io_error(&file))?;
@@ -454,7 +487,7 @@ fn disk_bytes(dir: &Path) -> u64 {
 mod tests {
     use super::*;
 
-    fn record(name: &str, state: &[u8], kernel: &Path) -> Snapshot {
+    fn record(name: &str, devices: &[u8], kernel: &Path) -> Snapshot {
         Snapshot {
             format: FORMAT,
             name: name.into(),
@@ -465,15 +498,26 @@ mod tests {
             image: None,
             user: None,
             overlay_mb: None,
-            memory_mb: 256,
+            memory_mb: 1,
             vcpus: 1,
             network_device: false,
             accel: "tcg".into(),
             qemu: "7.2.0".into(),
+            qemu_binary: FileStamp::of(kernel).unwrap(),
             setup: Vec::new(),
-            state_bytes: state.len() as u64,
-            state_blake3: blake3::hash(state).to_hex().to_string(),
+            devices_bytes: devices.len() as u64,
+            devices_blake3: blake3::hash(devices).to_hex().to_string(),
+            memory_blake3: String::new(),
         }
+    }
+
+    /// Writes a saved VM of `devices` and 1 MiB of memory into `dir`.
+    fn save_files(dir: &Path, devices: &[u8]) {
+        fs::write(dir.join(DEVICES), devices).unwrap();
+        fs::File::create(dir.join(MEMORY))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
     }
 
     #[test]
@@ -484,7 +528,7 @@ mod tests {
         fs::write(&kernel, b"kernel v1").unwrap();
         // Unfinished: nothing to see, nothing left.
         let making = store.start("py").unwrap();
-        fs::write(making.state_path(), b"half").unwrap();
+        fs::write(making.dir().join(DEVICES), b"half").unwrap();
         drop(making);
         assert!(matches!(store.get("py"), Err(SnapshotError::Missing(_))));
         assert_eq!(
@@ -494,19 +538,19 @@ mod tests {
         );
 
         let making = store.start("py").unwrap();
-        fs::write(making.state_path(), b"the whole state").unwrap();
+        save_files(making.dir(), b"the whole state");
         let made = making
             .finish(&record("py", b"the whole state", &kernel))
             .unwrap();
         assert!(made.disk_bytes > 0);
         assert!(matches!(store.start("py"), Err(SnapshotError::Exists(_))));
         let got = store.get("py").unwrap();
-        assert_eq!(got.snapshot.state_bytes, 15);
+        assert_eq!(got.snapshot.devices_bytes, 15);
         assert_eq!(store.list().unwrap().len(), 1);
 
         // The kernel changes: refused, saying so.
         got.snapshot.check_guest_image(&kernel, &kernel).unwrap();
-        fs::write(&kernel, b"kernel v2").unwrap();
+        fs::write(&kernel, b"kernel v2, rebuilt").unwrap();
         let e = got
             .snapshot
             .check_guest_image(&kernel, &kernel)
@@ -515,8 +559,8 @@ mod tests {
         assert!(e.to_string().contains("snapshot create py"), "{e}");
 
         // Cut short: damaged, before anything reads it.
-        let state = got.dir.join(STATE);
-        fs::write(&state, b"the whole").unwrap();
+        let devices = got.dir.join(DEVICES);
+        fs::write(&devices, b"the whole").unwrap();
         let e = store.get("py").unwrap_err();
         assert!(matches!(e, SnapshotError::Damaged { .. }), "{e}");
         assert!(e.to_string().contains("cut short"), "{e}");
@@ -538,9 +582,9 @@ mod tests {
         // No process has pid 0's /proc entry... pick one that cannot run.
         let dead = root.path().join(format!("{MAKING}4294967294-abc"));
         fs::create_dir_all(&dead).unwrap();
-        fs::write(dead.join(STATE), b"x").unwrap();
+        fs::write(dead.join(DEVICES), b"x").unwrap();
         let mine = store.start("a").unwrap();
         assert!(!dead.exists(), "the dead maker's directory stays");
-        assert!(mine.state_path().parent().unwrap().exists());
+        assert!(mine.dir().exists());
     }
 }

@@ -51,6 +51,7 @@ impl Recipe {
         let stamp = |path: &Path| {
             FileStamp::of(path).map_err(|e| Error::io(format!("hash {}", path.display()), e))
         };
+        let qemu = qemu_binary()?;
         Ok(Snapshot {
             format: 0,
             name: name.into(),
@@ -68,33 +69,41 @@ impl Recipe {
             vcpus: self.vcpus,
             network_device: self.network_device,
             accel: self.accel.to_string(),
-            qemu: qemu_version()?,
+            qemu: qemu_version(&qemu),
+            qemu_binary: stamp(&qemu)?,
             setup: setup.to_vec(),
-            state_bytes: state.bytes,
-            state_blake3: state.blake3.clone(),
+            devices_bytes: state.devices_bytes,
+            devices_blake3: state.devices_blake3.clone(),
+            memory_blake3: state.memory_blake3.clone(),
         })
     }
 }
 
-/// QEMU's version (`7.2.0`), asked once.
-fn qemu_version() -> Result<String> {
-    static VERSION: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+/// The QEMU binary VMs run on.
+fn qemu_binary() -> Result<PathBuf> {
+    let qemu = crate::vm::locate("VOIDBOX_QEMU", "qemu-system-x86_64")
+        .ok_or_else(|| Error::Launch("qemu-system-x86_64 not found".into()))?;
+    Ok(std::fs::canonicalize(&qemu).unwrap_or(qemu))
+}
+
+/// What `qemu --version` says (`7.2.0`), asked once: for the record.
+fn qemu_version(qemu: &Path) -> String {
+    static VERSION: OnceLock<String> = OnceLock::new();
     VERSION
         .get_or_init(|| {
-            let qemu = crate::vm::locate("VOIDBOX_QEMU", "qemu-system-x86_64")
-                .ok_or("qemu-system-x86_64 not found")?;
-            let out = std::process::Command::new(qemu)
+            std::process::Command::new(qemu)
                 .arg("--version")
                 .output()
-                .map_err(|e| e.to_string())?;
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .nth(3)
-                .map(String::from)
-                .ok_or_else(|| "QEMU did not say its version".into())
+                .ok()
+                .and_then(|out| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .nth(3)
+                        .map(String::from)
+                })
+                .unwrap_or_else(|| "unknown".into())
         })
         .clone()
-        .map_err(|e| Error::Launch(format!("QEMU's version: {e}")))
 }
 
 /// Takes the agent of a VM just loaded from a saved state: connects to its
@@ -241,7 +250,7 @@ pub(crate) fn check_usable(
     };
     record.check_guest_image(&image.kernel, &image.initramfs)?;
     let accel = Accel::choose(config.accel)?;
-    record.check_machine(&accel.to_string(), &qemu_version()?)?;
+    record.check_machine(&accel.to_string(), &qemu_binary()?)?;
     if let Some(saved) = &record.image {
         if pinned(&saved.reference, &saved.digest).is_none() {
             return Err(Error::Snapshot(SnapshotError::Stale {
@@ -291,7 +300,7 @@ impl Sandbox {
         })
     }
 
-    /// Saves the whole VM to the new file `to` and lets it go on.
+    /// Saves the whole VM into the directory `to` and lets it go on.
     async fn save_running(&self, to: &Path) -> Result<SavedState> {
         let quiesced = self.client.quiesce(QUIESCE_LIMIT).await?;
         let saved = self.vm.save(to).await;
@@ -303,7 +312,7 @@ impl Sandbox {
         Ok(saved)
     }
 
-    /// Saves the whole VM to the new file `to`, then ends it.
+    /// Saves the whole VM into the directory `to`, then ends it.
     async fn save_and_end(self, to: &Path) -> Result<SavedState> {
         let quiesced = self.client.quiesce(QUIESCE_LIMIT).await?;
         let saved = self.vm.save(to).await;
@@ -322,7 +331,7 @@ impl Sandbox {
     ) -> Result<StoredSnapshot> {
         let recipe = self.recipe("saved")?.clone();
         let making = store.start(name).map_err(Error::Snapshot)?;
-        let state = self.save_and_end(&making.state_path()).await?;
+        let state = self.save_and_end(making.dir()).await?;
         let record = recipe.record(name, setup, &state)?;
         making.finish(&record).map_err(Error::Snapshot)
     }
@@ -339,10 +348,10 @@ impl Sandbox {
             .prefix("voidbox-fork-")
             .tempdir()
             .map_err(|e| Error::io("make the fork's directory", e))?;
-        let state = self.save_running(&dir.path().join("state")).await?;
+        let state = self.save_running(dir.path()).await?;
         let record = recipe.record(&format!("fork of {}", self.id()), &[], &state)?;
         let copies = (0..n).map(|_| restore(&record, state.clone(), config));
-        // The state file goes with `dir` once every copy has loaded it.
+        // The saved files go with `dir` once every copy has loaded them.
         futures::future::try_join_all(copies).await
     }
 
@@ -355,7 +364,7 @@ impl Sandbox {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io("make the paused sandbox's directory", e))?;
         let saved = async {
-            let state = self.save_and_end(&dir.join("state")).await?;
+            let state = self.save_and_end(&dir).await?;
             let record = recipe.record(&id, &[], &state)?;
             let text = serde_json::to_vec(&record).expect("a snapshot record serializes");
             std::fs::write(dir.join("paused.json"), text)

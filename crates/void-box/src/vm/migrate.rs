@@ -1,11 +1,11 @@
-//! A VM's whole state (memory and devices) saved to a file and loaded back:
-//! QEMU's migration stream over a Unix socket in the VM's runtime
-//! directory, copied to or from the file by us and hashed on the way, so a
-//! damaged file is caught before the VM it would make runs (ADR 0010).
-//!
-//! QEMU finds zero pages itself and writes only a flag for each, so a file
-//! holds about what the guest really used.
+//! A VM's whole state saved to a directory and loaded back: the guest's
+//! RAM (a memfd we hold) copied page by page into a sparse `memory` file,
+//! and the devices' state, QEMU's migration stream with its RAM left out
+//! (`x-ignore-shared`), through a Unix socket in the VM's runtime
+//! directory into `devices`. Both are hashed on the way out and checked on
+//! the way in, so a damaged save never runs (ADR 0010).
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
@@ -16,42 +16,62 @@ use serde_json::json;
 use tokio::net::UnixListener;
 
 use super::confine::Identity;
+use super::memory::copy_pages;
 use super::qmp::Qmp;
 use crate::error::{Error, Result};
 
 /// The migration socket in the runtime directory.
 const SOCKET: &str = "migrate.sock";
+/// The devices' state in a saved VM's directory.
+pub const DEVICES: &str = "devices";
+/// The guest's RAM in a saved VM's directory.
+pub const MEMORY: &str = "memory";
 /// How long a save or a load may take at most (a few GiB of used guest
 /// memory take seconds).
 const DEADLINE: Duration = Duration::from_secs(120);
 /// Bytes copied per read.
 const CHUNK: usize = 1 << 20;
 
-/// A saved VM state on disk.
+/// A saved VM on disk: the files of [`DEVICES`] and [`MEMORY`] in `dir`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedState {
-    /// The file.
-    pub path: PathBuf,
-    /// Its length.
-    pub bytes: u64,
+    /// The directory.
+    pub dir: PathBuf,
+    /// Length of the devices' state.
+    pub devices_bytes: u64,
     /// Its BLAKE3 hash, hex.
-    pub blake3: String,
+    pub devices_blake3: String,
+    /// Length of the guest's RAM (the memory file's logical size).
+    pub memory_bytes: u64,
+    /// BLAKE3 hash, hex, of its pages that hold data, with their places.
+    pub memory_blake3: String,
 }
 
-/// Stops the VM behind `qmp` and writes its state to the new file `to`.
-/// The VM stays stopped.
+/// Stops the VM behind `qmp` and saves it into the directory `to` (which
+/// must not hold a save yet). `memory` is its RAM. The VM stays stopped.
 pub(super) async fn save(
     qmp: &Path,
     dir: &Path,
     identity: Option<Identity>,
+    memory: &File,
     to: &Path,
 ) -> Result<SavedState> {
     let fail = |what: &str, e: std::io::Error| Error::io(format!("save the VM: {what}"), e);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)
-        .map_err(|e| fail(&format!("create {}", to.display()), e))?;
+    let create = |name: &str| {
+        let path = to.join(name);
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| fail(&format!("create {}", path.display()), e))
+    };
+    let devices = create(DEVICES)?;
+    let memory_copy = create(MEMORY)?;
+    let memory_bytes = memory.metadata().map_err(|e| fail("guest RAM", e))?.len();
+    memory_copy
+        .set_len(memory_bytes)
+        .map_err(|e| fail("size the memory file", e))?;
     let socket = dir.join(SOCKET);
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(|e| fail("listen for QEMU", e))?;
@@ -62,6 +82,7 @@ pub(super) async fn save(
     let started = Instant::now();
     let mut qmp = Qmp::connect(qmp).await.map_err(|e| fail("QMP", e))?;
     qmp.execute("stop").await.map_err(|e| fail("stop", e))?;
+    leave_ram_out(&mut qmp).await?;
     // QEMU's default cap (128 MiB/s) is for networks, not a local file.
     qmp.execute_with(
         "migrate-set-parameters",
@@ -82,74 +103,113 @@ pub(super) async fn save(
         .and_then(|s| s.set_nonblocking(false).map(|_| s))
         .map_err(|e| fail("take QEMU's stream", e))?;
     let remaining = DEADLINE.saturating_sub(started.elapsed());
-    let (bytes, blake3) = tokio::task::spawn_blocking(move || copy_hashed(stream, file, remaining))
-        .await
-        .map_err(|e| Error::Launch(format!("save the VM: {e}")))?
-        .map_err(|e| fail("copy the state", e))?;
+    let (devices_bytes, devices_blake3) =
+        tokio::task::spawn_blocking(move || copy_hashed(stream, devices, remaining))
+            .await
+            .map_err(|e| Error::Launch(format!("save the VM: {e}")))?
+            .map_err(|e| fail("copy the devices' state", e))?;
     let _ = std::fs::remove_file(&socket);
     wait_completed(&mut qmp, started + DEADLINE).await?;
+    // The VM is stopped: its RAM holds still while it is copied.
+    let ram = memory.try_clone().map_err(|e| fail("guest RAM", e))?;
+    let memory_blake3 =
+        tokio::task::spawn_blocking(move || copy_pages(&ram, &memory_copy, memory_bytes))
+            .await
+            .map_err(|e| Error::Launch(format!("save the VM: {e}")))?
+            .map_err(|e| fail("copy the guest's RAM", e))?;
     Ok(SavedState {
-        path: to.to_path_buf(),
-        bytes,
-        blake3,
+        dir: to.to_path_buf(),
+        devices_bytes,
+        devices_blake3,
+        memory_bytes,
+        memory_blake3,
     })
 }
 
-/// Feeds `state` to a QEMU started with `-incoming unix:` on
-/// [`incoming_socket`] and waits until it has loaded it; fails, naming the
-/// file, when the bytes are not the ones saved.
-pub(super) async fn load(qmp: &Path, dir: &Path, state: &SavedState) -> Result<()> {
+/// Loads `state` into a QEMU started with `-incoming defer` whose RAM is
+/// `memory` (as long as the saved one): the RAM first, then the devices'
+/// state; fails, naming the directory, when either is not what was saved.
+pub(super) async fn load(qmp: &Path, dir: &Path, memory: &File, state: &SavedState) -> Result<()> {
     let damaged = |why: String| {
         Error::Launch(format!(
-            "the saved VM state {} is damaged: {why}",
-            state.path.display()
+            "the saved VM in {} is damaged: {why}",
+            state.dir.display()
         ))
     };
-    let file = std::fs::File::open(&state.path)
-        .map_err(|e| Error::io(format!("open {}", state.path.display()), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io(format!("stat {}", state.path.display()), e))?
-        .len();
-    if len != state.bytes {
-        return Err(damaged(format!(
-            "{len} bytes where {} were saved",
-            state.bytes
-        )));
-    }
+    let open = |name: &str, expected: u64| {
+        let path = state.dir.join(name);
+        let file =
+            File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+            .len();
+        if len != expected {
+            return Err(damaged(format!(
+                "{name} has {len} bytes where {expected} were saved"
+            )));
+        }
+        Ok(file)
+    };
+    let devices = open(DEVICES, state.devices_bytes)?;
+    let saved_memory = open(MEMORY, state.memory_bytes)?;
     let started = Instant::now();
-    let socket = incoming_socket(dir);
+    let ram = memory
+        .try_clone()
+        .map_err(|e| Error::io("the restored VM's RAM", e))?;
+    let len = state.memory_bytes;
+    let memory_blake3 = tokio::task::spawn_blocking(move || copy_pages(&saved_memory, &ram, len))
+        .await
+        .map_err(|e| Error::Launch(format!("load the VM: {e}")))?
+        .map_err(|e| Error::io("copy the saved RAM", e))?;
+    if memory_blake3 != state.memory_blake3 {
+        return Err(damaged("its memory's hash is not the one saved".into()));
+    }
+    let mut qmp = Qmp::connect(qmp)
+        .await
+        .map_err(|e| Error::io("QMP of the restored VM", e))?;
+    leave_ram_out(&mut qmp).await?;
+    let socket = dir.join(SOCKET);
+    let uri = format!("unix:{}", socket.display());
+    qmp.execute_with("migrate-incoming", json!({ "uri": uri }))
+        .await
+        .map_err(|e| Error::io("start loading the devices' state", e))?;
     let stream = loop {
         match StdUnixStream::connect(&socket) {
             Ok(stream) => break stream,
             Err(e) if started.elapsed() > Duration::from_secs(10) => {
                 return Err(Error::io("connect to QEMU's incoming socket", e))
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     };
     let remaining = DEADLINE.saturating_sub(started.elapsed());
-    let (bytes, blake3) = tokio::task::spawn_blocking(move || copy_hashed(file, stream, remaining))
-        .await
-        .map_err(|e| Error::Launch(format!("load the VM: {e}")))?
-        .map_err(|e| {
-            Error::Launch(format!(
-                "QEMU refused the saved VM state {} (damaged, or saved by another QEMU): {e}",
-                state.path.display()
-            ))
-        })?;
-    if bytes != state.bytes || blake3 != state.blake3 {
-        return Err(damaged("its hash is not the one saved".into()));
+    let (bytes, blake3) =
+        tokio::task::spawn_blocking(move || copy_hashed(devices, stream, remaining))
+            .await
+            .map_err(|e| Error::Launch(format!("load the VM: {e}")))?
+            .map_err(|e| {
+                Error::Launch(format!(
+                    "QEMU refused the saved VM in {} (damaged, or saved by another QEMU): {e}",
+                    state.dir.display()
+                ))
+            })?;
+    if bytes != state.devices_bytes || blake3 != state.devices_blake3 {
+        return Err(damaged("its devices' hash is not the one saved".into()));
     }
-    let mut qmp = Qmp::connect(qmp)
-        .await
-        .map_err(|e| Error::io("QMP of the restored VM", e))?;
     wait_completed(&mut qmp, started + DEADLINE).await
 }
 
-/// Where a VM launched to load a saved state listens for it.
-pub(super) fn incoming_socket(dir: &Path) -> PathBuf {
-    dir.join(SOCKET)
+/// Has QEMU's migration leave guest RAM out: it is shared (our memfd),
+/// and copied by [`copy_pages`] instead.
+async fn leave_ram_out(qmp: &mut Qmp) -> Result<()> {
+    qmp.execute_with(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| Error::io("leave guest RAM out of QEMU's migration", e))
 }
 
 /// Copies `from` into `to` until the end, hashing what passes, within

@@ -8,6 +8,7 @@ pub mod confine;
 pub mod image;
 pub mod initramfs;
 mod logring;
+mod memory;
 mod migrate;
 mod process;
 pub mod qemu;
@@ -21,7 +22,7 @@ use futures::future::BoxFuture;
 use tokio::net::UnixStream;
 
 pub use accel::Accel;
-pub use migrate::SavedState;
+pub use migrate::{SavedState, DEVICES, MEMORY};
 
 use crate::error::Result;
 
@@ -123,8 +124,9 @@ pub trait VmInstance: Send + Sync {
     fn take_network_link(&self) -> Option<std::os::unix::net::UnixStream> {
         None
     }
-    /// Stops the VM and writes its whole state to the new file `to`. The
-    /// VM stays stopped: [`resume`](Self::resume) lets it go on.
+    /// Stops the VM and saves its whole state into the directory `to`
+    /// (its files must not exist yet). The VM stays stopped:
+    /// [`resume`](Self::resume) lets it go on.
     fn save<'a>(&'a self, to: &'a std::path::Path) -> BoxFuture<'a, Result<SavedState>> {
         let _ = to;
         Box::pin(async { Err(unsupported("saving a VM")) })

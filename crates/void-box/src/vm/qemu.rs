@@ -69,6 +69,7 @@ impl QemuBackend {
         dir: &Path,
         initrd: &str,
         console: &str,
+        memory: &str,
         network: Option<i32>,
         passed: &mut Passed,
     ) -> Result<Vec<String>> {
@@ -91,10 +92,10 @@ impl QemuBackend {
             mem.clone(),
             "-smp".into(),
             spec.vcpus.to_string(),
-            // Guest RAM in a memfd: shared memory the host's accounting
-            // tells from QEMU's own.
+            // Guest RAM is our memfd (vm/memory.rs): shared, so a save
+            // leaves it to us, and host accounting tells it from QEMU's own.
             "-object".into(),
-            format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+            format!("memory-backend-file,id=mem,size={mem},mem-path={memory},share=on"),
             "-nodefaults".into(),
             "-no-user-config".into(),
             "-sandbox".into(),
@@ -165,11 +166,7 @@ impl QemuBackend {
         }
         if spec.incoming.is_some() {
             // Stopped until the state is loaded and checked.
-            args.extend([
-                "-S".into(),
-                "-incoming".into(),
-                format!("unix:{}", qemu_path(&super::migrate::incoming_socket(dir))),
-            ]);
+            args.extend(["-S".into(), "-incoming".into(), "defer".into()]);
         }
         args.extend([
             "-kernel".into(),
@@ -272,6 +269,18 @@ impl VmBackend for QemuBackend {
             let mut passed = Passed::default();
             let console_name = passed.add(console_write);
             let initrd = passed.add(initrd_memfd(&spec.initramfs, &spec.extra_initramfs)?);
+            let memory = super::memory::guest_ram(u64::from(spec.memory_mb) << 20)
+                .map_err(|e| Error::io("make the guest's RAM", e))?;
+            if let Some(id) = identity {
+                std::os::unix::fs::fchown(&memory, Some(id.uid), Some(id.gid))
+                    .map_err(|e| Error::io("hand the guest's RAM to QEMU's user", e))?;
+            }
+            let memory_name = passed.add(
+                memory
+                    .try_clone()
+                    .map_err(|e| Error::io("pass the guest's RAM", e))?
+                    .into(),
+            );
             let (network, network_link) = if spec.network {
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair()
                     .map_err(|e| Error::io("create the network link", e))?;
@@ -284,6 +293,7 @@ impl VmBackend for QemuBackend {
                 dir.path(),
                 &initrd,
                 &console_name,
+                &memory_name,
                 network,
                 &mut passed,
             )?;
@@ -303,6 +313,7 @@ impl VmBackend for QemuBackend {
                 console,
                 qemu_log,
                 network_link: Mutex::new(network_link),
+                memory,
                 identity,
                 dir_path: dir.path().to_path_buf(),
                 dir: Mutex::new(Some(dir)),
@@ -310,7 +321,7 @@ impl VmBackend for QemuBackend {
             if let Some(state) = &spec.incoming {
                 // Dropping `vm` on failure kills QEMU and removes its files.
                 let qmp = vm.dir_path.join("qmp.sock");
-                super::migrate::load(&qmp, &vm.dir_path, state)
+                super::migrate::load(&qmp, &vm.dir_path, &vm.memory, state)
                     .await
                     .map_err(|e| match e {
                         Error::Launch(why) => {
@@ -359,6 +370,8 @@ pub struct QemuVm {
     qemu_log: Arc<LogRing>,
     /// The user QEMU runs as, when not ours.
     identity: Option<Identity>,
+    /// The guest's RAM.
+    memory: std::fs::File,
     network_link: Mutex<Option<std::os::unix::net::UnixStream>>,
     dir_path: PathBuf,
     /// Removed by [`QemuVm::kill_all`], once QEMU is dead: a sandbox's files
@@ -446,7 +459,7 @@ impl VmInstance for QemuVm {
     fn save<'a>(&'a self, to: &'a Path) -> BoxFuture<'a, Result<super::SavedState>> {
         async move {
             let qmp = self.dir_path.join("qmp.sock");
-            super::migrate::save(&qmp, &self.dir_path, self.identity, to)
+            super::migrate::save(&qmp, &self.dir_path, self.identity, &self.memory, to)
                 .await
                 .map_err(|e| match e {
                     Error::Launch(why) => {

@@ -202,8 +202,8 @@ fn warm_rows(warm: &super::warm::Warm, cold50: Duration) {
         "",
         "",
         &format!(
-            "512 MiB guest; state {:.1} MiB, saved in {} ms",
-            warm.state_bytes as f64 / 1048576.0,
+            "512 MiB guest, zero pages not stored; devices' state {:.0} KiB; saved in {} ms",
+            warm.devices_bytes as f64 / 1024.0,
             ms(warm.save)
         ),
     );

@@ -16,7 +16,7 @@ const EXECS_AFTER_RESTORE: usize = 10;
 /// What was measured.
 pub struct Warm {
     pub save: Duration,
-    pub state_bytes: u64,
+    pub devices_bytes: u64,
     pub disk_bytes: u64,
     /// Restore call to the first exec's exit.
     pub restore: Vec<Duration>,
@@ -97,7 +97,7 @@ pub async fn measure(runs: usize) -> Result<Warm> {
     sandbox.shutdown().await?;
     Ok(Warm {
         save,
-        state_bytes: made.snapshot.state_bytes,
+        devices_bytes: made.snapshot.devices_bytes,
         disk_bytes: made.disk_bytes,
         restore,
         first_exec,
