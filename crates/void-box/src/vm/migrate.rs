@@ -165,7 +165,7 @@ pub(super) async fn load(qmp: &Path, dir: &Path, memory: &File, state: &SavedSta
     if memory_blake3 != state.memory_blake3 {
         return Err(damaged("its memory's hash is not the one saved".into()));
     }
-    let mut qmp = Qmp::connect(qmp)
+    let mut qmp = Qmp::connect_within(qmp, Duration::from_secs(10))
         .await
         .map_err(|e| Error::io("QMP of the restored VM", e))?;
     leave_ram_out(&mut qmp).await?;

@@ -268,7 +268,12 @@ impl VmBackend for QemuBackend {
             }
             let mut passed = Passed::default();
             let console_name = passed.add(console_write);
-            let initrd = passed.add(initrd_memfd(&spec.initramfs, &spec.extra_initramfs)?);
+            // A VM that loads a saved state never reads its initrd: the
+            // base file does, without a copy.
+            let initrd = match &spec.incoming {
+                Some(_) => passed.open(&spec.initramfs)?,
+                None => passed.add(initrd_memfd(&spec.initramfs, &spec.extra_initramfs)?),
+            };
             let memory = super::memory::guest_ram(u64::from(spec.memory_mb) << 20)
                 .map_err(|e| Error::io("make the guest's RAM", e))?;
             if let Some(id) = identity {

@@ -29,6 +29,25 @@ impl Qmp {
         Ok(qmp)
     }
 
+    /// Connects once QEMU listens (it makes the socket as it starts),
+    /// trying until `limit` passes.
+    pub async fn connect_within(path: &Path, limit: std::time::Duration) -> io::Result<Qmp> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            match Qmp::connect(path).await {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) && std::time::Instant::now() < until =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs a command without arguments and returns its `return` value.
     pub async fn execute(&mut self, command: &str) -> io::Result<Value> {
         self.execute_with(command, Value::Object(Default::default()))
