@@ -30,6 +30,10 @@ pub struct HostAccessArgs {
     /// spec's.
     #[arg(long, value_name = "REF")]
     image: Option<String>,
+    /// Start every sandbox of the spec from this snapshot (`voidbox
+    /// snapshot create`) instead of booting it.
+    #[arg(long, value_name = "NAME")]
+    snapshot: Option<String>,
 }
 
 impl HostAccessArgs {
@@ -39,6 +43,7 @@ impl HostAccessArgs {
             files_outside: self.allow_host_files,
             allow: self.allow.clone(),
             image: self.image.clone(),
+            snapshot: self.snapshot.clone(),
         }
     }
 }

@@ -64,6 +64,7 @@ impl Base {
             user: self.config.user.clone(),
             mounts: self.config.mounts.clone(),
             volumes: self.config.volumes.clone(),
+            snapshot: self.config.snapshot.clone(),
         }
     }
 
@@ -151,12 +152,15 @@ impl Base {
         }
     }
 
-    /// What the command line grants every sandbox: extra allow rules
-    /// and an image. Rules were checked when the spec was read.
+    /// What the command line grants every sandbox: extra allow rules, an
+    /// image, a snapshot. Rules were checked when the spec was read.
     fn add_host_grants(&mut self, spec: &Spec) {
         let access = &spec.access;
         if let Some(image) = &access.image {
             self.config.image = Some(image.clone());
+        }
+        if let Some(name) = &access.snapshot {
+            self.config.snapshot = Some(name.clone());
         }
         let rules = access.allow.iter().filter_map(|r| r.parse().ok()).collect();
         self.config.network = std::mem::take(&mut self.config.network).with_allowed(rules);
@@ -173,6 +177,9 @@ impl Base {
             }
             b.add_env(&o.env, env);
             b.add_secrets(spec, &o.secrets, env);
+            if let Some(name) = super::check::snapshot_name(spec, &o.snapshot).unwrap_or(None) {
+                b.config.snapshot = Some(name);
+            }
             b.add_storage(
                 spec,
                 o.image.as_ref(),
@@ -257,6 +264,8 @@ fn base(spec: &Spec, env: Env) -> Base {
         b.add_secrets(spec, &s.secrets, env);
         b.config.overlay_mb = s.overlay_mb;
         b.config.ports = s.ports.clone();
+        // Checked when the spec was read.
+        b.config.snapshot = super::check::snapshot_name(spec, &s.snapshot).unwrap_or(None);
         b.add_storage(
             spec,
             s.image.as_ref(),
@@ -375,6 +384,7 @@ fn make_box(
         vcpus: base.config.vcpus,
         network: network_view(&base.config.network),
         image: base.config.image.clone(),
+        snapshot: base.config.snapshot.clone(),
         env: base.env_view.clone(),
         timeout_secs: input.timeout_secs,
         max_turns: input.max_turns.unwrap_or(25),

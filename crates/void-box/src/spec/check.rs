@@ -134,10 +134,35 @@ fn unsupported(
     };
     Err(spec
         .error(at, format!("sandbox `{field}` is not supported yet"))
-        .hint(match field {
-            "guest_image" => "use `kernel` and `initramfs` to boot another guest image, or `image` for an OCI image",
-            _ => "every run cold-boots a fresh VM; remove it",
-        }))
+        .hint(
+            "use `kernel` and `initramfs` to boot another guest image, or `image` for an OCI image",
+        ))
+}
+
+/// The snapshot a `snapshot:` field names: `None` for none (absent, null
+/// or empty, as the seeds write it), an error at the value for anything
+/// but a snapshot name.
+pub(super) fn snapshot_name(
+    spec: &Spec,
+    value: &Option<Sp<serde_json::Value>>,
+) -> Result<Option<String>, SpecError> {
+    let Some(v) = value else { return Ok(None) };
+    let at = match v.referenced.line() {
+        0 => spec.key_at("snapshot", 1),
+        _ => spec.at(v, "snapshot"),
+    };
+    match &v.value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(name) if name.is_empty() => Ok(None),
+        serde_json::Value::String(name) => {
+            crate::sandbox::snapshot::check_snapshot_name(name)
+                .map_err(|e| spec.error(at, e.to_string()))?;
+            Ok(Some(name.clone()))
+        }
+        _ => Err(spec
+            .error(at, "`snapshot` is the name of a snapshot")
+            .hint("make one with `voidbox snapshot create NAME`")),
+    }
 }
 
 fn check_sandbox(spec: &Spec, s: &SandboxSpec) -> Result<(), SpecError> {
@@ -153,7 +178,7 @@ fn check_sandbox(spec: &Spec, s: &SandboxSpec) -> Result<(), SpecError> {
         }
     }
     unsupported(spec, "guest_image", &s.guest_image)?;
-    unsupported(spec, "snapshot", &s.snapshot)?;
+    snapshot_name(spec, &s.snapshot)?;
     match (&s.kernel, &s.initramfs) {
         (Some(k), None) => {
             return Err(spec
@@ -317,7 +342,7 @@ fn check_pipeline(spec: &Spec, p: &Sp<PipelineSpec>) -> Result<(), SpecError> {
             b.max_turns.as_ref(),
         )?;
         if let Some(sb) = &b.sandbox {
-            unsupported(spec, "snapshot", &sb.snapshot)?;
+            snapshot_name(spec, &sb.snapshot)?;
             super::host_access::check_env(spec, &sb.env)?;
         }
     }

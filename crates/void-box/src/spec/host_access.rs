@@ -10,7 +10,7 @@ use std::path::Path;
 use super::{Spec, SpecError};
 
 /// Host access granted to one spec (`voidbox run --pass-env NAME`,
-/// `--allow-host-files`, `--allow RULE`, `--image REF`).
+/// `--allow-host-files`, `--allow RULE`, `--image REF`, `--snapshot NAME`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostAccess {
     /// Host variables the spec may use: `env: {NAME: ""}` may copy them
@@ -28,6 +28,9 @@ pub struct HostAccess {
     /// says which tools it needs, the host where they come from (a local
     /// registry, a mirror).
     pub image: Option<String>,
+    /// The snapshot every sandbox starts from instead of the spec's
+    /// (`voidbox run --snapshot NAME`).
+    pub snapshot: Option<String>,
 }
 
 /// Whether `name` looks like a credential: the provider key variables,

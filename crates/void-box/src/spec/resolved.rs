@@ -90,6 +90,9 @@ pub struct ResolvedSandbox {
     /// Named volumes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::sandbox::VolumeMount>,
+    /// The snapshot it starts from instead of booting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// A provider after resolution.
@@ -138,6 +141,9 @@ pub struct ResolvedBox {
     /// The OCI image its commands run in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The snapshot its sandbox starts from instead of booting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// Guest environment, as in [`ResolvedSandbox::env`].
     pub env: BTreeMap<String, String>,
     /// Deadline of the run, boot included.

@@ -120,15 +120,53 @@ fn a_fan_out_cannot_come_first() {
 
 #[test]
 fn unsupported_seed_fields_are_named_not_ignored() {
-    let e = err("kind: agent\nname: a\nsandbox:\n  snapshot: abc123\nagent:\n  prompt: hi\n");
-    assert_eq!(e.message, "sandbox `snapshot` is not supported yet");
-    assert_eq!(at(&e), (4, 13));
+    let e = err("kind: agent\nname: a\nsandbox:\n  guest_image: foo.img\nagent:\n  prompt: hi\n");
+    assert_eq!(e.message, "sandbox `guest_image` is not supported yet");
+    assert_eq!(at(&e), (4, 16));
     // The seeds' way of saying "none" is harmless.
     parse(
         "kind: agent\nname: a\nsandbox:\n  guest_image: \"\"\n  mounts: []\nagent:\n  prompt: hi\n",
         "spec.yaml",
     )
     .unwrap();
+}
+
+#[test]
+fn a_snapshot_names_where_a_sandbox_starts_from_for_the_spec_and_per_box() {
+    let text = "\
+kind: pipeline
+name: p
+llm:
+  mock: {turns: [{text: hi}]}
+sandbox:
+  snapshot: py-base
+pipeline:
+  boxes:
+    - name: a
+      prompt: one
+    - name: b
+      prompt: two
+      sandbox:
+        snapshot: other
+  stages:
+    - {type: box, name: a}
+    - {type: box, name: b}
+";
+    let (_, resolved) = build_with(&parse(text, "p.yaml").unwrap(), &[]).unwrap();
+    let view = serde_json::to_value(&resolved).unwrap().to_string();
+    assert!(view.contains("\"snapshot\":\"py-base\""), "{view}");
+    assert!(view.contains("\"snapshot\":\"other\""), "{view}");
+    // The seeds' empty value is none; a bad name or type is refused at it.
+    parse(
+        "kind: agent\nname: a\nsandbox:\n  snapshot: \"\"\nagent:\n  prompt: hi\n",
+        "a.yaml",
+    )
+    .unwrap();
+    let e = err("kind: agent\nname: a\nsandbox:\n  snapshot: ../etc\nagent:\n  prompt: hi\n");
+    assert!(e.message.contains("snapshot name"), "{e}");
+    assert_eq!(at(&e), (4, 13));
+    let e = err("kind: agent\nname: a\nsandbox:\n  snapshot: [a]\nagent:\n  prompt: hi\n");
+    assert!(e.message.contains("name of a snapshot"), "{e}");
 }
 
 #[test]
