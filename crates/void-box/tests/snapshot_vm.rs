@@ -311,3 +311,38 @@ fn leftovers() -> (usize, usize) {
         .count();
     (qemus, dirs)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_hands_each_restored_sandbox_out_once_and_refills() {
+    let _vms = VMS.read().await;
+    let store = store();
+    let source = Sandbox::builder().memory_mb(256).build().await.unwrap();
+    source.save_snapshot(&store, "pooled", &[]).await.unwrap();
+    let pool = void_box::sandbox::SandboxPool::new(2);
+    let config = SandboxConfig::default().snapshot("pooled");
+    pool.warm(&config);
+    let mut ids = std::collections::HashSet::new();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let sandbox = pool.acquire(&config).await.unwrap();
+        assert!(
+            ids.insert(sandbox.id()),
+            "{} handed out twice",
+            sandbox.id()
+        );
+        assert_eq!(run(&sandbox, "echo ok").await, "ok\n");
+        held.push(sandbox);
+    }
+    let refilled = std::time::Instant::now();
+    while pool.status(&config).ready < 2 {
+        assert!(
+            refilled.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            pool.status(&config)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for sandbox in held {
+        sandbox.shutdown().await.unwrap();
+    }
+}

@@ -10,6 +10,7 @@ pub mod fake;
 mod files;
 mod mounts;
 mod plan;
+mod pool;
 mod provider;
 pub mod snapshot;
 mod warm;
@@ -30,6 +31,7 @@ pub use defaults::{DEFAULT_ALLOWED_COMMANDS, DEFAULT_LIMITS};
 pub use exec::{Exec, ExecEvent, ExecStream, Output, OutputSink, OutputStream, StdinWriter};
 pub use files::{ListPage, DEFAULT_MAX_LIST, DEFAULT_MAX_READ};
 pub use mounts::{check_guest_path, ImageMount, Mount, MountMode, VolumeMount};
+pub use pool::{PoolStatus, SandboxPool, MAX_CONFIGS as MAX_POOL_CONFIGS};
 pub use provider::{SandboxProvider, VmProvider};
 // The sandbox's own knobs, so that the layers above never name `vm`.
 pub use crate::vm::image::GuestImage;
@@ -327,6 +329,11 @@ impl Sandbox {
             deadlines,
             recipe: None,
         }
+    }
+
+    /// Whether the VM still runs and its agent answers.
+    pub fn is_alive(&self) -> bool {
+        self.client.failure().is_none() && self.vm.exit_status().is_none()
     }
 
     /// A short id for logs and traces (the name of its runtime directory).

@@ -344,9 +344,11 @@ impl Sandbox {
     /// sandbox has in flight stay its own: in the copies they end.
     pub async fn fork(&self, n: usize, config: &SandboxConfig) -> Result<Vec<Sandbox>> {
         let recipe = self.recipe("forked")?.clone();
+        // In the sandbox's runtime directory: a `voidbox` killed meanwhile
+        // leaves it to the next one's sweep.
         let dir = tempfile::Builder::new()
-            .prefix("voidbox-fork-")
-            .tempdir()
+            .prefix("fork-")
+            .tempdir_in(self.runtime_dir())
             .map_err(|e| Error::io("make the fork's directory", e))?;
         let state = self.save_running(dir.path()).await?;
         let record = recipe.record(&format!("fork of {}", self.id()), &[], &state)?;
@@ -358,22 +360,8 @@ impl Sandbox {
     /// Saves the sandbox to disk and ends its VM, freeing its memory;
     /// [`Sandbox::resume`] brings it back where it was. Returns its id.
     pub async fn pause(self) -> Result<String> {
-        let recipe = self.recipe("paused")?.clone();
         let id = self.id();
-        let dir = paused_dir(&id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io("make the paused sandbox's directory", e))?;
-        let saved = async {
-            let state = self.save_and_end(&dir).await?;
-            let record = recipe.record(&id, &[], &state)?;
-            let text = serde_json::to_vec(&record).expect("a snapshot record serializes");
-            std::fs::write(dir.join("paused.json"), text)
-                .map_err(|e| Error::io("record the paused sandbox", e))
-        };
-        if let Err(e) = saved.await {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
+        self.save_snapshot(&paused_store(), &id, &[]).await?;
         Ok(id)
     }
 
@@ -381,24 +369,22 @@ impl Sandbox {
     /// where it was (with a new identity), under `config`'s settings. Its
     /// saved files are removed once it runs.
     pub async fn resume(id: &str, config: &SandboxConfig) -> Result<Sandbox> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(Error::Launch(format!("`{id}` is not a sandbox id")));
-        }
-        let dir = paused_dir(id);
-        let text = std::fs::read(dir.join("paused.json")).map_err(|e| {
-            Error::Launch(format!("no paused sandbox `{id}` ({}): {e}", dir.display()))
+        let store = paused_store();
+        let stored = store.get(id).map_err(|e| match e {
+            SnapshotError::Missing(_) => Error::Launch(format!("no paused sandbox `{id}`")),
+            other => Error::Snapshot(other),
         })?;
-        let record: Snapshot = serde_json::from_slice(&text)
-            .map_err(|e| Error::Launch(format!("paused sandbox `{id}` is damaged: {e}")))?;
-        let sandbox = restore(&record, record.state(&dir), config).await?;
-        let _ = std::fs::remove_dir_all(&dir);
+        let state = stored.snapshot.state(&stored.dir);
+        let sandbox = restore(&stored.snapshot, state, config).await?;
+        store.remove(id)?;
         Ok(sandbox)
     }
 }
 
-/// Where a paused sandbox is kept.
-fn paused_dir(id: &str) -> PathBuf {
-    crate::dirs::data_dir().join("paused").join(id)
+/// Where paused sandboxes are kept: a snapshot store of their own, named
+/// by sandbox id.
+fn paused_store() -> SnapshotStore {
+    SnapshotStore::at(crate::dirs::data_dir().join("paused"))
 }
 
 /// The recipe of a boot `plan` resolved for `config`: `None` when it

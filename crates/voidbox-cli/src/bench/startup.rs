@@ -187,6 +187,14 @@ fn warm_rows(warm: &super::warm::Warm, cold50: Duration) {
         ),
     );
     times(
+        "pool acquire to first exec (ms)",
+        &warm.acquire,
+        format!(
+            "target <= 10 ms + one exec round trip ({} ms p50)",
+            ms(pct(&warm.later_execs, 50.0))
+        ),
+    );
+    times(
         "pause: state on disk, VM gone (ms)",
         &warm.pause,
         String::new(),

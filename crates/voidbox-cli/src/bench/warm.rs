@@ -1,13 +1,15 @@
 //! The warm-start rows of `voidbox bench startup`: a snapshot restored to
 //! its first exec, the exec round trips right after a restore (a cold
 //! translation cache under TCG is part of the cost), a fork of a running
-//! sandbox, a pause and a resume, and the snapshot's size, measured in the
-//! same run as the floor and the cold start they are set against.
+//! sandbox, a pool's acquire, a pause and a resume, and the snapshot's
+//! size, measured in the same run as the floor and the cold start they are
+//! set against.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use void_box::sandbox::snapshot::SnapshotStore;
+use void_box::sandbox::SandboxPool;
 use void_box::{Sandbox, SandboxConfig};
 
 /// Round trips measured right after each restore.
@@ -26,6 +28,8 @@ pub struct Warm {
     pub later_execs: Vec<Duration>,
     /// Fork call to the copy's first exec.
     pub fork: Vec<Duration>,
+    /// Pool acquire call to the first exec's exit.
+    pub acquire: Vec<Duration>,
     /// Pause call to its return (state on disk, VM gone).
     pub pause: Vec<Duration>,
     /// Resume call to the first exec.
@@ -83,6 +87,26 @@ pub async fn measure(runs: usize) -> Result<Warm> {
     }
     parent.shutdown().await?;
 
+    // A pool of one restored sandbox, refilled between the runs.
+    let pool = SandboxPool::new(1);
+    pool.warm(&config);
+    let mut acquire = Vec::new();
+    for _ in 0..runs {
+        let ready = Instant::now();
+        while pool.status(&config).ready == 0 {
+            if ready.elapsed() > Duration::from_secs(60) {
+                bail!("the pool did not refill: {:?}", pool.status(&config));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = Instant::now();
+        let sandbox = pool.acquire(&config).await?;
+        check(sandbox.exec("true").await?)?;
+        acquire.push(started.elapsed());
+        sandbox.shutdown().await?;
+    }
+    drop(pool);
+
     let (mut pause, mut resume) = (Vec::new(), Vec::new());
     let mut sandbox = config.build().await?;
     for _ in 0..runs {
@@ -103,6 +127,7 @@ pub async fn measure(runs: usize) -> Result<Warm> {
         first_exec,
         later_execs,
         fork,
+        acquire,
         pause,
         resume,
     })

@@ -19,7 +19,7 @@ use void_box::agent::{AgentError, RunResult};
 use void_box::event::{EventLine, EventSink, RunEvent};
 use void_box::observe::timeline::Timeline;
 use void_box::pipeline::{PipelineError, PipelineResult};
-use void_box::sandbox::VmProvider;
+use void_box::sandbox::SandboxPool;
 use void_box::spec::{Runnable, SandboxResult};
 use void_box::workflow::{StepAction, WorkflowError, WorkflowResult};
 
@@ -51,6 +51,11 @@ pub struct RunArgs {
     /// Also write the run's events as JSON lines to FILE (for `voidbox report`).
     #[arg(long, value_name = "FILE")]
     save_run: Option<PathBuf>,
+    /// Keep N sandboxes of each configuration the spec uses booted ahead,
+    /// refilled in the background while the run lasts: later stages find
+    /// theirs ready (each is still used once).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pool: usize,
 }
 
 /// The live progress display, when there is one: log lines go above it
@@ -188,12 +193,18 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         OutputFormat::Json => Box::new(json::JsonLines::new(trace_id.clone())),
     };
 
+    let pool = SandboxPool::new(args.pool);
+    if args.pool > 0 {
+        for config in runnable.sandboxes() {
+            pool.warm(&config);
+        }
+    }
     let (sink, mut rx) = EventSink::channel();
     // Boxed so that a stop signal can drop it: dropping the run kills every VM.
     let mut execution = Box::pin(tracing::Instrument::instrument(
         async move {
             let input = input.as_deref();
-            let vms = &VmProvider;
+            let vms = &pool;
             match &runnable {
                 Runnable::Agent(a) => Outcome::Agent(a.run_on(vms, input, sink).await),
                 Runnable::Pipeline(p) => Outcome::Pipeline(p.run_on(vms, input, sink).await),
