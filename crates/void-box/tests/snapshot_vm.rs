@@ -225,26 +225,35 @@ async fn a_snapshot_whose_kernel_changed_or_whose_state_is_damaged_is_refused_an
     let made = source.save_snapshot(&store, "refusals", &[]).await.unwrap();
     let before = leftovers();
 
-    // Another kernel than the one it was made with.
+    // Another kernel, or another guest initramfs (a rebuilt agent), than
+    // it was made with.
     let image = GuestImage::resolve().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("vmlinux");
-    let mut bytes = std::fs::read(&image.kernel).unwrap();
-    bytes.push(0);
-    std::fs::write(&kernel, bytes).unwrap();
-    let other = SandboxConfig {
-        boot: Some(GuestImage {
-            kernel,
-            initramfs: image.initramfs.clone(),
-        }),
-        ..SandboxConfig::default().snapshot("refusals")
-    };
-    let err = other.build().await.err().expect("refused");
-    assert!(
-        matches!(&err, Error::Snapshot(SnapshotError::Stale { .. }))
-            && err.to_string().contains("another kernel"),
-        "{err}"
-    );
+    for (which, says) in [
+        ("kernel", "another kernel"),
+        ("initramfs", "another guest initramfs"),
+    ] {
+        let mut other = image.clone();
+        let file = if which == "kernel" {
+            &mut other.kernel
+        } else {
+            &mut other.initramfs
+        };
+        let mut bytes = std::fs::read(&*file).unwrap();
+        bytes.extend_from_slice(&[0; 512]);
+        *file = dir.path().join(which);
+        std::fs::write(&*file, bytes).unwrap();
+        let config = SandboxConfig {
+            boot: Some(other),
+            ..SandboxConfig::default().snapshot("refusals")
+        };
+        let err = config.build().await.err().expect("refused");
+        assert!(
+            matches!(&err, Error::Snapshot(SnapshotError::Stale { .. }))
+                && err.to_string().contains(says),
+            "{err}"
+        );
+    }
 
     // A flipped byte in the guest's RAM: caught by the hash before the VM
     // runs.

@@ -3,11 +3,15 @@
 //! restores takes its VM along and its files are swept; a damaged snapshot
 //! is refused, listed as such and pruned.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
+
+mod common;
+
+use common::{processes_using, runtime_dirs};
 
 /// `voidbox` with its own data directory (snapshots) and runtime
 /// directories under `tmp`.
@@ -24,33 +28,6 @@ fn ok(out: Output) -> String {
     );
     assert!(out.status.success(), "{stdout}{stderr}");
     stdout
-}
-
-fn runtime_dirs(tmp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("voidbox-")
-        })
-        .collect()
-}
-
-/// Host processes whose command line names `dir` (QEMU and its wrapper).
-fn processes_using(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 #[test]

@@ -3,11 +3,15 @@
 //! killed process could not clean up is swept by the next one.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
+
+mod common;
+
+use common::{processes_using, runtime_dirs};
 
 /// `voidbox exec` of a command that prints `ready` and then sleeps, with
 /// its runtime directories under `tmp`; returns once `ready` is printed.
@@ -26,33 +30,6 @@ fn start_sleeper(tmp: &Path) -> Child {
         .unwrap();
     assert_eq!(line, "ready\n");
     child
-}
-
-fn runtime_dirs(tmp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("voidbox-")
-        })
-        .collect()
-}
-
-/// Host processes whose command line names `dir` (QEMU and its wrapper).
-fn processes_using(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
