@@ -139,7 +139,7 @@ fn list(store: &SnapshotStore) -> Result<()> {
 }
 
 fn row(name: &str, stored: &StoredSnapshot) -> String {
-    let s = &stored.snapshot;
+    let s = &stored.snapshot.machine;
     let image = s
         .image
         .as_ref()

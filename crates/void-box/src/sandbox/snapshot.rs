@@ -165,6 +165,23 @@ pub struct SnapshotImage {
     pub digest: String,
 }
 
+/// The machine and root of a saved VM, which a VM loading its state has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// The OCI image at the root, if any.
+    pub image: Option<SnapshotImage>,
+    /// Who commands ran as (the configuration's `user`).
+    pub user: Option<String>,
+    /// The overlay's size limit.
+    pub overlay_mb: Option<u32>,
+    /// Guest RAM.
+    pub memory_mb: u32,
+    /// Guest CPUs.
+    pub vcpus: u32,
+    /// Whether the VM has a network device.
+    pub network_device: bool,
+}
+
 /// What a snapshot is, as `snapshot.json` records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -180,18 +197,9 @@ pub struct Snapshot {
     pub kernel: FileStamp,
     /// The guest initramfs (the agent is in it).
     pub initramfs: FileStamp,
-    /// The OCI image at the root, if any.
-    pub image: Option<SnapshotImage>,
-    /// Who commands ran as (the configuration's `user`).
-    pub user: Option<String>,
-    /// The overlay's size limit.
-    pub overlay_mb: Option<u32>,
-    /// Guest RAM.
-    pub memory_mb: u32,
-    /// Guest CPUs.
-    pub vcpus: u32,
-    /// Whether the VM has a network device.
-    pub network_device: bool,
+    /// The machine and root it had.
+    #[serde(flatten)]
+    pub machine: Machine,
     /// The accelerator it ran on (`tcg`, `kvm`).
     pub accel: String,
     /// QEMU's version, as it said.
@@ -215,7 +223,7 @@ impl Snapshot {
             dir: dir.to_path_buf(),
             devices_bytes: self.devices_bytes,
             devices_blake3: self.devices_blake3.clone(),
-            memory_bytes: u64::from(self.memory_mb) << 20,
+            memory_bytes: u64::from(self.machine.memory_mb) << 20,
             memory_blake3: self.memory_blake3.clone(),
         }
     }
@@ -326,7 +334,7 @@ impl SnapshotStore {
         }
         for (file, saved) in [
             (DEVICES, snapshot.devices_bytes),
-            (MEMORY, u64::from(snapshot.memory_mb) << 20),
+            (MEMORY, u64::from(snapshot.machine.memory_mb) << 20),
         ] {
             let path = dir.join(file);
             let len = fs::metadata(&path)
@@ -495,12 +503,14 @@ mod tests {
             voidbox_version: "test".into(),
             kernel: FileStamp::of(kernel).unwrap(),
             initramfs: FileStamp::of(kernel).unwrap(),
-            image: None,
-            user: None,
-            overlay_mb: None,
-            memory_mb: 1,
-            vcpus: 1,
-            network_device: false,
+            machine: Machine {
+                image: None,
+                user: None,
+                overlay_mb: None,
+                memory_mb: 1,
+                vcpus: 1,
+                network_device: false,
+            },
             accel: "tcg".into(),
             qemu: "7.2.0".into(),
             qemu_binary: FileStamp::of(kernel).unwrap(),

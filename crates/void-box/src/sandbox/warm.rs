@@ -18,9 +18,7 @@ use void_box_protocol::{GuestConfig, Restore};
 
 use super::client::AgentClient;
 use super::plan::{self, BootPlan};
-use super::snapshot::{
-    FileStamp, Snapshot, SnapshotError, SnapshotImage, SnapshotStore, StoredSnapshot,
-};
+use super::snapshot::{FileStamp, Machine, Snapshot, SnapshotError, SnapshotStore, StoredSnapshot};
 use super::{launch, Accel, GuestImage, Sandbox, SandboxConfig};
 use crate::error::{Error, Result};
 use crate::net::NetworkPolicy;
@@ -36,12 +34,7 @@ const QUIESCE_LIMIT: Duration = Duration::from_secs(30);
 pub(crate) struct Recipe {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
-    pub image: Option<SnapshotImage>,
-    pub user: Option<String>,
-    pub overlay_mb: Option<u32>,
-    pub memory_mb: u32,
-    pub vcpus: u32,
-    pub network_device: bool,
+    pub machine: Machine,
     pub accel: Accel,
 }
 
@@ -62,12 +55,7 @@ impl Recipe {
             voidbox_version: env!("CARGO_PKG_VERSION").into(),
             kernel: stamp(&self.kernel)?,
             initramfs: stamp(&self.initramfs)?,
-            image: self.image.clone(),
-            user: self.user.clone(),
-            overlay_mb: self.overlay_mb,
-            memory_mb: self.memory_mb,
-            vcpus: self.vcpus,
-            network_device: self.network_device,
+            machine: self.machine.clone(),
             accel: self.accel.to_string(),
             qemu: qemu_version(&qemu),
             qemu_binary: stamp(&qemu)?,
@@ -177,11 +165,12 @@ pub(crate) async fn restore(
     }
     let mut effective = config.clone();
     effective.snapshot = None;
-    effective.memory_mb = record.memory_mb;
-    effective.vcpus = record.vcpus;
-    effective.user = record.user.clone();
-    effective.overlay_mb = record.overlay_mb;
-    effective.image = match (&record.image, &config.image) {
+    let machine = &record.machine;
+    effective.memory_mb = machine.memory_mb;
+    effective.vcpus = machine.vcpus;
+    effective.user = machine.user.clone();
+    effective.overlay_mb = machine.overlay_mb;
+    effective.image = match (&machine.image, &config.image) {
         (Some(saved), Some(asked)) if asked != &saved.reference => {
             return Err(Error::Launch(format!(
                 "snapshot `{}` has image {}, not {asked}",
@@ -202,7 +191,7 @@ pub(crate) async fn restore(
         })?),
         (None, None) => None,
     };
-    match (record.network_device, effective.network_device().is_some()) {
+    match (machine.network_device, effective.network_device().is_some()) {
         (true, false) => {
             // The device is in the saved VM; here it reaches nothing.
             effective.network = NetworkPolicy::rules(&[] as &[&str], &[] as &[&str])
@@ -231,7 +220,7 @@ pub(crate) async fn restore(
         incoming: Some(state),
     };
     let plan = plan::resolve(&effective, BootPlan::bare(spec)).await?;
-    if plan.spec.network != record.network_device {
+    if plan.spec.network != machine.network_device {
         return Err(stale("its network device does not match".into()));
     }
     launch(&effective, plan, &QemuBackend::from_env()?).await
@@ -251,7 +240,7 @@ pub(crate) fn check_usable(
     record.check_guest_image(&image.kernel, &image.initramfs)?;
     let accel = Accel::choose(config.accel)?;
     record.check_machine(&accel.to_string(), &qemu_binary()?)?;
-    if let Some(saved) = &record.image {
+    if let Some(saved) = &record.machine.image {
         if pinned(&saved.reference, &saved.digest).is_none() {
             return Err(Error::Snapshot(SnapshotError::Stale {
                 name: record.name.clone(),
@@ -396,12 +385,14 @@ pub(super) fn recipe_of(config: &SandboxConfig, plan: &BootPlan) -> Option<Recip
     Some(Recipe {
         kernel: plan.spec.kernel.clone(),
         initramfs: plan.spec.initramfs.clone(),
-        image: plan.image.clone(),
-        user: config.user.clone(),
-        overlay_mb: config.overlay_mb,
-        memory_mb: config.memory_mb,
-        vcpus: config.vcpus,
-        network_device: plan.spec.network,
+        machine: Machine {
+            image: plan.image.clone(),
+            user: config.user.clone(),
+            overlay_mb: config.overlay_mb,
+            memory_mb: config.memory_mb,
+            vcpus: config.vcpus,
+            network_device: plan.spec.network,
+        },
         accel: plan.spec.accel,
     })
 }
