@@ -60,7 +60,7 @@ pub enum Error {
     Timeout(String),
     /// A snapshot cannot be made, found or used.
     #[error(transparent)]
-    Snapshot(#[from] crate::sandbox::snapshot::SnapshotError),
+    Snapshot(#[from] SnapshotError),
     /// The guest broke the wire protocol.
     #[error("protocol: {0}")]
     Protocol(#[from] ProtocolError),
@@ -125,4 +125,46 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     message
+}
+
+/// Why a snapshot cannot be made, found or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The name is not a snapshot name.
+    #[error("{0}")]
+    Name(String),
+    /// No snapshot has this name.
+    #[error("no snapshot named `{0}` (voidbox snapshot ls lists them)")]
+    Missing(String),
+    /// A snapshot of this name exists.
+    #[error("a snapshot named `{0}` exists (voidbox snapshot rm {0} first)")]
+    Exists(String),
+    /// The snapshot no longer matches what a restore would use.
+    #[error("snapshot `{name}` cannot be used: {why}; make it again (voidbox snapshot create {name} ...)")]
+    Stale {
+        /// The snapshot.
+        name: String,
+        /// What changed.
+        why: String,
+    },
+    /// The snapshot's files are damaged.
+    #[error("snapshot `{name}` is damaged: {why}")]
+    Damaged {
+        /// The snapshot.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The sandbox cannot be saved as it is.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A file of the store failed.
+    #[error("snapshot store {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }

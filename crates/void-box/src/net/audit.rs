@@ -22,6 +22,18 @@ pub enum NetworkEventKind {
     Published,
 }
 
+impl NetworkEventKind {
+    /// Its name: `tcp`, `udp`, `dns`, `published`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkEventKind::Tcp => "tcp",
+            NetworkEventKind::Udp => "udp",
+            NetworkEventKind::Dns => "dns",
+            NetworkEventKind::Published => "published",
+        }
+    }
+}
+
 /// One connection attempt or DNS answer of a sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkEvent {
@@ -70,15 +82,20 @@ impl NetworkEvent {
         }
     }
 
+    /// Counts the event in the metrics.
+    fn count(&self) {
+        crate::observe::metrics::network_event(
+            self.kind.name(),
+            self.allowed,
+            self.bytes_sent,
+            self.bytes_received,
+        );
+    }
+
     /// One line for people: `allowed tcp api.github.com (140.82.112.6):443 ...`.
     pub fn summary(&self) -> String {
         let verdict = if self.allowed { "allowed" } else { "denied" };
-        let kind = match self.kind {
-            NetworkEventKind::Tcp => "tcp",
-            NetworkEventKind::Udp => "udp",
-            NetworkEventKind::Dns => "dns",
-            NetworkEventKind::Published => "published",
-        };
+        let kind = self.kind.name();
         let mut target = match (&self.host, self.address) {
             (Some(h), Some(a)) => format!("{h} ({a})"),
             (Some(h), None) => h.clone(),
@@ -138,7 +155,7 @@ impl Audit {
 
     /// Reports `event`; a refusal beyond the budget is only counted.
     pub fn record(&mut self, event: NetworkEvent) {
-        crate::observe::metrics::network_event(&event);
+        event.count();
         if !event.allowed {
             let now = Instant::now();
             let refill = now.duration_since(self.refilled).as_secs_f64() * REFUSALS_PER_SECOND;
@@ -183,7 +200,7 @@ impl Audit {
     /// subscribe.
     pub fn published(&self, port: super::PortMap) {
         let event = NetworkEvent::published(port);
-        crate::observe::metrics::network_event(&event);
+        event.count();
         self.trace(&event);
     }
 

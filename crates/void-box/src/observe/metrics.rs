@@ -182,26 +182,18 @@ pub fn guest_sample(box_name: &str, cpu_utilization: f64, memory_used: u64) {
     }
 }
 
-/// A guest connection ended or was refused, or a DNS question answered.
-pub fn network_event(event: &crate::net::NetworkEvent) {
+/// A guest connection ended or was refused, or a DNS question answered:
+/// its kind (`tcp`, `udp`, `dns`, `published`), verdict and bytes each way.
+pub fn network_event(kind: &'static str, allowed: bool, sent: u64, received: u64) {
     let Some(m) = instruments() else { return };
-    let kind = match event.kind {
-        crate::net::NetworkEventKind::Tcp => "tcp",
-        crate::net::NetworkEventKind::Udp => "udp",
-        crate::net::NetworkEventKind::Dns => "dns",
-        crate::net::NetworkEventKind::Published => "published",
-    };
     m.net_events.add(
         1,
         &[
             kv("voidbox.network.kind", kind),
-            kv("voidbox.network.allowed", event.allowed),
+            kv("voidbox.network.allowed", allowed),
         ],
     );
-    for (direction, n) in [
-        ("sent", event.bytes_sent),
-        ("received", event.bytes_received),
-    ] {
+    for (direction, n) in [("sent", sent), ("received", received)] {
         if n > 0 {
             m.net_bytes
                 .add(n, &[kv("voidbox.network.direction", direction)]);

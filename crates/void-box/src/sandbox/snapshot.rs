@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::SnapshotError;
 use crate::vm::{SavedState, DEVICES, MEMORY};
 
 /// Version of `snapshot.json`'s layout.
@@ -26,48 +27,6 @@ const FORMAT: u32 = 1;
 const META: &str = "snapshot.json";
 /// Prefix of directories being made.
 const MAKING: &str = ".making-";
-
-/// Why a snapshot cannot be made, found or used.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// The name is not a snapshot name.
-    #[error("{0}")]
-    Name(String),
-    /// No snapshot has this name.
-    #[error("no snapshot named `{0}` (voidbox snapshot ls lists them)")]
-    Missing(String),
-    /// A snapshot of this name exists.
-    #[error("a snapshot named `{0}` exists (voidbox snapshot rm {0} first)")]
-    Exists(String),
-    /// The snapshot no longer matches what a restore would use.
-    #[error("snapshot `{name}` cannot be used: {why}; make it again (voidbox snapshot create {name} ...)")]
-    Stale {
-        /// The snapshot.
-        name: String,
-        /// What changed.
-        why: String,
-    },
-    /// The snapshot's files are damaged.
-    #[error("snapshot `{name}` is damaged: {why}")]
-    Damaged {
-        /// The snapshot.
-        name: String,
-        /// What is wrong.
-        why: String,
-    },
-    /// The sandbox cannot be saved as it is.
-    #[error("{0}")]
-    Unsupported(String),
-    /// A file of the store failed.
-    #[error("snapshot store {}: {source}", path.display())]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-}
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
