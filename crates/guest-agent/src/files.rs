@@ -205,6 +205,48 @@ impl Roots {
         Ok((entries, more))
     }
 
+    /// Removes `path`: a file, a symlink (never what it points to), or a
+    /// directory with everything below it, each entry opened beneath the
+    /// one above it, so nothing a guest process swaps in meanwhile leads
+    /// out of the root.
+    pub fn remove(&self, path: &str) -> Result<(), FileError> {
+        let (dir, name) = self.parent_of(path)?;
+        remove_at(&dir, name, path, 0)
+    }
+
+    /// Moves `from` to `to`, both below writable roots (on one file
+    /// system: `/tmp` and `/workspace` are two).
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), FileError> {
+        let (from_dir, from_name) = self.parent_of(from)?;
+        let (to_dir, to_name) = self.parent_of(to)?;
+        rustix::fs::renameat(&from_dir, from_name, &to_dir, to_name).map_err(|e| match e {
+            rustix::io::Errno::XDEV => FileError::new(
+                ErrorKind::InvalidRequest,
+                format!("{from} -> {to}: not on one file system"),
+            ),
+            e => FileError::io(from, "rename", e),
+        })
+    }
+
+    /// The directory holding `path` and `path`'s last name; `path` must be
+    /// below a writable root, not a root itself.
+    fn parent_of<'p>(&self, path: &'p str) -> Result<(OwnedFd, &'p str), FileError> {
+        let trimmed = path.trim_end_matches('/');
+        let not_below = || {
+            FileError::new(
+                ErrorKind::InvalidRequest,
+                format!("{path}: not a path below a writable root"),
+            )
+        };
+        let (parent, name) = trimmed.rsplit_once('/').ok_or_else(not_below)?;
+        if name.is_empty() || name == "." || name == ".." || WRITABLE_ROOTS.contains(&trimmed) {
+            return Err(not_below());
+        }
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let dir = self.open_at(parent, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+        Ok((dir, name))
+    }
+
     /// Starts writing `path` (creating its parents): the data goes to a
     /// fresh file beside it, which replaces `path` only when complete. So
     /// nothing ever writes through whatever a guest process left at
@@ -265,6 +307,43 @@ impl Roots {
             format!("{path}: no free temporary name beside it"),
         ))
     }
+}
+
+/// How deep [`Roots::remove`] goes below the path it was given.
+const MAX_REMOVE_DEPTH: usize = 128;
+
+/// Removes `name` under `dir` (a directory with its contents).
+fn remove_at<P: rustix::path::Arg + Copy>(
+    dir: &OwnedFd,
+    name: P,
+    path: &str,
+    depth: usize,
+) -> Result<(), FileError> {
+    use rustix::fs::AtFlags;
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::ISDIR) => {}
+        Err(e) => return Err(FileError::io(path, "remove", e)),
+    }
+    if depth >= MAX_REMOVE_DEPTH {
+        return Err(FileError::new(
+            ErrorKind::InvalidRequest,
+            format!("{path}: more than {MAX_REMOVE_DEPTH} levels of directories"),
+        ));
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+    let sub = open_beneath(dir, name, flags, 0, path, "open")?;
+    let entries = rustix::fs::Dir::read_from(&sub).map_err(|e| FileError::io(path, "list", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| FileError::io(path, "list", e))?;
+        let raw = entry.file_name();
+        if raw == c"." || raw == c".." {
+            continue;
+        }
+        remove_at(&sub, raw, path, depth + 1)?;
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+        .map_err(|e| FileError::io(path, "remove", e))
 }
 
 /// A file being written under a temporary name in its target's directory.

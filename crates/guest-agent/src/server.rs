@@ -314,6 +314,14 @@ async fn handle_request(
                 .map(|(entries, more)| GuestMsg::Listing { entries, more });
             files::send_result(&reply, result).await;
         }
+        HostMsg::Remove { path } => {
+            let result = files::blocking(|| ctx.roots.remove(&path)).map(|_| GuestMsg::Done);
+            files::send_result(&reply, result).await;
+        }
+        HostMsg::Rename { from, to } => {
+            let result = files::blocking(|| ctx.roots.rename(&from, &to)).map(|_| GuestMsg::Done);
+            files::send_result(&reply, result).await;
+        }
         HostMsg::Telemetry => match telemetry::snapshot() {
             Ok(snap) => {
                 reply.send(GuestMsg::Telemetry(snap)).await;

@@ -89,6 +89,20 @@ pub enum HostMsg {
         /// [`crate::MAX_LIST_PAGE`].
         limit: u32,
     },
+    /// Remove a file, a symlink (not its target) or a directory with
+    /// everything in it; answered with [`GuestMsg::Done`].
+    Remove {
+        /// Absolute guest path inside a writable root (not a root itself).
+        path: String,
+    },
+    /// Move `from` to `to` (replacing a file there); answered with
+    /// [`GuestMsg::Done`].
+    Rename {
+        /// Absolute guest path inside a writable root.
+        from: String,
+        /// Absolute guest path inside a writable root; its directory exists.
+        to: String,
+    },
     /// Ask for a resource usage snapshot.
     Telemetry,
     /// Kill every process and power the VM off.

@@ -156,3 +156,69 @@ async fn an_output_file_that_is_a_fifo_fails_the_stage_promptly() {
     .unwrap_err();
     assert!(err.cause.contains("not a regular file"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_and_rename_stay_below_the_roots_and_never_follow_a_link_out() {
+    let sb = Sandbox::builder().build().await.unwrap();
+    let setup = "mkdir -p /workspace/d/a/b /tmp/keep && echo x > /workspace/d/a/b/f \
+                 && echo kept > /tmp/keep/f && ln -s /tmp/keep /workspace/d/dir \
+                 && ln -s /tmp/keep/f /workspace/d/file && ln -s /etc /workspace/d/etc \
+                 && echo moved > /workspace/m && echo t > /tmp/t";
+    let out = sb.exec(Exec::shell(setup)).await.unwrap();
+    assert_eq!(out.status.code, Some(0), "{}", out.stderr_text());
+    let etc = "ls /etc | wc -l";
+    let etc_before = sb.exec(Exec::shell(etc)).await.unwrap().stdout_text();
+
+    // A tree with links in it goes; what the links point to stays.
+    sb.remove("/workspace/d").await.unwrap();
+    let left = sb
+        .exec(Exec::shell("ls /workspace; cat /tmp/keep/f"))
+        .await
+        .unwrap()
+        .stdout_text();
+    assert_eq!(left, "m\nkept\n");
+    assert_eq!(
+        sb.exec(Exec::shell(etc)).await.unwrap().stdout_text(),
+        etc_before
+    );
+
+    sb.rename("/workspace/m", "/workspace/n").await.unwrap();
+    assert_eq!(sb.read_file("/workspace/n").await.unwrap(), b"moved\n");
+    for (what, result, says) in [
+        (
+            "a root",
+            sb.remove("/workspace").await,
+            "below a writable root",
+        ),
+        (
+            "outside",
+            sb.remove("/etc/passwd").await,
+            "not inside a writable root",
+        ),
+        (
+            "missing",
+            sb.remove("/workspace/nothing").await,
+            "No such file",
+        ),
+        (
+            "across file systems",
+            sb.rename("/tmp/t", "/workspace/t").await,
+            "not on one file system",
+        ),
+        (
+            "out of the roots",
+            sb.rename("/workspace/n", "/etc/n").await,
+            "not inside a writable root",
+        ),
+        (
+            "through a .. ",
+            sb.rename("/workspace/n", "/workspace/../etc/n").await,
+            "",
+        ),
+    ] {
+        let err = result.expect_err(what).to_string();
+        assert!(err.contains(says), "{what}: {err}");
+    }
+    assert_eq!(sb.read_file("/workspace/n").await.unwrap(), b"moved\n");
+    sb.shutdown().await.unwrap();
+}

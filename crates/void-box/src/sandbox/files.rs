@@ -144,6 +144,33 @@ impl Sandbox {
         }
     }
 
+    /// Removes a file, a symlink (not its target) or a directory with
+    /// everything in it, below a writable root.
+    pub async fn remove(&self, path: &str) -> Result<()> {
+        let what = format!("remove {path}");
+        match self
+            .query(HostMsg::Remove { path: path.into() }, &what)
+            .await?
+        {
+            GuestMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Moves `from` to `to` (replacing a file there); both below writable
+    /// roots on one file system, `to`'s directory existing.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let what = format!("rename {from}");
+        let msg = HostMsg::Rename {
+            from: from.into(),
+            to: to.into(),
+        };
+        match self.query(msg, &what).await? {
+            GuestMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Lists a directory, in name order, of at most [`DEFAULT_MAX_LIST`]
     /// entries (see [`list_limited`](Self::list_limited)).
     pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {

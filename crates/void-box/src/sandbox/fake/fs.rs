@@ -112,3 +112,38 @@ pub(super) fn list(guest: &FakeGuest, dir: &str) -> std::result::Result<Vec<DirE
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
 }
+
+/// Removes a file, or a directory with everything below it.
+pub(super) fn remove(guest: &FakeGuest, path: &str) -> Result<(), ErrorReply> {
+    if WRITABLE_ROOTS.contains(&path) {
+        return Err(ErrorReply::new(
+            ErrorKind::InvalidRequest,
+            format!("{path}: not a path below a writable root"),
+        ));
+    }
+    let mut fs = lock(&guest.inner.fs);
+    let below = format!("{path}/");
+    let (files, dirs) = (fs.files.len(), fs.dirs.len());
+    fs.files.retain(|p, _| p != path && !p.starts_with(&below));
+    fs.dirs.retain(|p| p != path && !p.starts_with(&below));
+    if (files, dirs) == (fs.files.len(), fs.dirs.len()) {
+        return Err(ErrorReply::new(
+            ErrorKind::NotFound,
+            format!("{path}: No such file or directory"),
+        ));
+    }
+    Ok(())
+}
+
+/// Moves a file (the double keeps directories implied by files).
+pub(super) fn rename(guest: &FakeGuest, from: &str, to: &str) -> Result<(), ErrorReply> {
+    let mut fs = lock(&guest.inner.fs);
+    let data = fs.files.remove(from).ok_or_else(|| {
+        ErrorReply::new(
+            ErrorKind::NotFound,
+            format!("{from}: No such file or directory"),
+        )
+    })?;
+    fs.files.insert(to.to_string(), data);
+    Ok(())
+}

@@ -501,6 +501,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn files_are_removed_and_renamed_below_the_roots() {
+        let provider = FakeProvider::default();
+        let sandbox = provider.boot(&SandboxConfig::default()).await.unwrap();
+        sandbox
+            .write_file("/workspace/d/a.txt", b"a")
+            .await
+            .unwrap();
+        sandbox
+            .rename("/workspace/d/a.txt", "/workspace/b.txt")
+            .await
+            .unwrap();
+        assert_eq!(sandbox.read_file("/workspace/b.txt").await.unwrap(), b"a");
+        sandbox.remove("/workspace/d").await.unwrap();
+        assert!(sandbox.stat("/workspace/d").await.is_err());
+        for refused in [
+            sandbox.remove("/workspace").await,
+            sandbox.remove("/etc").await,
+        ] {
+            assert!(refused.is_err());
+        }
+    }
+
+    #[tokio::test]
     async fn a_wrong_secret_is_refused() {
         let provider = FakeProvider::default();
         let sandbox = provider.boot(&SandboxConfig::default()).await.unwrap();

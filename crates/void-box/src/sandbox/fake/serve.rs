@@ -15,7 +15,7 @@ use void_box_protocol::{
     TelemetrySnapshot, CHUNK_LEN, PROTOCOL_VERSION,
 };
 
-use super::fs::{add_parents, confine, list, stat};
+use super::fs::{add_parents, confine, list, remove, rename, stat};
 use super::{lock, FakeCommand, FakeGuest, MAX_FAKE_INPUT};
 
 type Outbox = mpsc::UnboundedSender<Frame<GuestMsg>>;
@@ -221,6 +221,21 @@ async fn handle(
                         more,
                     }
                 }
+                Err(e) => GuestMsg::Error(e),
+            })
+        }
+        HostMsg::Remove { path } => {
+            reply.send(match confine(&path).and_then(|p| remove(&guest, &p)) {
+                Ok(()) => GuestMsg::Done,
+                Err(e) => GuestMsg::Error(e),
+            })
+        }
+        HostMsg::Rename { from, to } => {
+            reply.send(match confine(&from).and_then(|f| Ok((f, confine(&to)?))) {
+                Ok((f, t)) => match rename(&guest, &f, &t) {
+                    Ok(()) => GuestMsg::Done,
+                    Err(e) => GuestMsg::Error(e),
+                },
                 Err(e) => GuestMsg::Error(e),
             })
         }
