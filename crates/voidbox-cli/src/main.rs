@@ -6,6 +6,7 @@ mod image;
 mod pull;
 mod report;
 mod run;
+mod serve;
 mod shell;
 mod snapshot;
 mod spec_cmd;
@@ -62,6 +63,8 @@ enum Command {
     Inspect(spec_cmd::InspectArgs),
     /// Render a saved run (`voidbox run --output json` lines) as an HTML timeline.
     Report(report::ReportArgs),
+    /// Run the daemon: sandboxes over HTTP, on a Unix socket or TCP with a token.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
             Command::Validate(args) => spec_cmd::validate(args),
             Command::Inspect(args) => spec_cmd::inspect(args),
             Command::Report(args) => report::run(args),
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     if telemetry.is_enabled() {

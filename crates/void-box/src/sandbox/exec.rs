@@ -375,6 +375,12 @@ impl StdinWriter {
         self.sender.send(HostMsg::StdinEof)
     }
 
+    /// Kills the command's process group, as [`ExecStream::cancel`] does,
+    /// from wherever this handle went.
+    pub fn kill_command(&self) -> Result<()> {
+        self.sender.send(HostMsg::Cancel)
+    }
+
     /// Writes `data` and closes stdin from a task of its own, so a command
     /// that reads late never stalls the caller reading its output. A
     /// command that ends without reading just drops the rest.

@@ -331,6 +331,14 @@ impl Sandbox {
         }
     }
 
+    /// Ends the VM now, without asking the guest (what [`Drop`] does):
+    /// every pending call fails, and its files go. For an owner that
+    /// shares the sandbox and must end it before the last handle drops.
+    pub fn kill(&self) {
+        self.client.fail("the sandbox was killed".into());
+        self.vm.kill();
+    }
+
     /// Whether the VM still runs and its agent answers.
     pub fn is_alive(&self) -> bool {
         self.client.failure().is_none() && self.vm.exit_status().is_none()

@@ -1,0 +1,53 @@
+//! `voidbox serve`: the daemon (crate `voidbox-server`), until a stop
+//! signal; then every sandbox it holds is ended.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use voidbox_server::{Bound, Listen, ServeConfig};
+
+use crate::stop::StopSignals;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// `unix:PATH` (the default: `voidbox.sock` in $XDG_RUNTIME_DIR, else
+    /// the data directory; made 0600) or `tcp:ADDR:PORT` (needs a token).
+    #[arg(long, value_name = "unix:PATH|tcp:ADDR:PORT")]
+    listen: Option<Listen>,
+    /// A file holding the bearer token every request must carry (at least
+    /// 16 characters; required on TCP).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Most sandboxes alive at once.
+    #[arg(long, default_value_t = 16)]
+    max_sandboxes: usize,
+}
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?;
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                bail!("the token file {} is empty", path.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let mut config = ServeConfig::new(args.listen.unwrap_or_else(Listen::default_socket), token);
+    config.max_sandboxes = args.max_sandboxes;
+    let mut stop = StopSignals::new()?;
+    let bound = Bound::bind(config).await?;
+    eprintln!("voidbox serve: listening on {}", bound.address());
+    bound
+        .run(async move {
+            stop.next().await;
+        })
+        .await?;
+    eprintln!("voidbox serve: stopped; every sandbox ended");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,172 @@
+//! The routes, their shared state and their one error shape
+//! (`{"code": HTTP status, "message": "..."}`).
+
+pub(crate) mod exec;
+pub(crate) mod files;
+pub(crate) mod health;
+pub(crate) mod sandboxes;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::ServeConfig;
+
+/// Largest request body, but for file uploads.
+pub(crate) const BODY_LIMIT: usize = 1 << 20;
+/// Largest file upload (the guest's file API takes more, the daemon holds
+/// the body in memory).
+pub(crate) const UPLOAD_LIMIT: usize = 256 << 20;
+
+/// What every handler sees.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<Arc<str>>,
+}
+
+impl AppState {
+    pub fn new(config: &ServeConfig) -> AppState {
+        let metrics = Arc::new(Metrics::default());
+        AppState {
+            registry: Arc::new(Registry::new(
+                config.provider.clone(),
+                config.max_sandboxes,
+                metrics.clone(),
+            )),
+            metrics,
+            token: config.token.as_deref().map(Arc::from),
+        }
+    }
+}
+
+/// Every route.
+pub(crate) fn router(state: AppState) -> Router {
+    let sandbox = "/v1/sandboxes/{id}";
+    Router::new()
+        .route("/v1/health", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .route(
+            "/v1/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route(sandbox, get(sandboxes::get).delete(sandboxes::delete))
+        .route(&format!("{sandbox}/timeout"), post(sandboxes::set_timeout))
+        .route(&format!("{sandbox}/exec"), post(exec::run))
+        .route(&format!("{sandbox}/exec/stream"), post(exec::stream))
+        .route(
+            &format!("{sandbox}/processes/{{pid}}/stdin"),
+            post(exec::stdin).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
+        .route(
+            &format!("{sandbox}/processes/{{pid}}"),
+            axum::routing::delete(exec::kill),
+        )
+        .route(
+            &format!("{sandbox}/files"),
+            get(files::read)
+                .put(files::write)
+                .delete(files::remove)
+                .layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
+        .route(&format!("{sandbox}/files/stat"), get(files::stat))
+        .route(&format!("{sandbox}/files/list"), get(files::list))
+        .route(&format!("{sandbox}/files/mkdir"), post(files::mkdir))
+        .route(&format!("{sandbox}/files/rename"), post(files::rename))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::log,
+        ))
+        .with_state(state)
+}
+
+/// An error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ApiError {
+    /// The HTTP status.
+    pub code: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: status.as_u16(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid `Authorization: Bearer TOKEN` is required",
+        )
+    }
+
+    pub fn no_sandbox(id: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no sandbox `{id}`"))
+    }
+
+    /// A failure of the library, as the status it is.
+    pub fn from_sandbox(e: void_box::Error) -> ApiError {
+        use void_box::ErrorKind;
+        let status = match &e {
+            void_box::Error::Guest { kind, .. } => match kind {
+                ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ErrorKind::PathEscape | ErrorKind::NotAllowed => StatusCode::FORBIDDEN,
+                ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            void_box::Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            void_box::Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            void_box::Error::Disconnected(_) => StatusCode::GONE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
+}
+
+/// A JSON body, its rejection a JSON error that names what is wrong.
+pub(crate) struct Body<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), rejection.body_text())),
+        }
+    }
+}

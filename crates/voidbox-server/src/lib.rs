@@ -1,0 +1,115 @@
+//! `voidbox serve`: one daemon that owns sandboxes and serves them over
+//! HTTP.
+//!
+//! - [`listen`]: where it listens: a Unix socket only its user may open
+//!   (the default), or TCP with a bearer token;
+//! - `auth`: the token, compared in constant time;
+//! - `access`: one JSON line per request on stderr;
+//! - `registry`: the live sandboxes, their deadlines and running processes;
+//! - `api/`: the routes (health and metrics, sandboxes, processes, files);
+//! - [`openapi`]: the document served at `/openapi.json`, kept in
+//!   `docs/openapi.json`.
+//!
+//! Every sandbox is a real micro-VM (or whatever [`SandboxProvider`] the
+//! daemon is given); stopping the daemon ends every one of them.
+
+mod access;
+mod api;
+mod auth;
+pub mod listen;
+mod metrics;
+pub mod openapi;
+mod registry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use void_box::sandbox::{SandboxProvider, VmProvider};
+
+pub use listen::Listen;
+
+/// How the daemon runs.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Where it listens.
+    pub listen: Listen,
+    /// The bearer token every request must carry; required on TCP.
+    pub token: Option<String>,
+    /// Most sandboxes alive at once; a create beyond it is refused (429).
+    pub max_sandboxes: usize,
+    /// What boots sandboxes.
+    pub provider: Arc<dyn SandboxProvider>,
+}
+
+impl ServeConfig {
+    /// Real micro-VMs, at most 16 at once, on `listen`.
+    pub fn new(listen: Listen, token: Option<String>) -> ServeConfig {
+        ServeConfig {
+            listen,
+            token,
+            max_sandboxes: 16,
+            provider: Arc::new(VmProvider),
+        }
+    }
+}
+
+/// Why the daemon cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The listener failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A daemon bound to its address, not yet serving.
+pub struct Bound {
+    listener: listen::Listener,
+    state: api::AppState,
+}
+
+impl Bound {
+    /// Binds `config.listen`.
+    pub async fn bind(config: ServeConfig) -> Result<Bound, ServeError> {
+        if matches!(config.listen, Listen::Tcp(_)) && config.token.is_none() {
+            return Err(ServeError::Config(
+                "a TCP listener needs a token (--token-file)".into(),
+            ));
+        }
+        if config.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ServeError::Config(
+                "the token must have at least 16 characters".into(),
+            ));
+        }
+        let listener = listen::Listener::bind(&config.listen).await?;
+        let state = api::AppState::new(&config);
+        Ok(Bound { listener, state })
+    }
+
+    /// Where it listens (`tcp:127.0.0.1:PORT` with the port it got, or
+    /// `unix:PATH`).
+    pub fn address(&self) -> String {
+        self.listener.address()
+    }
+
+    /// Serves until `shutdown` resolves, then ends every sandbox.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let registry = self.state.registry.clone();
+        let reaper = tokio::spawn(registry.clone().reap_expired());
+        let router = api::router(self.state);
+        let served = self.listener.serve(router, shutdown).await;
+        reaper.abort();
+        registry.end_all();
+        served
+    }
+}

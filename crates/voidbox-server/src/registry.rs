@@ -1,0 +1,197 @@
+//! The live sandboxes: each with its deadline (a sandbox past it is
+//! ended), its metadata, and the processes started with a stream, whose
+//! stdin and kill other requests reach by pid.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use void_box::sandbox::{SandboxProvider, StdinWriter};
+use void_box::{Sandbox, SandboxConfig};
+
+use crate::metrics::Metrics;
+
+/// A sandbox the daemon holds.
+pub(crate) struct Live {
+    pub sandbox: Sandbox,
+    pub created_unix_ms: u64,
+    pub memory_mb: u32,
+    pub vcpus: u32,
+    pub image: Option<String>,
+    pub snapshot: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// When it ends, and that time for people.
+    deadline: Mutex<Option<(Instant, u64)>>,
+    /// Running streamed processes by guest pid.
+    processes: Mutex<HashMap<u32, StdinWriter>>,
+}
+
+impl Live {
+    /// When it ends (ms since the epoch), if it has a deadline.
+    pub fn expires_unix_ms(&self) -> Option<u64> {
+        lock(&self.deadline).map(|(_, ms)| ms)
+    }
+
+    /// Ends it `after` from now (`None`: never).
+    pub fn set_timeout(&self, after: Option<Duration>) {
+        *lock(&self.deadline) =
+            after.map(|d| (Instant::now() + d, unix_ms() + d.as_millis() as u64));
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        lock(&self.deadline).is_some_and(|(at, _)| at <= now)
+    }
+
+    /// Remembers a streamed process, for its stdin and kill.
+    pub fn add_process(&self, pid: u32, stdin: StdinWriter) {
+        lock(&self.processes).insert(pid, stdin);
+    }
+
+    /// The handle of a running streamed process.
+    pub fn process(&self, pid: u32) -> Option<StdinWriter> {
+        lock(&self.processes).get(&pid).cloned()
+    }
+
+    /// Forgets a process that ended.
+    pub fn end_process(&self, pid: u32) {
+        lock(&self.processes).remove(&pid);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why a sandbox could not be created.
+pub(crate) enum CreateError {
+    /// As many as allowed are alive.
+    Full(usize),
+    /// The configuration is refused.
+    Config(String),
+    /// The boot failed.
+    Boot(void_box::Error),
+}
+
+/// Every sandbox the daemon holds.
+pub(crate) struct Registry {
+    provider: Arc<dyn SandboxProvider>,
+    sandboxes: Mutex<HashMap<String, Arc<Live>>>,
+    /// Creates under way, counted against the limit.
+    booting: Mutex<usize>,
+    max: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    pub fn new(provider: Arc<dyn SandboxProvider>, max: usize, metrics: Arc<Metrics>) -> Registry {
+        Registry {
+            provider,
+            sandboxes: Mutex::new(HashMap::new()),
+            booting: Mutex::new(0),
+            max,
+            metrics,
+        }
+    }
+
+    /// Boots a sandbox of `config` and holds it.
+    pub async fn create(
+        &self,
+        config: SandboxConfig,
+        timeout: Option<Duration>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Arc<Live>, CreateError> {
+        config
+            .validate()
+            .map_err(|e| CreateError::Config(e.to_string()))?;
+        {
+            let mut booting = lock(&self.booting);
+            if lock(&self.sandboxes).len() + *booting >= self.max {
+                return Err(CreateError::Full(self.max));
+            }
+            *booting += 1;
+        }
+        let booted = self.provider.boot(&config).await;
+        *lock(&self.booting) -= 1;
+        let sandbox = booted.map_err(|e| {
+            self.metrics.create_failed();
+            match e {
+                void_box::Error::Config(c) => CreateError::Config(c.to_string()),
+                void_box::Error::Snapshot(s) => CreateError::Config(s.to_string()),
+                other => CreateError::Boot(other),
+            }
+        })?;
+        self.metrics.created(sandbox.boot_time().as_millis() as u64);
+        let live = Arc::new(Live {
+            created_unix_ms: unix_ms(),
+            memory_mb: config.memory_mb,
+            vcpus: config.vcpus,
+            image: config.image.clone(),
+            snapshot: config.snapshot.clone(),
+            metadata,
+            deadline: Mutex::new(None),
+            processes: Mutex::new(HashMap::new()),
+            sandbox,
+        });
+        live.set_timeout(timeout);
+        lock(&self.sandboxes).insert(live.sandbox.id(), live.clone());
+        Ok(live)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Live>> {
+        lock(&self.sandboxes).get(id).cloned()
+    }
+
+    /// Every sandbox, by id.
+    pub fn list(&self) -> Vec<Arc<Live>> {
+        let mut all: Vec<Arc<Live>> = lock(&self.sandboxes).values().cloned().collect();
+        all.sort_by_key(|l| l.sandbox.id());
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.sandboxes).len()
+    }
+
+    /// Ends the sandbox `id` now; whether it was held.
+    pub fn end(&self, id: &str) -> bool {
+        match lock(&self.sandboxes).remove(id) {
+            Some(live) => {
+                live.sandbox.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every sandbox (the daemon stops).
+    pub fn end_all(&self) {
+        let all: Vec<Arc<Live>> = lock(&self.sandboxes).drain().map(|(_, l)| l).collect();
+        for live in all {
+            live.sandbox.kill();
+        }
+    }
+
+    /// Ends sandboxes past their deadline, forever (twice a second).
+    pub async fn reap_expired(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = Instant::now();
+            let expired: Vec<String> = lock(&self.sandboxes)
+                .iter()
+                .filter(|(_, l)| l.expired(now) || !l.sandbox.is_alive())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                if self.end(&id) {
+                    self.metrics.expired();
+                }
+            }
+        }
+    }
+}

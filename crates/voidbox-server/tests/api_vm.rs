@@ -1,0 +1,225 @@
+//! The daemon with real micro-VMs: a command followed as Server-Sent
+//! Events with its stdin written and another killed by pid, files, and a
+//! stopped daemon taking every VM along.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use common::{json, Daemon};
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::json as j;
+use void_box::sandbox::VmProvider;
+
+/// The SSE events of a followed command, as (event, data) pairs, until
+/// `exit` or `error`.
+async fn follow(
+    response: reqwest::Response,
+    mut on_event: impl FnMut(&str, &serde_json::Value),
+) -> Vec<(String, serde_json::Value)> {
+    assert_eq!(response.status().as_u16(), 200);
+    let mut events = Vec::new();
+    let mut body = response.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), body.next())
+        .await
+        .expect("events keep coming")
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut name, mut data) = (String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line
+                    .strip_prefix("event: ")
+                    .or_else(|| line.strip_prefix("event:"))
+                {
+                    name = v.trim().to_string();
+                } else if let Some(v) = line
+                    .strip_prefix("data: ")
+                    .or_else(|| line.strip_prefix("data:"))
+                {
+                    data.push_str(v.trim());
+                }
+            }
+            if name.is_empty() {
+                continue; // a keep-alive comment
+            }
+            let value: serde_json::Value = serde_json::from_str(&data).unwrap();
+            on_event(&name, &value);
+            let last = name == "exit" || name == "error";
+            events.push((name, value));
+            if last {
+                return events;
+            }
+        }
+    }
+    events
+}
+
+fn decoded(events: &[(String, serde_json::Value)], stream: &str) -> String {
+    let bytes: Vec<u8> = events
+        .iter()
+        .filter(|(n, _)| n == stream)
+        .flat_map(|(_, v)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v["data"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// QEMU processes alive now.
+fn qemus() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("qemu-system"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_are_followed_fed_and_killed_in_a_real_vm_and_the_daemon_takes_its_vms_along() {
+    let before = qemus();
+    let d = Daemon::start(Arc::new(VmProvider), 4).await;
+    let made = json(
+        d.call(Method::POST, "/v1/sandboxes")
+            .json(&j!({"config": {"memory_mb": 256}, "timeout_secs": 600}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    assert!(made["expires_unix_ms"].as_u64().unwrap() > made["created_unix_ms"].as_u64().unwrap());
+    let at = |p: &str| format!("/v1/sandboxes/{id}{p}");
+
+    // `cat` followed, fed through its pid, ends when stdin closes.
+    let response = d
+        .call(Method::POST, &at("/exec/stream"))
+        .json(&j!({"command": ["cat"], "stdin_open": true}))
+        .send()
+        .await
+        .unwrap();
+    let feeder = {
+        let client = reqwest::Client::new();
+        let base = d.base.clone();
+        let at = at("");
+        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel::<u64>();
+        let task = tokio::spawn(async move {
+            let pid = pid_rx.await.unwrap();
+            for (body, eof) in [("hello ", false), ("from the host\n", true)] {
+                let r = client
+                    .post(format!("{base}{at}/processes/{pid}/stdin?eof={eof}"))
+                    .bearer_auth(common::TOKEN)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 204);
+            }
+        });
+        (pid_tx, task)
+    };
+    let (pid_tx, task) = feeder;
+    let mut pid_tx = Some(pid_tx);
+    let events = follow(response, |name, value| {
+        if name == "started" {
+            pid_tx
+                .take()
+                .unwrap()
+                .send(value["pid"].as_u64().unwrap())
+                .unwrap();
+        }
+    })
+    .await;
+    task.await.unwrap();
+    assert_eq!(decoded(&events, "stdout"), "hello from the host\n");
+    assert_eq!(events.last().unwrap().1["exit_code"], 0, "{events:?}");
+
+    // A long command killed by pid: its stream ends with the signal.
+    let response = d
+        .call(Method::POST, &at("/exec/stream"))
+        .json(&j!({"shell": "echo up; sleep 600"}))
+        .send()
+        .await
+        .unwrap();
+    let killer = reqwest::Client::new();
+    let base = d.base.clone();
+    let kill_at = at("");
+    let mut kills = Vec::new();
+    let events = follow(response, |name, value| {
+        if name == "started" {
+            let url = format!("{base}{kill_at}/processes/{}", value["pid"]);
+            let killer = killer.clone();
+            kills.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                killer
+                    .delete(url)
+                    .bearer_auth(common::TOKEN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+    })
+    .await;
+    for k in kills {
+        assert_eq!(k.await.unwrap(), 204);
+    }
+    let exit = &events.last().unwrap().1;
+    assert_eq!(exit["exit_code"], j!(null), "{events:?}");
+    assert_eq!(exit["signal"], 9, "{events:?}");
+
+    // Collected output and files, for real.
+    let ran = json(
+        d.call(Method::POST, &at("/exec"))
+            .json(&j!({"shell": "echo $X > /workspace/x; cat /workspace/x; uname -s", "env": {"X": "42"}}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(ran["stdout"], "42\nLinux\n");
+    let read = d
+        .call(Method::GET, &at("/files?path=/workspace/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.bytes().await.unwrap().as_ref(), b"42\n");
+    let escape = json(
+        d.call(Method::GET, &at("/files?path=/workspace/../etc/passwd"))
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    assert!(
+        escape["message"].as_str().unwrap().contains("passwd"),
+        "{escape}"
+    );
+
+    // Stopping the daemon ends the VM.
+    assert!(qemus() > before);
+    d.stop().await;
+    let gone = std::time::Instant::now();
+    while qemus() > before {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "a VM outlived the daemon"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,86 @@
+//! A daemon on loopback for the tests, stopped (with its sandboxes) when
+//! dropped, and a client for it.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use reqwest::{Client, RequestBuilder, Response};
+use void_box::sandbox::SandboxProvider;
+use voidbox_server::{Bound, Listen, ServeConfig};
+
+pub const TOKEN: &str = "a-test-token-of-some-length";
+
+pub struct Daemon {
+    pub base: String,
+    client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// A daemon on 127.0.0.1 with [`TOKEN`], booting with `provider`.
+    pub async fn start(provider: Arc<dyn SandboxProvider>, max_sandboxes: usize) -> Daemon {
+        let mut config = ServeConfig::new(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            Some(TOKEN.into()),
+        );
+        config.provider = provider;
+        config.max_sandboxes = max_sandboxes;
+        let bound = Bound::bind(config).await.unwrap();
+        let base = format!("http://{}", bound.address().strip_prefix("tcp:").unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            bound
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Daemon {
+            base,
+            client: Client::new(),
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// A request with the token.
+    pub fn call(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+    }
+
+    /// A request without it.
+    pub fn anonymous(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Stops the daemon and waits until it has ended its sandboxes.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The JSON body of `response`, after checking its status.
+pub async fn json(response: Response, status: u16) -> serde_json::Value {
+    let got = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert_eq!(got, status, "{body}");
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
+}
