@@ -2,8 +2,10 @@
 //! measured against, in one run. `startup`: cold start, exec round trip,
 //! file throughput and memory; `images`: booting from an OCI image, pull
 //! and convert, and reading from images and mounts; `network`: download
-//! throughput, connect and DNS latency through the guest network.
+//! throughput, connect and DNS latency through the guest network;
+//! `daemon`: what `voidbox serve` adds to an exec, and its request rate.
 
+mod daemon;
 mod images;
 mod network;
 mod startup;
@@ -77,6 +79,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         lookups: usize,
     },
+    /// The exec round trip through the daemon beside the library's, and
+    /// the requests per second of its health route.
+    Daemon {
+        /// Exec round trips each way.
+        #[arg(long, default_value_t = 200)]
+        execs: usize,
+        /// Seconds of health requests.
+        #[arg(long, default_value_t = 3)]
+        health_secs: u64,
+        /// Concurrent health clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
@@ -100,6 +115,11 @@ pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
             connects,
             lookups,
         } => network::run(&image, size_mib, connects, lookups).await,
+        BenchCommand::Daemon {
+            execs,
+            health_secs,
+            clients,
+        } => daemon::run(execs, health_secs, clients).await,
     }
 }
 

@@ -1,0 +1,129 @@
+//! `voidbox bench daemon`: what the daemon adds. The exec round trip of
+//! `true` through `POST /v1/sandboxes/{id}/exec` beside the same exec
+//! through the library, interleaved on one sandbox of each, and the
+//! requests per second `GET /v1/health` sustains.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use void_box::Sandbox;
+use voidbox_server::{Bound, Listen, ServeConfig};
+
+use super::{ms, pct, row};
+
+const TOKEN: &str = "voidbox-bench-daemon-token";
+
+pub async fn run(execs: usize, health_secs: u64, clients: usize) -> Result<ExitCode> {
+    if execs == 0 || clients == 0 {
+        bail!("--execs and --clients must be positive");
+    }
+    let bound = Bound::bind(ServeConfig::new(
+        Listen::Tcp("127.0.0.1:0".parse()?),
+        Some(TOKEN.into()),
+    ))
+    .await?;
+    let base = format!("http://{}", bound.address().trim_start_matches("tcp:"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(bound.run(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/sandboxes"))
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = created["id"].as_str().context("no sandbox id")?.to_string();
+    let exec_url = format!("{base}/v1/sandboxes/{id}/exec");
+    let library = Sandbox::builder().build().await?;
+
+    // Interleaved, so a slow stretch of the machine weighs on both.
+    let (mut through_daemon, mut through_library) = (Vec::new(), Vec::new());
+    for _ in 0..execs {
+        let started = Instant::now();
+        let out: serde_json::Value = http
+            .post(&exec_url)
+            .bearer_auth(TOKEN)
+            .json(&json!({"command": ["true"]}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        through_daemon.push(started.elapsed());
+        if out["exit_code"] != 0 {
+            bail!("`true` failed through the daemon: {out}");
+        }
+        let started = Instant::now();
+        library.exec("true").await?;
+        through_library.push(started.elapsed());
+    }
+    library.shutdown().await?;
+
+    // Health: `clients` connections asking as fast as they can.
+    let answered = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(health_secs);
+    let askers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, url, answered) =
+                (http.clone(), format!("{base}/v1/health"), answered.clone());
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    if http
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                    {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for asker in askers {
+        asker.await?;
+    }
+    let per_second = answered.load(Ordering::Relaxed) as f64 / health_secs as f64;
+    let _ = stop.send(());
+    served.await??;
+
+    let added = pct(&through_daemon, 50.0).saturating_sub(pct(&through_library, 50.0));
+    println!("voidbox bench daemon: {execs} execs each way, {clients} health clients for {health_secs} s");
+    row("measure", "p50", "p90", "p95", "against");
+    for (name, samples) in [
+        ("exec round trip through the daemon (ms)", &through_daemon),
+        ("exec round trip through the library (ms)", &through_library),
+    ] {
+        row(
+            name,
+            &ms(pct(samples, 50.0)),
+            &ms(pct(samples, 90.0)),
+            &ms(pct(samples, 95.0)),
+            "",
+        );
+    }
+    row(
+        "what the daemon adds, p50 (ms)",
+        &ms(added),
+        "",
+        "",
+        "target < 1 ms",
+    );
+    row(
+        "GET /v1/health (requests/s)",
+        &format!("{per_second:.0}"),
+        "",
+        "",
+        "keep-alive HTTP/1.1 on loopback",
+    );
+    Ok(ExitCode::SUCCESS)
+}
