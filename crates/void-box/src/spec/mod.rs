@@ -27,6 +27,7 @@ mod check;
 mod error;
 mod host_access;
 mod model;
+mod outcome;
 mod resolved;
 mod run;
 #[cfg(test)]
@@ -40,6 +41,7 @@ use serde::{Deserialize, Serialize};
 pub use error::SpecError;
 pub use host_access::{looks_like_credential, HostAccess};
 pub use model::ObserveSpec;
+pub use outcome::{Ending, RunOutcome};
 pub use resolved::{
     Resolved, ResolvedBox, ResolvedCommand, ResolvedLlm, ResolvedPipeline, ResolvedSandbox,
     ResolvedStep, ResolvedWorkflow,

@@ -15,7 +15,8 @@ use void_box::llm::TokenUsage;
 use void_box::pipeline::BoxStatus;
 use void_box::workflow::WorkflowError;
 
-use super::{exit_with, stderr_is_terminal, Display, Outcome, PROGRESS};
+use super::{exit_with, stderr_is_terminal, Display, PROGRESS};
+use void_box::spec::RunOutcome;
 
 /// Live state of one box or step.
 #[derive(Default, Clone)]
@@ -392,7 +393,7 @@ impl Display for Human {
         eprintln!("cancelled");
     }
 
-    fn finish(&mut self, outcome: Outcome) -> ExitCode {
+    fn finish(&mut self, outcome: RunOutcome) -> ExitCode {
         for bar in self.bars.values() {
             if !bar.is_finished() {
                 bar.set_style(style(self.width, false));
@@ -434,21 +435,21 @@ impl Display for Human {
 
 impl Human {
     /// The summary table's rows: one per box or step.
-    fn rows(&self, outcome: &Outcome) -> Vec<Row> {
+    fn rows(&self, outcome: &RunOutcome) -> Vec<Row> {
         let mut rows = Vec::new();
         match outcome {
-            Outcome::Agent(Ok(result)) => rows.push(self.row(
+            RunOutcome::Agent(Ok(result)) => rows.push(self.row(
                 result.box_name.clone(),
                 &result.box_name,
                 "ok",
                 result.duration,
                 Some(result),
             )),
-            Outcome::Agent(Err(_)) => {
+            RunOutcome::Agent(Err(_)) => {
                 let name = self.units.keys().next().cloned().unwrap_or_default();
                 rows.push(self.row(name.clone(), &name, "failed", Duration::ZERO, None));
             }
-            Outcome::Pipeline(r) => {
+            RunOutcome::Pipeline(r) => {
                 let report = match r {
                     Ok(p) => p,
                     Err(e) => &*e.report,
@@ -471,7 +472,7 @@ impl Human {
                     }
                 }
             }
-            Outcome::Workflow(r) => {
+            RunOutcome::Workflow(r) => {
                 let report = match r {
                     Ok(w) => Some(w),
                     Err(WorkflowError::StepFailed { report, .. }) => Some(&**report),
@@ -487,7 +488,7 @@ impl Human {
                     ));
                 }
             }
-            Outcome::Sandbox(Ok(s)) => {
+            RunOutcome::Sandbox(Ok(s)) => {
                 let status = match (s.success, s.exit_code) {
                     (true, _) => "ok".to_string(),
                     (false, Some(c)) => format!("exit {c}"),
@@ -495,7 +496,7 @@ impl Human {
                 };
                 rows.push(self.row(s.name.clone(), &s.name, &status, s.duration, None));
             }
-            Outcome::Sandbox(Err(_)) => {}
+            RunOutcome::Sandbox(Err(_)) => {}
         }
         rows
     }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 use void_box::event::EventLine;
 
-use super::{exit_with, now_ms, to_json, Display, Outcome};
+use super::{exit_with, now_ms, to_json, Display};
+use void_box::spec::RunOutcome;
 
 /// Prints JSON lines; knows the trace id for the lines it makes itself.
 pub(super) struct JsonLines {
@@ -41,7 +42,7 @@ impl Display for JsonLines {
         eprintln!("cancelled");
     }
 
-    fn finish(&mut self, outcome: Outcome) -> ExitCode {
+    fn finish(&mut self, outcome: RunOutcome) -> ExitCode {
         let ending = outcome.ending();
         self.emit(json!({
             "event": "result",

@@ -15,13 +15,11 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::MultiProgress;
 use serde_json::{json, Value};
-use void_box::agent::{AgentError, RunResult};
 use void_box::event::{EventLine, EventSink, RunEvent};
 use void_box::observe::timeline::Timeline;
-use void_box::pipeline::{PipelineError, PipelineResult};
 use void_box::sandbox::SandboxPool;
-use void_box::spec::{Runnable, SandboxResult};
-use void_box::workflow::{StepAction, WorkflowError, WorkflowResult};
+use void_box::spec::{RunOutcome, Runnable};
+use void_box::workflow::StepAction;
 
 use crate::spec_cmd::{load_checked, print_error, HostAccessArgs};
 use crate::stop::StopSignals;
@@ -77,66 +75,6 @@ impl Write for LogWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
-    }
-}
-
-/// How the run ended, whatever the kind.
-enum Outcome {
-    Agent(Result<RunResult, AgentError>),
-    Pipeline(Result<PipelineResult, PipelineError>),
-    Workflow(Result<WorkflowResult, WorkflowError>),
-    Sandbox(Result<SandboxResult, void_box::Error>),
-}
-
-/// What both displays say of any outcome.
-struct Ending {
-    kind: &'static str,
-    /// The whole result (or the report of a failed run), as JSON.
-    report: Option<Value>,
-    /// The run's output: an agent's output file, else its schema output,
-    /// else its text; a pipeline's or workflow's output; a command's stdout.
-    output: Option<Value>,
-    /// Why it failed.
-    error: Option<String>,
-}
-
-impl Outcome {
-    fn ending(&self) -> Ending {
-        let error = |e: &dyn std::fmt::Display| Some(e.to_string());
-        let (kind, report, error) = match self {
-            Outcome::Agent(r) => match r {
-                Ok(a) => ("agent", Some(to_json(a)), None),
-                Err(e) => ("agent", None, error(e)),
-            },
-            Outcome::Pipeline(r) => match r {
-                Ok(p) => ("pipeline", Some(to_json(p)), None),
-                Err(e) => ("pipeline", Some(to_json(&e.report)), error(e)),
-            },
-            Outcome::Workflow(r) => match r {
-                Ok(w) => ("workflow", Some(to_json(w)), None),
-                Err(e @ WorkflowError::StepFailed { report, .. }) => {
-                    ("workflow", Some(to_json(report)), error(e))
-                }
-                Err(e) => ("workflow", None, error(e)),
-            },
-            Outcome::Sandbox(r) => match r {
-                Ok(s) if s.success => ("sandbox", Some(to_json(s)), None),
-                Ok(s) => ("sandbox", Some(to_json(s)), Some(s.ending())),
-                Err(e) => ("sandbox", None, error(e)),
-            },
-        };
-        let output = report.as_ref().and_then(|r| {
-            ["file", "output", "text", "stdout"]
-                .iter()
-                .find_map(|k| r.get(*k).filter(|v| !v.is_null()))
-                .cloned()
-        });
-        Ending {
-            kind,
-            report,
-            output,
-            error,
-        }
     }
 }
 
@@ -202,16 +140,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let (sink, mut rx) = EventSink::channel();
     // Boxed so that a stop signal can drop it: dropping the run kills every VM.
     let mut execution = Box::pin(tracing::Instrument::instrument(
-        async move {
-            let input = input.as_deref();
-            let vms = &pool;
-            match &runnable {
-                Runnable::Agent(a) => Outcome::Agent(a.run_on(vms, input, sink).await),
-                Runnable::Pipeline(p) => Outcome::Pipeline(p.run_on(vms, input, sink).await),
-                Runnable::Workflow(w) => Outcome::Workflow(w.run_on(vms, input, sink).await),
-                Runnable::Sandbox(s) => Outcome::Sandbox(s.run_on(vms, input, sink).await),
-            }
-        },
+        async move { runnable.run_on(&pool, input.as_deref(), sink).await },
         span,
     ));
     let mut stop = StopSignals::new()?;
@@ -333,7 +262,7 @@ trait Display {
     /// The run's timeline and trace id, shown with the summary.
     fn set_timeline(&mut self, _timeline: String, _trace_id: Option<String>) {}
     fn cancelled(&mut self);
-    fn finish(&mut self, outcome: Outcome) -> ExitCode;
+    fn finish(&mut self, outcome: RunOutcome) -> ExitCode;
 }
 
 /// Milliseconds since the Unix epoch.
