@@ -6,6 +6,7 @@
 //! - `auth`: the token, compared in constant time;
 //! - `access`: one JSON line per request on stderr;
 //! - `registry`: the live sandboxes, their deadlines and running processes;
+//! - `runs`: specs run as `voidbox run` runs them, their events kept;
 //! - `api/`: the routes (health and metrics, sandboxes, processes, files);
 //! - [`openapi`]: the document served at `/openapi.json`, kept in
 //!   `docs/openapi.json`.
@@ -20,6 +21,7 @@ pub mod listen;
 mod metrics;
 pub mod openapi;
 mod registry;
+mod runs;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -105,10 +107,12 @@ impl Bound {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let registry = self.state.registry.clone();
+        let runs = self.state.runs.clone();
         let reaper = tokio::spawn(registry.clone().reap_expired());
         let router = api::router(self.state);
         let served = self.listener.serve(router, shutdown).await;
         reaper.abort();
+        runs.cancel_all();
         registry.end_all();
         served
     }

@@ -9,12 +9,18 @@ use crate::api;
 #[openapi(
     info(
         title = "voidbox serve",
-        description = "Sandboxes (micro-VMs) over HTTP. Every route but /v1/health needs `Authorization: Bearer TOKEN` when the daemon has a token."
+        description = "Runs of specs, and sandboxes (micro-VMs), over HTTP. Every route but /v1/health needs `Authorization: Bearer TOKEN` when the daemon has a token."
     ),
     paths(
         api::health::health,
         api::health::metrics,
         api::health::openapi,
+        api::runs::submit,
+        api::runs::list,
+        api::runs::get,
+        api::runs::cancel,
+        api::runs::events,
+        api::runs::stage_output,
         api::sandboxes::create,
         api::sandboxes::list,
         api::sandboxes::get,

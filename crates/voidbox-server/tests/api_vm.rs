@@ -73,6 +73,9 @@ fn decoded(events: &[(String, serde_json::Value)], stream: &str) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// The tests count the machine's QEMU processes: one at a time.
+static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// QEMU processes alive now.
 fn qemus() -> usize {
     std::fs::read_dir("/proc")
@@ -87,6 +90,7 @@ fn qemus() -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_are_followed_fed_and_killed_in_a_real_vm_and_the_daemon_takes_its_vms_along() {
+    let _one = COUNTING.lock().await;
     let before = qemus();
     let d = Daemon::start(Arc::new(VmProvider), 4).await;
     let made = json(
@@ -222,4 +226,75 @@ async fn commands_are_followed_fed_and_killed_in_a_real_vm_and_the_daemon_takes_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_in_a_real_vm_ends_with_its_output_and_a_cancelled_one_takes_its_vm_along() {
+    let _one = COUNTING.lock().await;
+    let d = Daemon::start(Arc::new(VmProvider), 4).await;
+    let submit = |spec: &str| {
+        d.call(Method::POST, "/v1/runs")
+            .json(&j!({"spec": spec}))
+            .send()
+    };
+    let quick = json(
+        submit("kind: sandbox\nname: hello\nsandbox: {memory_mb: 256}\nrun: {program: uname, args: [-s]}\n")
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let id = quick["id"].as_str().unwrap().to_string();
+    let ended = std::time::Instant::now();
+    let done = loop {
+        let got = json(
+            d.call(Method::GET, &format!("/v1/runs/{id}"))
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        if got["status"] != "running" {
+            break got;
+        }
+        assert!(ended.elapsed() < Duration::from_secs(60), "{got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], "Linux\n", "{done}");
+
+    let before = qemus();
+    let long = json(
+        submit("kind: sandbox\nname: long\nsandbox: {memory_mb: 256}\nrun: {program: sleep, args: ['600']}\n")
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let id = long["id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    while qemus() == before {
+        assert!(started.elapsed() < Duration::from_secs(30), "no VM started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancelled = json(
+        d.call(Method::POST, &format!("/v1/runs/{id}/cancel"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let gone = std::time::Instant::now();
+    while qemus() > before {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "the cancelled run's VM lives on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.stop().await;
 }

@@ -4,6 +4,7 @@
 pub(crate) mod exec;
 pub(crate) mod files;
 pub(crate) mod health;
+pub(crate) mod runs;
 pub(crate) mod sandboxes;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::runs::Runs;
 use crate::ServeConfig;
 
 /// Largest request body, but for file uploads.
@@ -30,6 +32,7 @@ pub(crate) const UPLOAD_LIMIT: usize = 256 << 20;
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub registry: Arc<Registry>,
+    pub runs: Arc<Runs>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,
 }
@@ -43,6 +46,7 @@ impl AppState {
                 config.max_sandboxes,
                 metrics.clone(),
             )),
+            runs: Arc::new(Runs::new(config.provider.clone())),
             metrics,
             token: config.token.as_deref().map(Arc::from),
         }
@@ -56,6 +60,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .route("/v1/runs", post(runs::submit).get(runs::list))
+        .route("/v1/runs/{id}", get(runs::get))
+        .route("/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/v1/runs/{id}/events", get(runs::events))
+        .route(
+            "/v1/runs/{id}/stages/{stage}/output",
+            get(runs::stage_output),
+        )
         .route(
             "/v1/sandboxes",
             post(sandboxes::create).get(sandboxes::list),

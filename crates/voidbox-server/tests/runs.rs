@@ -1,0 +1,205 @@
+//! Runs through the daemon on guest doubles: a spec submitted inline, its
+//! events followed as SSE and resumed after a dropped connection without
+//! losing one, its result and a stage's output; bad specs refused with
+//! their place.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{json, Daemon};
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::json as j;
+use void_box::sandbox::fake::FakeProvider;
+
+const PIPELINE: &str = "\
+api_version: v1
+kind: pipeline
+name: two-boxes
+llm:
+  provider: mock
+  mock:
+    turns:
+      - text: looking
+        tool_calls: [{name: bash, input: {command: echo hi}}]
+      - text: all done
+pipeline:
+  boxes:
+    - {name: scout, prompt: look}
+    - {name: reporter, prompt: report}
+  stages:
+    - {type: box, name: scout}
+    - {type: box, name: reporter}
+";
+
+/// `(id, event, data)` of SSE blocks until `end` (or `limit` events).
+async fn read_events(
+    response: reqwest::Response,
+    limit: usize,
+) -> Vec<(Option<u64>, String, serde_json::Value)> {
+    assert_eq!(response.status().as_u16(), 200);
+    let mut out = Vec::new();
+    let mut body = response.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), body.next())
+        .await
+        .expect("events keep coming")
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut name, mut data) = (None, String::new(), String::new());
+            for line in block.lines() {
+                let field = |p: &str| line.strip_prefix(p).map(|v| v.trim_start().to_string());
+                if let Some(v) = field("id:") {
+                    id = v.parse().ok();
+                } else if let Some(v) = field("event:") {
+                    name = v;
+                } else if let Some(v) = field("data:") {
+                    data.push_str(&v);
+                }
+            }
+            if name.is_empty() {
+                continue;
+            }
+            let done = name == "end";
+            out.push((id, name, serde_json::from_str(&data).unwrap()));
+            if done || out.len() == limit {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_run_is_followed_resumed_without_loss_and_read_back() {
+    let d = Daemon::start(Arc::new(FakeProvider::default()), 4).await;
+    let run = json(
+        d.call(Method::POST, "/v1/runs")
+            .json(&j!({"spec": PIPELINE, "input": "start here"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (run["name"].clone(), run["kind"].clone()),
+        (j!("two-boxes"), j!("pipeline"))
+    );
+    let events_at = format!("/v1/runs/{id}/events");
+
+    // A reader that drops after three events, then resumes after the last
+    // it saw: together, every event once, in order.
+    let first = read_events(d.call(Method::GET, &events_at).send().await.unwrap(), 3).await;
+    assert_eq!(first.len(), 3);
+    let last_seen = first.last().unwrap().0.unwrap();
+    let rest = read_events(
+        d.call(Method::GET, &events_at)
+            .header("Last-Event-ID", last_seen.to_string())
+            .send()
+            .await
+            .unwrap(),
+        usize::MAX,
+    )
+    .await;
+    let (end, numbered) = rest.split_last().unwrap();
+    assert_eq!(end.1, "end");
+    assert_eq!(end.2["status"], "succeeded", "{end:?}");
+    let ids: Vec<u64> = first.iter().chain(numbered).map(|e| e.0.unwrap()).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "{ids:?}");
+    // The same, read whole, from the start.
+    let whole = read_events(
+        d.call(Method::GET, &events_at).send().await.unwrap(),
+        usize::MAX,
+    )
+    .await;
+    assert_eq!(whole.len(), ids.len() + 1);
+    let kinds: Vec<&str> = whole.iter().map(|e| e.1.as_str()).collect();
+    for kind in ["stage_started", "tool_call_started", "stage_finished"] {
+        assert!(kinds.contains(&kind), "{kinds:?}");
+    }
+
+    let done = json(
+        d.call(Method::GET, &format!("/v1/runs/{id}"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["output"], "all done");
+    assert!(done["result"]["stages"].is_array(), "{done}");
+    let stage = json(
+        d.call(Method::GET, &format!("/v1/runs/{id}/stages/scout/output"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(stage, "all done");
+    json(
+        d.call(Method::GET, &format!("/v1/runs/{id}/stages/nobody/output"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    let listed = json(d.call(Method::GET, "/v1/runs").send().await.unwrap(), 200).await;
+    assert_eq!(listed[0]["id"], id);
+    let again = json(
+        d.call(Method::POST, &format!("/v1/runs/{id}/cancel"))
+            .send()
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    assert!(
+        again["message"].as_str().unwrap().contains("ended"),
+        "{again}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_with_their_place_and_start_nothing() {
+    let d = Daemon::start(Arc::new(FakeProvider::default()), 4).await;
+    let submit = |body: serde_json::Value| d.call(Method::POST, "/v1/runs").json(&body).send();
+    let broken = PIPELINE.replace("prompt: report", "promt: report");
+    let e = json(submit(j!({"spec": broken})).await.unwrap(), 422).await;
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("promt") && message.contains("spec.yaml:"),
+        "{message}"
+    );
+    for (body, status, says) in [
+        (j!({}), 400, "either"),
+        (j!({"spec": "a: 1", "path": "/x.yaml"}), 400, "either"),
+        (j!({"path": "relative.yaml"}), 400, "absolute"),
+        (j!({"path": "/nonexistent/spec.yaml"}), 422, "nonexistent"),
+        (j!({"spec": "{}", "format": "toml"}), 400, "toml"),
+        (j!({"spec": PIPELINE, "extra": 1}), 422, "extra"),
+    ] {
+        let e = json(submit(body.clone()).await.unwrap(), status).await;
+        assert!(e["message"].as_str().unwrap().contains(says), "{body}: {e}");
+    }
+    let listed = json(d.call(Method::GET, "/v1/runs").send().await.unwrap(), 200).await;
+    assert_eq!(listed, j!([]));
+    json(
+        d.call(Method::GET, "/v1/runs/run-nope/events")
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    d.stop().await;
+}
