@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{json, Daemon};
-use futures::StreamExt;
 use reqwest::Method;
 use serde_json::json as j;
 use void_box::sandbox::VmProvider;
@@ -20,44 +19,11 @@ async fn follow(
     response: reqwest::Response,
     mut on_event: impl FnMut(&str, &serde_json::Value),
 ) -> Vec<(String, serde_json::Value)> {
-    assert_eq!(response.status().as_u16(), 200);
-    let mut events = Vec::new();
-    let mut body = response.bytes_stream();
-    let mut buf = String::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), body.next())
+    common::read_sse(response, usize::MAX, |e| on_event(&e.event, &e.data))
         .await
-        .expect("events keep coming")
-    {
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut name, mut data) = (String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line
-                    .strip_prefix("event: ")
-                    .or_else(|| line.strip_prefix("event:"))
-                {
-                    name = v.trim().to_string();
-                } else if let Some(v) = line
-                    .strip_prefix("data: ")
-                    .or_else(|| line.strip_prefix("data:"))
-                {
-                    data.push_str(v.trim());
-                }
-            }
-            if name.is_empty() {
-                continue; // a keep-alive comment
-            }
-            let value: serde_json::Value = serde_json::from_str(&data).unwrap();
-            on_event(&name, &value);
-            let last = name == "exit" || name == "error";
-            events.push((name, value));
-            if last {
-                return events;
-            }
-        }
-    }
-    events
+        .into_iter()
+        .map(|e| (e.event, e.data))
+        .collect()
 }
 
 fn decoded(events: &[(String, serde_json::Value)], stream: &str) -> String {

@@ -6,10 +6,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::{json, Daemon};
-use futures::StreamExt;
 use reqwest::Method;
 use serde_json::json as j;
 use void_box::sandbox::fake::FakeProvider;
@@ -34,44 +32,15 @@ pipeline:
     - {type: box, name: reporter}
 ";
 
-/// `(id, event, data)` of SSE blocks until `end` (or `limit` events).
 async fn read_events(
     response: reqwest::Response,
     limit: usize,
 ) -> Vec<(Option<u64>, String, serde_json::Value)> {
-    assert_eq!(response.status().as_u16(), 200);
-    let mut out = Vec::new();
-    let mut body = response.bytes_stream();
-    let mut buf = String::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), body.next())
+    common::read_sse(response, limit, |_| {})
         .await
-        .expect("events keep coming")
-    {
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut id, mut name, mut data) = (None, String::new(), String::new());
-            for line in block.lines() {
-                let field = |p: &str| line.strip_prefix(p).map(|v| v.trim_start().to_string());
-                if let Some(v) = field("id:") {
-                    id = v.parse().ok();
-                } else if let Some(v) = field("event:") {
-                    name = v;
-                } else if let Some(v) = field("data:") {
-                    data.push_str(&v);
-                }
-            }
-            if name.is_empty() {
-                continue;
-            }
-            let done = name == "end";
-            out.push((id, name, serde_json::from_str(&data).unwrap()));
-            if done || out.len() == limit {
-                return out;
-            }
-        }
-    }
-    out
+        .into_iter()
+        .map(|e| (e.id, e.event, e.data))
+        .collect()
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use base64::Engine;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use void_box::sandbox::StdinWriter;
 use void_box::{Exec, ExecEvent, ExitStatus};
 
 use super::sandboxes::live;
@@ -258,6 +259,16 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| Ok(e.sse()))
 }
 
+/// The handle of the followed process `pid` of sandbox `id`, or 404.
+fn followed(state: &AppState, id: &str, pid: u32) -> Result<StdinWriter, ApiError> {
+    live(state, id)?.process(pid).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no process {pid} is followed"),
+        )
+    })
+}
+
 /// Whether to close stdin after the body is written.
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct StdinParams {
@@ -277,12 +288,7 @@ pub(crate) async fn stdin(
     Query(params): Query<StdinParams>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let writer = live(&state, &id)?.process(pid).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no process {pid} is followed"),
-        )
-    })?;
+    let writer = followed(&state, &id, pid)?;
     if !body.is_empty() {
         writer.write(&body).await.map_err(ApiError::from_sandbox)?;
     }
@@ -300,12 +306,7 @@ pub(crate) async fn kill(
     State(state): State<AppState>,
     Path((id, pid)): Path<(String, u32)>,
 ) -> Result<StatusCode, ApiError> {
-    let writer = live(&state, &id)?.process(pid).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no process {pid} is followed"),
-        )
-    })?;
+    let writer = followed(&state, &id, pid)?;
     writer.kill_command().map_err(ApiError::from_sandbox)?;
     Ok(StatusCode::NO_CONTENT)
 }

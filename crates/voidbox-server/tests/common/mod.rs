@@ -84,3 +84,64 @@ pub async fn json(response: Response, status: u16) -> serde_json::Value {
     assert_eq!(got, status, "{body}");
     serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
 }
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    /// Its `id`, when it has one.
+    pub id: Option<u64>,
+    /// Its `event`.
+    pub event: String,
+    /// Its `data`, parsed.
+    pub data: serde_json::Value,
+}
+
+/// The events of `response` (keep-alive comments skipped), each shown to
+/// `on_event`, until one named `exit`, `error` or `end`, or `limit` of
+/// them.
+pub async fn read_sse(
+    response: Response,
+    limit: usize,
+    mut on_event: impl FnMut(&Sse),
+) -> Vec<Sse> {
+    use futures::StreamExt;
+    assert_eq!(response.status().as_u16(), 200);
+    let mut out = Vec::new();
+    let mut body = response.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = tokio::time::timeout(std::time::Duration::from_secs(60), body.next())
+        .await
+        .expect("events keep coming")
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, String::new(), String::new());
+            for line in block.lines() {
+                let field = |p: &str| line.strip_prefix(p).map(|v| v.trim_start().to_string());
+                if let Some(v) = field("id:") {
+                    id = v.parse().ok();
+                } else if let Some(v) = field("event:") {
+                    event = v;
+                } else if let Some(v) = field("data:") {
+                    data.push_str(&v);
+                }
+            }
+            if event.is_empty() {
+                continue;
+            }
+            let sse = Sse {
+                id,
+                data: serde_json::from_str(&data).unwrap(),
+                event,
+            };
+            on_event(&sse);
+            let last = matches!(sse.event.as_str(), "exit" | "error" | "end");
+            out.push(sse);
+            if last || out.len() == limit {
+                return out;
+            }
+        }
+    }
+    out
+}
