@@ -155,7 +155,11 @@ pub(crate) async fn restore(
             why,
         })
     };
-    let (image, accel) = check_usable(record, config)?;
+    let Usable {
+        image,
+        accel,
+        root_image,
+    } = check_usable(record, config)?;
     if !config.mounts.is_empty() || !config.volumes.is_empty() || !config.image_mounts.is_empty() {
         return Err(Error::Launch(format!(
             "a sandbox from snapshot `{}` cannot add mounts, volumes or image mounts \
@@ -183,13 +187,7 @@ pub(crate) async fn restore(
                 record.name
             )))
         }
-        (Some(saved), _) => Some(pinned(&saved.reference, &saved.digest).ok_or_else(|| {
-            stale(format!(
-                "its image {} ({}) is no longer cached (voidbox image pull it)",
-                saved.reference, saved.digest
-            ))
-        })?),
-        (None, None) => None,
+        _ => root_image,
     };
     match (machine.network_device, effective.network_device().is_some()) {
         (true, false) => {
@@ -226,13 +224,18 @@ pub(crate) async fn restore(
     launch(&effective, plan, &QemuBackend::from_env()?).await
 }
 
+/// What a saved VM is loaded with: the guest image, the accelerator and
+/// its OCI root pinned to the digest it was made from.
+pub(crate) struct Usable {
+    pub image: GuestImage,
+    pub accel: Accel,
+    pub root_image: Option<String>,
+}
+
 /// Refuses a saved VM that a sandbox of `config` could not load: another
 /// guest image, accelerator or QEMU than it was made with, or its OCI
-/// image gone from the cache. The guest image and accelerator to use.
-pub(crate) fn check_usable(
-    record: &Snapshot,
-    config: &SandboxConfig,
-) -> Result<(GuestImage, Accel)> {
+/// image gone from the cache.
+pub(crate) fn check_usable(record: &Snapshot, config: &SandboxConfig) -> Result<Usable> {
     let image = match &config.boot {
         Some(image) => image.clone(),
         None => GuestImage::resolve()?,
@@ -240,18 +243,23 @@ pub(crate) fn check_usable(
     record.check_guest_image(&image.kernel, &image.initramfs)?;
     let accel = Accel::choose(config.accel)?;
     record.check_machine(&accel.to_string(), &qemu_binary()?)?;
-    if let Some(saved) = &record.machine.image {
-        if pinned(&saved.reference, &saved.digest).is_none() {
-            return Err(Error::Snapshot(SnapshotError::Stale {
+    let root_image = match &record.machine.image {
+        None => None,
+        Some(saved) => Some(pinned(&saved.reference, &saved.digest).ok_or_else(|| {
+            Error::Snapshot(SnapshotError::Stale {
                 name: record.name.clone(),
                 why: format!(
                     "its image {} ({}) is no longer cached (voidbox image pull it)",
                     saved.reference, saved.digest
                 ),
-            }));
-        }
-    }
-    Ok((image, accel))
+            })
+        })?),
+    };
+    Ok(Usable {
+        image,
+        accel,
+        root_image,
+    })
 }
 
 impl StoredSnapshot {
