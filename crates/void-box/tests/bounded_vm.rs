@@ -1,7 +1,8 @@
 //! A guest (or a model) that prints without end cannot grow the host
-//! process: 1 GiB through `Sandbox::exec` and through the agent's `bash`
-//! tool, checked against this process's peak RSS, and a 1 GiB output file.
-//! One test in its own binary, so the peak belongs to nothing else.
+//! process: 512 MiB through `Sandbox::exec` and through the agent's `bash`
+//! tool, checked against this process's peak RSS (twice what it may grow
+//! by: kept whole, it would show), and a 1 GiB output file. One test in its
+//! own binary, so the peak belongs to nothing else.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,10 @@ use void_box::sandbox::DEFAULT_MAX_OUTPUT;
 use void_box::{Exec, Sandbox};
 
 const GIB: u64 = 1 << 30;
-/// What the host may add to its peak while 1 GiB goes by: the 64 MiB kept
+/// What goes through: enough to show unbounded buffering, half of what
+/// it was (the debug host took 2.5 minutes for a GiB twice).
+const STREAMED: u64 = 512 << 20;
+/// What the host may add to its peak while 512 MiB go by: the 64 MiB kept
 /// (head and tail), its copy into the result, and allocator slack.
 const MAX_PEAK_GROWTH: u64 = 256 << 20;
 
@@ -45,7 +49,7 @@ fn assert_peak_within(baseline: u64, what: &str, started: Instant) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_gibibyte_of_output_costs_the_host_a_bounded_amount() {
+async fn endless_output_costs_the_host_a_bounded_amount() {
     let sandbox = Sandbox::builder()
         .build()
         .await
@@ -56,14 +60,14 @@ async fn a_gibibyte_of_output_costs_the_host_a_bounded_amount() {
 
     // 1. Straight through the Sandbox API, default cap.
     let out = sandbox
-        .exec(Exec::shell(format!("head -c {GIB} /dev/zero")))
+        .exec(Exec::shell(format!("head -c {STREAMED} /dev/zero")))
         .await
         .unwrap();
     assert!(out.status.success(), "{:?}", out.status);
     assert_eq!(out.stdout.len(), DEFAULT_MAX_OUTPUT);
     let cut = out.stdout_cut.expect("the middle was dropped");
     assert_eq!(cut.at, DEFAULT_MAX_OUTPUT / 2);
-    assert_eq!(cut.omitted, GIB - DEFAULT_MAX_OUTPUT as u64);
+    assert_eq!(cut.omitted, STREAMED - DEFAULT_MAX_OUTPUT as u64);
     drop(out);
     assert_peak_within(baseline, "exec", started);
     let started = Instant::now();
@@ -76,13 +80,13 @@ async fn a_gibibyte_of_output_costs_the_host_a_bounded_amount() {
         .llm(LlmProvider::mock(MockScript::new(vec![
             MockTurn::default().call(
                 "bash",
-                json!({"command": format!("head -c {GIB} /dev/zero | tr '\\0' x; echo END")}),
+                json!({"command": format!("head -c {STREAMED} /dev/zero | tr '\\0' x; echo END")}),
             ),
             MockTurn::text("Printed."),
         ])))
         .max_tool_output(4000)
         // The bound is on memory, not speed: a debug host on a busy machine
-        // may need more than the default 120 s for 1 GiB.
+        // may need more than the default 120 s.
         .tool_timeout(Duration::from_secs(900))
         .post_tool(move |_, out| {
             *seen.lock().unwrap() = Some(out.clone());
@@ -99,7 +103,7 @@ async fn a_gibibyte_of_output_costs_the_host_a_bounded_amount() {
     assert!(!out.is_error, "{out:?}");
     assert!(out.content.len() <= 4000, "{} bytes", out.content.len());
     assert!(out.content.starts_with("xxxx"), "{}", out.content);
-    let omitted = GIB + 4 - (4000 - 128);
+    let omitted = STREAMED + 4 - (4000 - 128);
     assert!(
         out.content.contains(&format!(
             "[... output truncated: {omitted} bytes omitted ...]"
