@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Most sandboxes alive at once.
     #[arg(long, default_value_t = 16)]
     max_sandboxes: usize,
+    /// Where the daemon keeps what outlives it (`voidbox.db`: runs, their
+    /// events, sandboxes); default `<data_dir>/server`.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -40,6 +44,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let mut config = ServeConfig::new(args.listen.unwrap_or_else(Listen::default_socket), token);
     config.max_sandboxes = args.max_sandboxes;
+    config.state_dir = Some(
+        args.state_dir
+            .unwrap_or_else(|| void_box::data_dir().join("server")),
+    );
     let mut stop = StopSignals::new()?;
     let bound = Bound::bind(config).await?;
     eprintln!("voidbox serve: listening on {}", bound.address());

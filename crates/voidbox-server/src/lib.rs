@@ -7,6 +7,8 @@
 //! - `access`: one JSON line per request on stderr;
 //! - `registry`: the live sandboxes, their deadlines and running processes;
 //! - `runs`: specs run as `voidbox run` runs them, their events kept;
+//! - `store`: what outlives the daemon (runs, their events, sandboxes),
+//!   one SQLite file in its state directory;
 //! - `api/`: the routes (health and metrics, sandboxes, processes, files);
 //! - [`openapi`]: the document served at `/openapi.json`, kept in
 //!   `docs/openapi.json`.
@@ -22,8 +24,10 @@ mod metrics;
 pub mod openapi;
 mod registry;
 mod runs;
+mod store;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use void_box::sandbox::{SandboxProvider, VmProvider};
@@ -41,6 +45,8 @@ pub struct ServeConfig {
     pub max_sandboxes: usize,
     /// What boots sandboxes.
     pub provider: Arc<dyn SandboxProvider>,
+    /// Where `voidbox.db` is kept; `None`: in memory, gone with the daemon.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -51,6 +57,7 @@ impl ServeConfig {
             token,
             max_sandboxes: 16,
             provider: Arc::new(VmProvider),
+            state_dir: None,
         }
     }
 }
@@ -90,8 +97,20 @@ impl Bound {
                 "the token must have at least 16 characters".into(),
             ));
         }
+        let now = registry::unix_ms();
+        let store = match &config.state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| ServeError::Io {
+                    context: format!("make {}", dir.display()),
+                    source,
+                })?;
+                store::Store::open(&dir.join("voidbox.db"), now)
+            }
+            None => store::Store::in_memory(now),
+        }
+        .map_err(|e| ServeError::Config(e.to_string()))?;
         let listener = listen::Listener::bind(&config.listen).await?;
-        let state = api::AppState::new(&config);
+        let state = api::AppState::new(&config, Arc::new(store));
         Ok(Bound { listener, state })
     }
 

@@ -10,6 +10,7 @@ use void_box::sandbox::{SandboxProvider, StdinWriter};
 use void_box::{Sandbox, SandboxConfig};
 
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// A sandbox the daemon holds.
 pub(crate) struct Live {
@@ -86,16 +87,23 @@ pub(crate) struct Registry {
     booting: Mutex<usize>,
     max: usize,
     pub metrics: Arc<Metrics>,
+    store: Arc<Store>,
 }
 
 impl Registry {
-    pub fn new(provider: Arc<dyn SandboxProvider>, max: usize, metrics: Arc<Metrics>) -> Registry {
+    pub fn new(
+        provider: Arc<dyn SandboxProvider>,
+        max: usize,
+        metrics: Arc<Metrics>,
+        store: Arc<Store>,
+    ) -> Registry {
         Registry {
             provider,
             sandboxes: Mutex::new(HashMap::new()),
             booting: Mutex::new(0),
             max,
             metrics,
+            store,
         }
     }
 
@@ -139,6 +147,19 @@ impl Registry {
             sandbox,
         });
         live.set_timeout(timeout);
+        let record = serde_json::json!({
+            "memory_mb": live.memory_mb,
+            "vcpus": live.vcpus,
+            "image": live.image,
+            "snapshot": live.snapshot,
+            "metadata": live.metadata,
+        });
+        if let Err(e) = self
+            .store
+            .insert_sandbox(&live.sandbox.id(), live.created_unix_ms, &record)
+        {
+            tracing::error!("recording a sandbox: {e}");
+        }
         lock(&self.sandboxes).insert(live.sandbox.id(), live.clone());
         Ok(live)
     }
@@ -158,22 +179,23 @@ impl Registry {
         lock(&self.sandboxes).len()
     }
 
-    /// Ends the sandbox `id` now; whether it was held.
-    pub fn end(&self, id: &str) -> bool {
-        match lock(&self.sandboxes).remove(id) {
-            Some(live) => {
-                live.sandbox.kill();
-                true
-            }
-            None => false,
+    /// Ends the sandbox `id` now, for `reason`; whether it was held.
+    pub fn end(&self, id: &str, reason: &str) -> bool {
+        let Some(live) = lock(&self.sandboxes).remove(id) else {
+            return false;
+        };
+        live.sandbox.kill();
+        if let Err(e) = self.store.end_sandbox(id, unix_ms(), reason) {
+            tracing::error!("recording a sandbox's end: {e}");
         }
+        true
     }
 
     /// Ends every sandbox (the daemon stops).
     pub fn end_all(&self) {
-        let all: Vec<Arc<Live>> = lock(&self.sandboxes).drain().map(|(_, l)| l).collect();
-        for live in all {
-            live.sandbox.kill();
+        let ids: Vec<String> = lock(&self.sandboxes).keys().cloned().collect();
+        for id in ids {
+            self.end(&id, "the daemon stopped");
         }
     }
 
@@ -182,13 +204,20 @@ impl Registry {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let now = Instant::now();
-            let expired: Vec<String> = lock(&self.sandboxes)
+            let ended: Vec<(String, &str)> = lock(&self.sandboxes)
                 .iter()
-                .filter(|(_, l)| l.expired(now) || !l.sandbox.is_alive())
-                .map(|(id, _)| id.clone())
+                .filter_map(|(id, l)| {
+                    if l.expired(now) {
+                        Some((id.clone(), "its timeout passed"))
+                    } else if !l.sandbox.is_alive() {
+                        Some((id.clone(), "its VM stopped"))
+                    } else {
+                        None
+                    }
+                })
                 .collect();
-            for id in expired {
-                if self.end(&id) {
+            for (id, reason) in ended {
+                if self.end(&id, reason) && reason == "its timeout passed" {
                     self.metrics.expired();
                 }
             }

@@ -1,131 +1,70 @@
-//! Runs: specs the daemon runs the way `voidbox run` does, each with its
-//! numbered events kept (bounded) for readers that come, go and come back.
+//! Runs: specs the daemon runs the way `voidbox run` does. Each run and
+//! its numbered events go to the store as they happen, so readers come,
+//! go and come back (and a restarted daemon still has them); what is only
+//! in memory is what a running run needs: its task, to be cancelled, and a
+//! signal for the readers that wait.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
 use tokio::sync::watch;
-use utoipa::ToSchema;
 use void_box::event::{EventLine, EventSink};
 use void_box::sandbox::SandboxProvider;
-use void_box::spec::{Ending, Runnable};
+use void_box::spec::Runnable;
 
 use crate::registry::unix_ms;
+use crate::store::{Store, StoredRun};
 
 /// Events a run keeps at most, and their bytes; beyond, they are counted
 /// and dropped (the run goes on).
-const MAX_EVENTS: usize = 100_000;
+const MAX_EVENTS: u64 = 100_000;
 const MAX_EVENT_BYTES: usize = 64 << 20;
-/// Finished runs kept; the oldest finished goes first.
-const MAX_FINISHED: usize = 256;
+/// Runs kept in the store; the oldest ended ones go first.
+const MAX_KEPT: usize = 1000;
 
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Status {
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-/// One run.
-pub(crate) struct Run {
-    pub id: String,
-    pub name: String,
-    pub kind: String,
-    pub created_unix_ms: u64,
-    state: Mutex<State>,
-    /// The number of the last event kept (and a bump when it ends).
-    changed: watch::Sender<u64>,
-}
-
-pub(crate) struct State {
-    pub status: Status,
-    pub ended_unix_ms: Option<u64>,
-    pub ending: Option<Ending>,
-    /// `(number, JSON)`, numbered from 1.
-    events: Vec<(u64, Arc<str>)>,
-    event_bytes: usize,
-    pub events_dropped: u64,
-    next: u64,
+/// A run in flight.
+struct Running {
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Events numbered so far (kept or dropped), their kept bytes, and
+    /// how many were dropped.
+    numbered: u64,
+    kept_bytes: usize,
+    dropped: u64,
+    /// Its end is recorded (by its task, or by a cancel).
+    ended: bool,
 }
 
-impl State {
-    /// Events kept.
-    pub fn kept(&self) -> usize {
-        self.events.len()
-    }
+pub(crate) struct Run {
+    id: String,
+    state: Mutex<Running>,
+    /// Bumped at each event kept and when the run ends.
+    changed: watch::Sender<()>,
 }
 
 impl Run {
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, Running> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The kept events after number `after`, and whether the run ended.
-    pub fn events_after(&self, after: u64) -> (Vec<(u64, Arc<str>)>, bool) {
-        let state = self.state();
-        let from = state.events.partition_point(|(n, _)| *n <= after);
-        (
-            state.events[from..].to_vec(),
-            state.status != Status::Running,
-        )
-    }
-
-    /// Resolves when an event is kept or the run ends.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
-    fn keep(&self, line: &EventLine) {
-        let mut state = self.state();
-        state.next += 1;
-        let json: Arc<str> = serde_json::to_string(line).unwrap_or_default().into();
-        if state.events.len() >= MAX_EVENTS || state.event_bytes + json.len() > MAX_EVENT_BYTES {
-            state.events_dropped += 1;
-            return;
-        }
-        state.event_bytes += json.len();
-        let n = state.next;
-        state.events.push((n, json));
-        drop(state);
-        self.changed.send_replace(n);
-    }
-
-    fn end(&self, status: Status, ending: Option<Ending>) {
-        let mut state = self.state();
-        if state.status != Status::Running {
-            return;
-        }
-        state.status = status;
-        state.ended_unix_ms = Some(unix_ms());
-        state.ending = ending;
-        state.task = None;
-        drop(state);
-        // Readers look again, and see the end.
-        self.changed.send_modify(|_| {});
     }
 }
 
-/// Every run the daemon knows.
+/// Every run: the running ones here, all of them in the store.
 pub(crate) struct Runs {
     provider: Arc<dyn SandboxProvider>,
-    runs: Mutex<HashMap<String, Arc<Run>>>,
+    store: Arc<Store>,
+    running: Mutex<HashMap<String, Arc<Run>>>,
 }
 
 impl Runs {
-    pub fn new(provider: Arc<dyn SandboxProvider>) -> Runs {
+    pub fn new(provider: Arc<dyn SandboxProvider>, store: Arc<Store>) -> Runs {
         Runs {
             provider,
-            runs: Mutex::new(HashMap::new()),
+            store,
+            running: Mutex::new(HashMap::new()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Run>>> {
-        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    fn running(&self) -> MutexGuard<'_, HashMap<String, Arc<Run>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts `runnable` (named `name`, of `kind`) with `input`.
@@ -135,120 +74,154 @@ impl Runs {
         kind: String,
         runnable: Runnable,
         input: Option<String>,
-    ) -> Arc<Run> {
-        let id = format!("run-{}", random_id());
-        let run = Arc::new(Run {
-            id: id.clone(),
+    ) -> Result<StoredRun, crate::store::StoreError> {
+        let record = StoredRun {
+            id: format!("run-{:016x}", rand::random::<u64>()),
             name,
             kind,
+            status: "running".into(),
             created_unix_ms: unix_ms(),
-            state: Mutex::new(State {
-                status: Status::Running,
-                ended_unix_ms: None,
-                ending: None,
-                events: Vec::new(),
-                event_bytes: 0,
-                events_dropped: 0,
-                next: 0,
+            ended_unix_ms: None,
+            output: None,
+            error: None,
+            result: None,
+            events_dropped: 0,
+            events: 0,
+        };
+        self.store.forget_runs_beyond(MAX_KEPT)?;
+        self.store.insert_run(&record)?;
+        let run = Arc::new(Run {
+            id: record.id.clone(),
+            state: Mutex::new(Running {
                 task: None,
+                numbered: 0,
+                kept_bytes: 0,
+                dropped: 0,
+                ended: false,
             }),
-            changed: watch::channel(0).0,
+            changed: watch::channel(()).0,
         });
-        self.forget_old();
-        self.lock().insert(id, run.clone());
-        let provider = self.provider.clone();
+        self.running().insert(run.id.clone(), run.clone());
+        let runs = self.clone();
         let worker = run.clone();
+        let mut ending = record.clone();
         let task = tokio::spawn(async move {
             let (sink, mut events) = EventSink::channel();
-            let running = runnable.run_on(&*provider, input.as_deref(), sink);
-            tokio::pin!(running);
+            let going = runnable.run_on(&*runs.provider, input.as_deref(), sink);
+            tokio::pin!(going);
             let outcome = loop {
                 tokio::select! {
-                    outcome = &mut running => break outcome,
-                    Some(event) = events.recv() => worker.keep(&line(event)),
+                    outcome = &mut going => break outcome,
+                    Some(event) = events.recv() => runs.keep(&worker, event),
                 }
             };
             while let Some(event) = events.try_recv() {
-                worker.keep(&line(event));
+                runs.keep(&worker, event);
             }
-            let ending = outcome.ending();
-            let status = if ending.error.is_none() {
-                Status::Succeeded
+            let end = outcome.ending();
+            ending.status = if end.error.is_none() {
+                "succeeded"
             } else {
-                Status::Failed
-            };
-            worker.end(status, Some(ending));
-        });
-        let mut state = run.state();
-        if state.status == Status::Running {
-            state.task = Some(task);
-        }
-        drop(state);
-        run
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<Run>> {
-        self.lock().get(id).cloned()
-    }
-
-    /// Every run, newest first.
-    pub fn list(&self) -> Vec<Arc<Run>> {
-        let mut all: Vec<Arc<Run>> = self.lock().values().cloned().collect();
-        all.sort_by(|a, b| {
-            b.created_unix_ms
-                .cmp(&a.created_unix_ms)
-                .then(b.id.cmp(&a.id))
-        });
-        all
-    }
-
-    /// Cancels a running run (its VMs are killed); whether it was running.
-    pub fn cancel(&self, run: &Run) -> bool {
-        let task = run.state().task.take();
-        match task {
-            Some(task) => {
-                task.abort();
-                run.end(Status::Cancelled, None);
-                true
+                "failed"
             }
-            None => false,
+            .into();
+            ending.output = end.output;
+            ending.error = end.error;
+            ending.result = end.report;
+            runs.end(&worker, ending);
+        });
+        run.state().task = Some(task);
+        Ok(record)
+    }
+
+    /// Numbers `event` and keeps it, within the bounds.
+    fn keep(&self, run: &Run, event: void_box::event::RunEvent) {
+        let line = EventLine {
+            ts_ms: unix_ms(),
+            trace_id: None,
+            event,
+        };
+        let json = serde_json::to_string(&line).unwrap_or_default();
+        let mut state = run.state();
+        state.numbered += 1;
+        let full = state.numbered > MAX_EVENTS || state.kept_bytes + json.len() > MAX_EVENT_BYTES;
+        if full
+            || self
+                .store
+                .add_event(&run.id, state.numbered, &json)
+                .is_err()
+        {
+            state.dropped += 1;
+            return;
         }
+        state.kept_bytes += json.len();
+        drop(state);
+        run.changed.send_replace(());
+    }
+
+    /// Records how `run` ended and lets it go.
+    fn end(&self, run: &Run, mut record: StoredRun) {
+        let mut state = run.state();
+        if state.ended {
+            return;
+        }
+        state.ended = true;
+        state.task = None;
+        record.events_dropped = state.dropped;
+        drop(state);
+        record.ended_unix_ms = Some(unix_ms());
+        if let Err(e) = self.store.end_run(&record) {
+            tracing::error!(run = %record.id, "recording the end of a run: {e}");
+        }
+        self.running().remove(&run.id);
+        run.changed.send_replace(());
+    }
+
+    /// The run `id`, from the store.
+    pub fn get(&self, id: &str) -> Option<StoredRun> {
+        self.store.run(id).ok().flatten()
+    }
+
+    /// The newest runs, newest first.
+    pub fn list(&self) -> Vec<StoredRun> {
+        self.store.runs(MAX_KEPT).unwrap_or_default()
+    }
+
+    /// Waits for news of a running run; `None` once it is not running
+    /// (or never was here).
+    pub fn watch(&self, id: &str) -> Option<watch::Receiver<()>> {
+        self.running().get(id).map(|r| r.changed.subscribe())
+    }
+
+    /// At most `limit` kept events of `id` after number `after`.
+    pub fn events_after(&self, id: &str, after: u64, limit: usize) -> Vec<(u64, String)> {
+        self.store
+            .events_after(id, after, limit)
+            .unwrap_or_default()
+    }
+
+    /// Cancels the running run `id` (its VMs are killed); whether it ran.
+    pub fn cancel(&self, id: &str) -> bool {
+        let Some(run) = self.running().get(id).cloned() else {
+            return false;
+        };
+        let Some(task) = run.state().task.take() else {
+            return false;
+        };
+        task.abort();
+        if let Some(mut record) = self.get(id) {
+            record.status = "cancelled".into();
+            record.error = Some("cancelled".into());
+            self.end(&run, record);
+        }
+        true
     }
 
     /// Cancels every running run (the daemon stops).
     pub fn cancel_all(&self) {
-        for run in self.list() {
-            self.cancel(&run);
+        let ids: Vec<String> = self.running().keys().cloned().collect();
+        for id in ids {
+            self.cancel(&id);
         }
     }
-
-    /// Drops the oldest finished runs past [`MAX_FINISHED`].
-    fn forget_old(&self) {
-        let mut runs = self.lock();
-        let mut finished: Vec<(u64, String)> = runs
-            .values()
-            .filter(|r| r.state().status != Status::Running)
-            .map(|r| (r.created_unix_ms, r.id.clone()))
-            .collect();
-        if finished.len() < MAX_FINISHED {
-            return;
-        }
-        finished.sort();
-        for (_, id) in finished.iter().take(finished.len() + 1 - MAX_FINISHED) {
-            runs.remove(id);
-        }
-    }
-}
-
-fn line(event: void_box::event::RunEvent) -> EventLine {
-    EventLine {
-        ts_ms: unix_ms(),
-        trace_id: None,
-        event,
-    }
-}
-
-/// Sixteen hex digits of randomness.
-pub(crate) fn random_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }

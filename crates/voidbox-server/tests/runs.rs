@@ -172,3 +172,52 @@ async fn bad_specs_are_refused_with_their_place_and_start_nothing() {
     .await;
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_finished_run_and_its_events_are_there_after_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let provider: Arc<dyn void_box::sandbox::SandboxProvider> = Arc::new(FakeProvider::default());
+    let first = Daemon::start_in(provider.clone(), 4, Some(state.path())).await;
+    let run = json(
+        first
+            .call(Method::POST, "/v1/runs")
+            .json(&j!({"spec": PIPELINE}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let events_at = format!("/v1/runs/{id}/events");
+    let before = read_events(
+        first.call(Method::GET, &events_at).send().await.unwrap(),
+        usize::MAX,
+    )
+    .await;
+    first.stop().await;
+
+    let second = Daemon::start_in(provider, 4, Some(state.path())).await;
+    let again = json(
+        second
+            .call(Method::GET, &format!("/v1/runs/{id}"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(again["status"], "succeeded");
+    assert_eq!(again["output"], "all done");
+    let after = read_events(
+        second.call(Method::GET, &events_at).send().await.unwrap(),
+        usize::MAX,
+    )
+    .await;
+    let ids = |e: &[(Option<u64>, String, serde_json::Value)]| -> Vec<Option<u64>> {
+        e.iter().map(|x| x.0).collect()
+    };
+    assert_eq!(ids(&after), ids(&before));
+    assert_eq!(after.last().unwrap().1, "end");
+    second.stop().await;
+}

@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runs::Runs;
+use crate::store::Store;
 use crate::ServeConfig;
 
 /// Largest request body, but for file uploads.
@@ -38,15 +39,16 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &ServeConfig) -> AppState {
+    pub fn new(config: &ServeConfig, store: Arc<Store>) -> AppState {
         let metrics = Arc::new(Metrics::default());
         AppState {
             registry: Arc::new(Registry::new(
                 config.provider.clone(),
                 config.max_sandboxes,
                 metrics.clone(),
+                store.clone(),
             )),
-            runs: Arc::new(Runs::new(config.provider.clone())),
+            runs: Arc::new(Runs::new(config.provider.clone(), store)),
             metrics,
             token: config.token.as_deref().map(Arc::from),
         }

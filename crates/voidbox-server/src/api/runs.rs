@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,7 +15,7 @@ use utoipa::ToSchema;
 use void_box::spec::HostAccess;
 
 use super::{ApiError, AppState, Body};
-use crate::runs::{Run, Status};
+use crate::store::StoredRun;
 
 /// A spec to run.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -35,6 +34,20 @@ pub(crate) struct SubmitRun {
     /// Input for the first stage.
     #[serde(default)]
     pub input: Option<String>,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Status {
+    /// Under way.
+    Running,
+    /// Ended, every stage well.
+    Succeeded,
+    /// Ended with an error (or the daemon stopped while it ran).
+    Failed,
+    /// Cancelled.
+    Cancelled,
 }
 
 /// A run, and how it ended when it did.
@@ -67,30 +80,28 @@ pub(crate) struct RunInfo {
     pub events_dropped: u64,
 }
 
-fn info(run: &Run, with_result: bool) -> RunInfo {
-    let state = run.state();
-    let ending = state.ending.as_ref();
+fn info(run: StoredRun, with_result: bool) -> RunInfo {
     RunInfo {
-        id: run.id.clone(),
-        name: run.name.clone(),
-        kind: run.kind.clone(),
-        status: state.status,
-        created_unix_ms: run.created_unix_ms,
-        ended_unix_ms: state.ended_unix_ms,
-        output: ending.and_then(|e| e.output.clone()),
-        error: match state.status {
-            Status::Cancelled => Some("cancelled".into()),
-            _ => ending.and_then(|e| e.error.clone()),
+        status: match run.status.as_str() {
+            "running" => Status::Running,
+            "succeeded" => Status::Succeeded,
+            "cancelled" => Status::Cancelled,
+            _ => Status::Failed,
         },
-        result: ending
-            .filter(|_| with_result)
-            .and_then(|e| e.report.clone()),
-        events: state.kept() as u64,
-        events_dropped: state.events_dropped,
+        id: run.id,
+        name: run.name,
+        kind: run.kind,
+        created_unix_ms: run.created_unix_ms,
+        ended_unix_ms: run.ended_unix_ms,
+        output: run.output,
+        error: run.error,
+        result: run.result.filter(|_| with_result),
+        events: run.events,
+        events_dropped: run.events_dropped,
     }
 }
 
-fn run_of(state: &AppState, id: &str) -> Result<Arc<Run>, ApiError> {
+fn run_of(state: &AppState, id: &str) -> Result<StoredRun, ApiError> {
     state
         .runs
         .get(id)
@@ -138,19 +149,29 @@ pub(crate) async fn submit(
         }
     };
     let runnable = spec.runnable().map_err(|e| unprocessable(e.to_string()))?;
-    let run = state.runs.start(
-        spec.name().to_string(),
-        spec.kind().to_string(),
-        runnable,
-        request.input,
-    );
-    Ok((StatusCode::CREATED, Json(info(&run, false))))
+    let run = state
+        .runs
+        .start(
+            spec.name().to_string(),
+            spec.kind().to_string(),
+            runnable,
+            request.input,
+        )
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(info(run, false))))
 }
 
 /// Every run the daemon knows, newest first.
 #[utoipa::path(get, path = "/v1/runs", responses((status = 200, body = [RunInfo])))]
 pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<RunInfo>> {
-    Json(state.runs.list().iter().map(|r| info(r, false)).collect())
+    Json(
+        state
+            .runs
+            .list()
+            .into_iter()
+            .map(|r| info(r, false))
+            .collect(),
+    )
 }
 
 /// One run, with its whole result once it ended.
@@ -160,8 +181,7 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RunInfo>, ApiError> {
-    let run = run_of(&state, &id)?;
-    Ok(Json(info(&run, true)))
+    Ok(Json(info(run_of(&state, &id)?, true)))
 }
 
 /// Cancels a running run; its VMs are killed.
@@ -172,14 +192,14 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RunInfo>, ApiError> {
-    let run = run_of(&state, &id)?;
-    if !state.runs.cancel(&run) {
+    run_of(&state, &id)?;
+    if !state.runs.cancel(&id) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("run `{id}` has ended"),
         ));
     }
-    Ok(Json(info(&run, false)))
+    Ok(Json(info(run_of(&state, &id)?, false)))
 }
 
 /// The run's events as Server-Sent Events, each with its number as `id`
@@ -194,7 +214,7 @@ pub(crate) async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let run = run_of(&state, &id)?;
+    run_of(&state, &id)?;
     let after = match headers.get("last-event-id") {
         None => 0,
         Some(v) => v
@@ -204,30 +224,44 @@ pub(crate) async fn events(
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not an event number"))?,
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let runs = state.runs.clone();
     tokio::spawn(async move {
-        let mut changed = run.subscribe();
         let mut last = after;
         loop {
-            changed.mark_unchanged();
-            let (events, ended) = run.events_after(last);
+            // Watched before the store is read, so no news falls between.
+            let mut news = runs.watch(&id);
+            if let Some(news) = &mut news {
+                news.mark_unchanged();
+            }
+            let events = runs.events_after(&id, last, 256);
+            let caught_up = events.is_empty();
             for (n, json) in events {
                 let kind = serde_json::from_str::<serde_json::Value>(&json)
                     .ok()
                     .and_then(|v| v["event"].as_str().map(String::from))
                     .unwrap_or_else(|| "event".into());
-                let event = Event::default().id(n.to_string()).event(kind).data(&*json);
+                let event = Event::default().id(n.to_string()).event(kind).data(json);
                 if tx.send(event).await.is_err() {
                     return;
                 }
                 last = n;
             }
-            if ended {
-                let status = serde_json::to_string(&info(&run, false)).unwrap_or_default();
-                let _ = tx.send(Event::default().event("end").data(status)).await;
-                return;
+            if !caught_up {
+                continue;
             }
-            if changed.changed().await.is_err() {
-                return;
+            match news {
+                Some(mut news) => {
+                    if news.changed().await.is_err() {
+                        return;
+                    }
+                }
+                // Not running: what is kept was sent.
+                None => {
+                    let end = runs.get(&id).map(|r| info(r, false));
+                    let data = serde_json::to_string(&end).unwrap_or_default();
+                    let _ = tx.send(Event::default().event("end").data(data)).await;
+                    return;
+                }
             }
         }
     });
@@ -244,18 +278,12 @@ pub(crate) async fn stage_output(
     State(state): State<AppState>,
     Path((id, stage)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let run = run_of(&state, &id)?;
-    let report = run
-        .state()
-        .ending
-        .as_ref()
-        .and_then(|e| e.report.clone())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("run `{id}` has no result yet"),
-            )
-        })?;
+    let report = run_of(&state, &id)?.result.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run `{id}` has no result yet"),
+        )
+    })?;
     let found = stage_named(&report, &stage).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -163,7 +163,7 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.registry.end(&id) {
+    if state.registry.end(&id, "deleted") {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::no_sandbox(&id))

@@ -21,12 +21,22 @@ pub struct Daemon {
 impl Daemon {
     /// A daemon on 127.0.0.1 with [`TOKEN`], booting with `provider`.
     pub async fn start(provider: Arc<dyn SandboxProvider>, max_sandboxes: usize) -> Daemon {
+        Daemon::start_in(provider, max_sandboxes, None).await
+    }
+
+    /// The same, keeping its state in `state_dir`.
+    pub async fn start_in(
+        provider: Arc<dyn SandboxProvider>,
+        max_sandboxes: usize,
+        state_dir: Option<&std::path::Path>,
+    ) -> Daemon {
         let mut config = ServeConfig::new(
             Listen::Tcp("127.0.0.1:0".parse().unwrap()),
             Some(TOKEN.into()),
         );
         config.provider = provider;
         config.max_sandboxes = max_sandboxes;
+        config.state_dir = state_dir.map(|d| d.to_path_buf());
         let bound = Bound::bind(config).await.unwrap();
         let base = format!("http://{}", bound.address().strip_prefix("tcp:").unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
