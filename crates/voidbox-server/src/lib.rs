@@ -27,7 +27,7 @@ mod runs;
 mod store;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use void_box::sandbox::{SandboxProvider, VmProvider};
@@ -100,8 +100,8 @@ impl Bound {
         let now = registry::unix_ms();
         let store = match &config.state_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| ServeError::Io {
-                    context: format!("make {}", dir.display()),
+                private_db_file(dir).map_err(|source| ServeError::Io {
+                    context: format!("prepare {}", dir.join("voidbox.db").display()),
                     source,
                 })?;
                 store::Store::open(&dir.join("voidbox.db"), now)
@@ -135,4 +135,25 @@ impl Bound {
         registry.end_all();
         served
     }
+}
+
+/// The state directory (made 0700 when new) and `voidbox.db` (0600, tightened when
+/// it was looser): runs' events hold prompts and output. SQLite gives its WAL and
+/// shared-memory files the database file's mode.
+fn private_db_file(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let db = dir.join("voidbox.db");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&db)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }

@@ -175,9 +175,10 @@ async fn bad_specs_are_refused_with_their_place_and_start_nothing() {
 
 #[tokio::test]
 async fn a_finished_run_and_its_events_are_there_after_a_restart() {
-    let state = tempfile::tempdir().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let state = parent.path().join("state");
     let provider: Arc<dyn void_box::sandbox::SandboxProvider> = Arc::new(FakeProvider::default());
-    let first = Daemon::start_in(provider.clone(), 4, Some(state.path())).await;
+    let first = Daemon::start_in(provider.clone(), 4, Some(&state)).await;
     let run = json(
         first
             .call(Method::POST, "/v1/runs")
@@ -195,9 +196,20 @@ async fn a_finished_run_and_its_events_are_there_after_a_restart() {
         usize::MAX,
     )
     .await;
+    // Runs' events hold prompts and output: the state is this user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for (name, want) in [
+        ("", 0o700),
+        ("voidbox.db", 0o600),
+        ("voidbox.db-wal", 0o600),
+    ] {
+        let path = state.join(name);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "{}", path.display());
+    }
     first.stop().await;
 
-    let second = Daemon::start_in(provider, 4, Some(state.path())).await;
+    let second = Daemon::start_in(provider, 4, Some(&state)).await;
     let again = json(
         second
             .call(Method::GET, &format!("/v1/runs/{id}"))
