@@ -27,6 +27,11 @@ pub struct ServeArgs {
     /// events, sandboxes); default `<data_dir>/server`.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// A lane's concurrency and queue bound, as `generate=2:50` (lanes:
+    /// control, query, execute, generate); repeatable. A request or run
+    /// beyond the bound is answered 429 with Retry-After.
+    #[arg(long = "lane", value_name = "LANE=N:QUEUE")]
+    lanes: Vec<String>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -44,6 +49,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let mut config = ServeConfig::new(args.listen.unwrap_or_else(Listen::default_socket), token);
     config.max_sandboxes = args.max_sandboxes;
+    for lane in &args.lanes {
+        config
+            .lanes
+            .parse_into(lane)
+            .map_err(|e| anyhow::anyhow!("--lane {e}"))?;
+    }
     config.state_dir = Some(
         args.state_dir
             .unwrap_or_else(|| void_box::data_dir().join("server")),

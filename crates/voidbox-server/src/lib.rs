@@ -6,6 +6,7 @@
 //! - `auth`: the token, compared in constant time;
 //! - `access`: one JSON line per request on stderr;
 //! - `registry`: the live sandboxes, their deadlines and running processes;
+//! - [`lanes`]: the four queues every request and run waits in;
 //! - `runs`: specs run as `voidbox run` runs them, their events kept;
 //! - `store`: what outlives the daemon (runs, their events, sandboxes),
 //!   one SQLite file in its state directory;
@@ -19,6 +20,7 @@
 mod access;
 mod api;
 mod auth;
+pub mod lanes;
 pub mod listen;
 mod metrics;
 pub mod openapi;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 
 use void_box::sandbox::{SandboxProvider, VmProvider};
 
+pub use lanes::{Lane, LaneLimit, LaneLimits};
 pub use listen::Listen;
 
 /// How the daemon runs.
@@ -47,6 +50,8 @@ pub struct ServeConfig {
     pub provider: Arc<dyn SandboxProvider>,
     /// Where `voidbox.db` is kept; `None`: in memory, gone with the daemon.
     pub state_dir: Option<PathBuf>,
+    /// Each lane's concurrency and queue bound.
+    pub lanes: LaneLimits,
 }
 
 impl ServeConfig {
@@ -58,6 +63,7 @@ impl ServeConfig {
             max_sandboxes: 16,
             provider: Arc::new(VmProvider),
             state_dir: None,
+            lanes: LaneLimits::default(),
         }
     }
 }

@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::lanes::LaneFigures;
+
 /// Counters the handlers bump.
 #[derive(Default)]
 pub(crate) struct Metrics {
@@ -32,8 +34,8 @@ impl Metrics {
         self.expired.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The text format, with `live` sandboxes now.
-    pub fn render(&self, live: usize) -> String {
+    /// The text format, with `live` sandboxes and the lanes' `figures` now.
+    pub fn render(&self, live: usize, lanes: &[LaneFigures]) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.push_str("# HELP voidbox_http_requests_total Requests answered, by status class.\n");
@@ -82,6 +84,43 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
+        }
+        for (name, help, kind, value) in [
+            (
+                "voidbox_lane_running",
+                "Requests and runs under way, by lane.",
+                "gauge",
+                (|f: &LaneFigures| f.running as u64) as fn(&LaneFigures) -> u64,
+            ),
+            (
+                "voidbox_lane_waiting",
+                "Requests and runs waiting for a turn, by lane.",
+                "gauge",
+                |f| f.waiting as u64,
+            ),
+            (
+                "voidbox_lane_rejected_total",
+                "Requests and runs refused (429) by a full lane.",
+                "counter",
+                |f| f.rejected,
+            ),
+            (
+                "voidbox_lane_concurrency",
+                "Each lane's concurrency limit.",
+                "gauge",
+                |f| f.limit.concurrency as u64,
+            ),
+            (
+                "voidbox_lane_queue_bound",
+                "Each lane's queue bound.",
+                "gauge",
+                |f| f.limit.queue as u64,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for f in lanes {
+                let _ = writeln!(out, "{name}{{lane=\"{}\"}} {}", f.lane.name(), value(f));
+            }
         }
         out
     }

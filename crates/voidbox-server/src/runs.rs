@@ -12,8 +12,20 @@ use void_box::event::{EventLine, EventSink};
 use void_box::sandbox::SandboxProvider;
 use void_box::spec::Runnable;
 
+use crate::lanes::{Full, Lane, Lanes};
 use crate::registry::unix_ms;
-use crate::store::{Store, StoredRun};
+use crate::store::{Store, StoreError, StoredRun};
+
+/// Why a run was not started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// The generate lane's queue is full.
+    #[error("the generate lane is full")]
+    Full(Full),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Events a run keeps at most, and their bytes; beyond, they are counted
 /// and dropped (the run goes on).
@@ -51,14 +63,16 @@ impl Run {
 pub(crate) struct Runs {
     provider: Arc<dyn SandboxProvider>,
     store: Arc<Store>,
+    lanes: Arc<Lanes>,
     running: Mutex<HashMap<String, Arc<Run>>>,
 }
 
 impl Runs {
-    pub fn new(provider: Arc<dyn SandboxProvider>, store: Arc<Store>) -> Runs {
+    pub fn new(provider: Arc<dyn SandboxProvider>, store: Arc<Store>, lanes: Arc<Lanes>) -> Runs {
         Runs {
             provider,
             store,
+            lanes,
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -67,19 +81,21 @@ impl Runs {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `runnable` (named `name`, of `kind`) with `input`.
+    /// Starts `runnable` (named `name`, of `kind`) with `input`: `queued`
+    /// until the generate lane has a turn for it, then `running`.
     pub fn start(
         self: &Arc<Self>,
         name: String,
         kind: String,
         runnable: Runnable,
         input: Option<String>,
-    ) -> Result<StoredRun, crate::store::StoreError> {
+    ) -> Result<StoredRun, StartError> {
+        let place = self.lanes.enter(Lane::Generate).map_err(StartError::Full)?;
         let record = StoredRun {
             id: format!("run-{:016x}", rand::random::<u64>()),
             name,
             kind,
-            status: "running".into(),
+            status: "queued".into(),
             created_unix_ms: unix_ms(),
             ended_unix_ms: None,
             output: None,
@@ -106,6 +122,11 @@ impl Runs {
         let worker = run.clone();
         let mut ending = record.clone();
         let task = tokio::spawn(async move {
+            let _turn = place.admitted().await;
+            if let Err(e) = runs.store.set_run_running(&worker.id) {
+                tracing::error!(run = %worker.id, "recording a run's start: {e}");
+            }
+            worker.changed.send_replace(());
             let (sink, mut events) = EventSink::channel();
             let going = runnable.run_on(&*runs.provider, input.as_deref(), sink);
             tokio::pin!(going);
@@ -200,7 +221,8 @@ impl Runs {
             .unwrap_or_default()
     }
 
-    /// Cancels the running run `id` (its VMs are killed); whether it ran.
+    /// Cancels the queued or running run `id` (its VMs are killed);
+    /// whether it was.
     pub fn cancel(&self, id: &str) -> bool {
         let Some(run) = self.running().get(id).cloned() else {
             return false;

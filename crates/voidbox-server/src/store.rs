@@ -102,7 +102,7 @@ impl Store {
         db.execute(
             "UPDATE runs SET status = 'failed', ended_unix_ms = ?1,
                  error = 'the daemon stopped while it ran'
-             WHERE status = 'running'",
+             WHERE status IN ('running', 'queued')",
             params![now_ms as i64],
         )?;
         db.execute(
@@ -121,6 +121,15 @@ impl Store {
         self.db().execute(
             "INSERT INTO runs (id, name, kind, status, created_unix_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![run.id, run.name, run.kind, run.status, run.created_unix_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// A queued run's turn came.
+    pub fn set_run_running(&self, id: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE runs SET status = 'running' WHERE id = ?1 AND status = 'queued'",
+            params![id],
         )?;
         Ok(())
     }
@@ -209,7 +218,7 @@ impl Store {
     /// Forgets the oldest ended runs beyond the newest `keep`.
     pub fn forget_runs_beyond(&self, keep: usize) -> Result<(), StoreError> {
         self.db().execute(
-            "DELETE FROM runs WHERE status != 'running' AND id NOT IN
+            "DELETE FROM runs WHERE status NOT IN ('running', 'queued') AND id NOT IN
                  (SELECT id FROM runs ORDER BY created_unix_ms DESC, id DESC LIMIT ?1)",
             params![keep as i64],
         )?;

@@ -36,7 +36,9 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.registry.len()),
+        state
+            .metrics
+            .render(state.registry.len(), &state.lanes.figures()),
     )
 }
 

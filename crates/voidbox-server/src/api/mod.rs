@@ -17,6 +17,7 @@ use axum::{middleware, Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::lanes::Lanes;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runs::Runs;
@@ -35,12 +36,14 @@ pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub runs: Arc<Runs>,
     pub metrics: Arc<Metrics>,
+    pub lanes: Arc<Lanes>,
     pub token: Option<Arc<str>>,
 }
 
 impl AppState {
     pub fn new(config: &ServeConfig, store: Arc<Store>) -> AppState {
         let metrics = Arc::new(Metrics::default());
+        let lanes = Arc::new(Lanes::new(config.lanes));
         AppState {
             registry: Arc::new(Registry::new(
                 config.provider.clone(),
@@ -48,8 +51,9 @@ impl AppState {
                 metrics.clone(),
                 store.clone(),
             )),
-            runs: Arc::new(Runs::new(config.provider.clone(), store)),
+            runs: Arc::new(Runs::new(config.provider.clone(), store, lanes.clone())),
             metrics,
+            lanes,
             token: config.token.as_deref().map(Arc::from),
         }
     }
@@ -100,6 +104,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::lanes::admit,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             crate::auth::require_token,
         ))
         .layer(middleware::from_fn_with_state(
@@ -116,6 +124,9 @@ pub(crate) struct ApiError {
     pub code: u16,
     /// What went wrong.
     pub message: String,
+    /// Seconds to wait before trying again (the `Retry-After` header).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -123,7 +134,14 @@ impl ApiError {
         ApiError {
             code: status.as_u16(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same, with a `Retry-After` of `secs`.
+    pub fn retry_after(mut self, secs: u32) -> ApiError {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -163,7 +181,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self)).into_response()
+        let retry_after = self.retry_after;
+        let mut response = (status, Json(self)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use void_box::spec::HostAccess;
 
 use super::{ApiError, AppState, Body};
+use crate::runs::StartError;
 use crate::store::StoredRun;
 
 /// A spec to run.
@@ -40,6 +41,8 @@ pub(crate) struct SubmitRun {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Status {
+    /// Waiting for its turn in the generate lane.
+    Queued,
     /// Under way.
     Running,
     /// Ended, every stage well.
@@ -83,6 +86,7 @@ pub(crate) struct RunInfo {
 fn info(run: StoredRun, with_result: bool) -> RunInfo {
     RunInfo {
         status: match run.status.as_str() {
+            "queued" => Status::Queued,
             "running" => Status::Running,
             "succeeded" => Status::Succeeded,
             "cancelled" => Status::Cancelled,
@@ -111,7 +115,8 @@ fn run_of(state: &AppState, id: &str) -> Result<StoredRun, ApiError> {
 /// Checks a spec and starts running it.
 #[utoipa::path(post, path = "/v1/runs", request_body = SubmitRun,
     responses((status = 201, body = RunInfo), (status = 400, body = ApiError),
-        (status = 422, body = ApiError)))]
+        (status = 422, body = ApiError),
+        (status = 429, description = "the generate lane's queue is full (Retry-After)", body = ApiError)))]
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Body(request): Body<SubmitRun>,
@@ -157,7 +162,10 @@ pub(crate) async fn submit(
             runnable,
             request.input,
         )
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| match e {
+            StartError::Full(full) => full.error(),
+            StartError::Store(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?;
     Ok((StatusCode::CREATED, Json(info(run, false))))
 }
 

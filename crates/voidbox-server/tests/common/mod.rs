@@ -30,13 +30,25 @@ impl Daemon {
         max_sandboxes: usize,
         state_dir: Option<&std::path::Path>,
     ) -> Daemon {
+        Daemon::start_with(provider, |config| {
+            config.max_sandboxes = max_sandboxes;
+            config.state_dir = state_dir.map(|d| d.to_path_buf());
+        })
+        .await
+    }
+
+    /// A daemon on 127.0.0.1 with [`TOKEN`], its configuration changed by
+    /// `configure`.
+    pub async fn start_with(
+        provider: Arc<dyn SandboxProvider>,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> Daemon {
         let mut config = ServeConfig::new(
             Listen::Tcp("127.0.0.1:0".parse().unwrap()),
             Some(TOKEN.into()),
         );
         config.provider = provider;
-        config.max_sandboxes = max_sandboxes;
-        config.state_dir = state_dir.map(|d| d.to_path_buf());
+        configure(&mut config);
         let bound = Bound::bind(config).await.unwrap();
         let base = format!("http://{}", bound.address().strip_prefix("tcp:").unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
