@@ -76,7 +76,7 @@ impl AgentContext {
         };
         Ok(Self {
             live: RwLock::new(Arc::new(Live::of(&config))),
-            roots: Roots::open(&root, (user.uid, user.gid))?,
+            roots: Roots::open(&root, (user.uid, user.gid), &config.file_roots)?,
             cgroups,
             config,
             reaper,

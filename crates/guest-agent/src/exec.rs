@@ -252,6 +252,8 @@ fn spawn(
     ProcessIo,
 )> {
     let env = environment(&ctx.live().env, &req.env);
+    // The host may ask for another user of the root (`Exec::user`).
+    let user = req.user.as_ref().unwrap_or(&ctx.user);
     let cwd = req
         .cwd
         .as_deref()
@@ -266,9 +268,9 @@ fn spawn(
             env: &env,
             cwd,
             stdio,
-            uid: ctx.user.uid,
-            gid: ctx.user.gid,
-            groups: &ctx.user.groups,
+            uid: user.uid,
+            gid: user.gid,
+            groups: &user.groups,
             root: ctx.root.chroot.as_deref(),
             limits,
             controlling_tty,

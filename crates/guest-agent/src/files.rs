@@ -59,23 +59,30 @@ impl FileError {
 /// Open descriptors of the writable roots (inside the command root), and
 /// who owns what the file requests create there.
 pub struct Roots {
-    roots: Vec<(&'static str, OwnedFd)>,
+    roots: Vec<(String, OwnedFd)>,
     owner: (u32, u32),
 }
 
 impl Roots {
-    /// Creates (if needed) and opens the roots under `root`; files the host
-    /// writes belong to `owner` (the command user).
-    pub fn open(root: &CommandRoot, owner: (u32, u32)) -> io::Result<Self> {
+    /// Creates (if needed) and opens the roots under `root`, the
+    /// configuration's `extra` ones after the standard ones; files the host
+    /// writes belong to `owner` (the command user), and so does an extra
+    /// root that had to be made (a home directory).
+    pub fn open(root: &CommandRoot, owner: (u32, u32), extra: &[String]) -> io::Result<Self> {
         let mut roots = Vec::new();
-        for name in WRITABLE_ROOTS {
+        let names = WRITABLE_ROOTS.iter().map(|n| (*n, false));
+        for (name, made_for_owner) in names.chain(extra.iter().map(|n| (n.as_str(), true))) {
+            let existed = std::fs::symlink_metadata(root.host_view(name)).is_ok();
             let dir = root.real_dir(name)?;
+            if made_for_owner && !existed {
+                std::os::unix::fs::chown(&dir, Some(owner.0), Some(owner.1))?;
+            }
             let fd = rustix::fs::open(
                 &dir,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            roots.push((name, fd));
+            roots.push((name.to_string(), fd));
         }
         Ok(Self { roots, owner })
     }
@@ -87,7 +94,11 @@ impl Roots {
                 ErrorKind::PathEscape,
                 format!(
                     "{path}: not inside a writable root ({})",
-                    WRITABLE_ROOTS.join(", ")
+                    self.roots
+                        .iter()
+                        .map(|(r, _)| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
         };
@@ -239,7 +250,8 @@ impl Roots {
             )
         };
         let (parent, name) = trimmed.rsplit_once('/').ok_or_else(not_below)?;
-        if name.is_empty() || name == "." || name == ".." || WRITABLE_ROOTS.contains(&trimmed) {
+        let is_root = self.roots.iter().any(|(root, _)| root == trimmed);
+        if name.is_empty() || name == "." || name == ".." || is_root {
             return Err(not_below());
         }
         let parent = if parent.is_empty() { "/" } else { parent };

@@ -28,7 +28,7 @@ pub use codec::{FrameCodec, ProtocolError};
 pub use message::*;
 
 /// Version of this protocol; both sides must agree on it in the handshake.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The name of the virtio-serial port the guest agent holds from boot: a
 /// character device only root in the guest could open, and only one
 /// process at a time.

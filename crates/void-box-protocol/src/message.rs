@@ -217,6 +217,9 @@ pub struct ExecRequest {
     pub pty: Option<PtySize>,
     /// Overrides of the sandbox's resource limits.
     pub limits: ResourceLimits,
+    /// Run as this user instead of the sandbox's (resolved by the host
+    /// from the root's `/etc/passwd`).
+    pub user: Option<GuestUser>,
 }
 
 /// Terminal size in character cells.
@@ -440,6 +443,10 @@ pub struct GuestConfig {
     /// ends TLS to secrets' hosts with certificates it signs.
     #[serde(default)]
     pub edge_ca: Option<String>,
+    /// Directories the file requests reach beside [`crate::WRITABLE_ROOTS`]
+    /// (absolute, normal paths); made for the command user when missing.
+    #[serde(default)]
+    pub file_roots: Vec<String>,
 }
 
 /// An image the guest mounts as the root of every command.

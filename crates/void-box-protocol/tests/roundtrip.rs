@@ -60,6 +60,11 @@ fn host_msg() -> impl Strategy<Value = HostMsg> {
                         stdin,
                         timeout_ms,
                         pty: pty.map(|(rows, cols)| PtySize { rows, cols }),
+                        user: stdin.then(|| GuestUser {
+                            uid: 0,
+                            gid: 0,
+                            groups: vec![27],
+                        }),
                         limits,
                     })
                 }

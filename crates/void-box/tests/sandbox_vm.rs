@@ -349,6 +349,72 @@ async fn path_escapes_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_command_runs_as_another_user_and_a_file_root_is_the_users() {
+    let sb = Sandbox::builder()
+        .file_root("/home/user")
+        .allow_command("*")
+        .build()
+        .await
+        .unwrap();
+    let as_root = sb
+        .exec(Exec::shell("id -u; echo $HOME; echo $USER").user("root"))
+        .await
+        .unwrap();
+    assert_eq!(as_root.stdout_text(), "0\n/root\nroot\n");
+    let as_sandbox = sb.exec(["id", "-u"]).await.unwrap();
+    assert_eq!(
+        as_sandbox.stdout_text(),
+        "1000\n",
+        "the sandbox's own user stays"
+    );
+    let numeric = sb
+        .exec(Exec::new("id").arg("-u").user("4242"))
+        .await
+        .unwrap();
+    assert_eq!(numeric.stdout_text(), "4242\n");
+    let unknown = sb
+        .exec(Exec::new("true").user("nobody-here"))
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("nobody-here"), "{unknown}");
+
+    // The extra root was made for the sandbox user: files the host
+    // writes there are theirs, and it is theirs to write in.
+    sb.write_file("/home/user/notes.txt", b"from the host\n")
+        .await
+        .unwrap();
+    let appended = sb
+        .exec(Exec::shell(
+            "echo by the user >> /home/user/notes.txt && stat -c %u /home/user",
+        ))
+        .await
+        .unwrap();
+    assert!(appended.status.success(), "{}", appended.stderr_text());
+    assert_eq!(appended.stdout_text(), "1000\n");
+    assert_eq!(
+        sb.read_file("/home/user/notes.txt").await.unwrap(),
+        b"from the host\nby the user\n"
+    );
+    let names: Vec<String> = sb
+        .list("/home/user")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+    // Beside it, nothing more is reachable.
+    let escape = sb.read_file("/home/other").await.unwrap_err();
+    assert_eq!(escape.guest_kind(), Some(ErrorKind::PathEscape), "{escape}");
+    assert!(escape.to_string().contains("/home/user"), "{escape}");
+    assert!(
+        sb.remove("/home/user").await.is_err(),
+        "a root is not removed"
+    );
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn qemu_killed_mid_exec_fails_fast_and_leaves_nothing() {
     let sb = sandbox().await;
     let pids = sb.host_pids();

@@ -199,6 +199,7 @@ async fn a_restored_guest_gets_its_identity_before_the_handshake_under_the_new_s
         workdir: None,
         nameserver: None,
         edge_ca: None,
+        file_roots: Vec::new(),
     };
     let restore = Restore {
         config,

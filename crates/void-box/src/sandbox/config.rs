@@ -70,6 +70,10 @@ pub struct SandboxConfig {
     /// image's `/etc/passwd` (`app`, `app:staff`). `None`: the image's
     /// `User`, else the unprivileged sandbox user (uid 1000).
     pub user: Option<String>,
+    /// Directories the file API reaches beside `/workspace` and `/tmp`
+    /// (absolute, normal; made for the command user when missing), such
+    /// as a home directory.
+    pub file_roots: Vec<String>,
     /// Host directories shared into the guest.
     pub mounts: Vec<Mount>,
     /// Named volumes, created on first use, kept across sandboxes.
@@ -112,6 +116,7 @@ impl Default for SandboxConfig {
             image: None,
             overlay_mb: None,
             user: None,
+            file_roots: Vec::new(),
             mounts: Vec::new(),
             volumes: Vec::new(),
             image_mounts: Vec::new(),
@@ -221,6 +226,12 @@ impl SandboxConfig {
             }
         }
         let mut targets: Vec<&str> = Vec::new();
+        if self.file_roots.len() > 16 {
+            return Err(ConfigError::new("file_roots", "at most 16"));
+        }
+        for root in &self.file_roots {
+            check_guest_path(root).map_err(|e| ConfigError::new("file_roots", e))?;
+        }
         for m in &self.mounts {
             check_host_path(&m.host).map_err(|e| ConfigError::new("mounts", e))?;
             check_guest_path(&m.guest).map_err(|e| ConfigError::new("mounts", e))?;
@@ -375,6 +386,12 @@ impl SandboxConfig {
     /// Runs commands as this user (`root`, `UID[:GID]`, `NAME[:GROUP]`).
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
+        self
+    }
+
+    /// Lets the file API reach `dir` (beside `/workspace` and `/tmp`).
+    pub fn file_root(mut self, dir: impl Into<String>) -> Self {
+        self.file_roots.push(dir.into());
         self
     }
 

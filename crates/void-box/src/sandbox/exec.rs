@@ -22,6 +22,8 @@ pub struct Exec {
     pub(crate) stdin: Option<Vec<u8>>,
     /// Cap of each collected stream (host side; `None`: the default).
     pub(crate) max_output: Option<usize>,
+    /// Another user to run as (`root`, `UID[:GID]`, `NAME[:GROUP]`).
+    pub(crate) user: Option<String>,
 }
 
 impl Exec {
@@ -34,6 +36,7 @@ impl Exec {
             },
             stdin: None,
             max_output: None,
+            user: None,
         }
     }
 
@@ -109,6 +112,16 @@ impl Exec {
     /// The bytes given with [`stdin_bytes`](Self::stdin_bytes).
     pub fn stdin_data(&self) -> Option<&[u8]> {
         self.stdin.as_deref()
+    }
+
+    /// Runs as `user` (`root`, `UID[:GID]` or `NAME[:GROUP]`, resolved
+    /// against the sandbox root's `/etc/passwd` and `/etc/group`) instead
+    /// of the sandbox's user, with that user's `HOME` and `USER`. The VM
+    /// is the boundary: whoever may run commands in a sandbox may run
+    /// them as any of its users.
+    pub fn user(mut self, user: impl Into<String>) -> Exec {
+        self.user = Some(user.into());
+        self
     }
 
     /// Overrides resource limits for this command.

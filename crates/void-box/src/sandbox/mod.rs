@@ -63,6 +63,7 @@ pub(crate) async fn launch(
         base_env,
         nameserver,
         image: _,
+        accounts,
     } = plan;
     let restoring = spec.incoming.is_some();
     let span = tracing::info_span!(
@@ -106,6 +107,7 @@ pub(crate) async fn launch(
             workdir,
             nameserver,
             edge_ca,
+            file_roots: config.file_roots.clone(),
         };
         if !restoring {
             spec.extra_initramfs = config_initramfs(&guest.to_bytes())
@@ -132,6 +134,7 @@ pub(crate) async fn launch(
             config.deadlines,
         );
         sandbox.recipe = recipe;
+        sandbox.accounts = Arc::new(accounts);
         Ok(sandbox)
     };
     let result = boot.instrument(span.clone()).await;
@@ -283,6 +286,8 @@ pub struct Sandbox {
     deadlines: RequestDeadlines,
     /// How it was booted, for a save; `None`: it cannot be saved.
     recipe: Option<warm::Recipe>,
+    /// Its root's users, for commands run as one of them.
+    accounts: Arc<plan::Accounts>,
 }
 
 impl Sandbox {
@@ -328,6 +333,7 @@ impl Sandbox {
             boot_time,
             deadlines,
             recipe: None,
+            accounts: Arc::default(),
         }
     }
 
@@ -431,6 +437,27 @@ impl Sandbox {
             if let Some(parent) = crate::observe::traceparent() {
                 cmd.request.env.push(("TRACEPARENT".into(), parent));
             }
+        }
+        if let Some(spec) = cmd.user.take() {
+            let user = self.accounts.resolve(&spec)?;
+            // The user's own HOME and USER, under what the command sets.
+            let own = [
+                ("HOME", user.home),
+                ("USER", user.name.clone()),
+                ("LOGNAME", user.name),
+            ];
+            for (key, value) in own {
+                if let Some(value) = value {
+                    if !cmd.request.env.iter().any(|(k, _)| k == key) {
+                        cmd.request.env.insert(0, (key.into(), value));
+                    }
+                }
+            }
+            cmd.request.user = Some(void_box_protocol::GuestUser {
+                uid: user.uid,
+                gid: user.gid,
+                groups: user.groups,
+            });
         }
         let end = cmd.request.timeout_ms.map(|ms| {
             tokio::time::Instant::now() + Duration::from_millis(ms) + self.deadlines.exec_grace

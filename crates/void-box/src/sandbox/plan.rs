@@ -37,6 +37,34 @@ pub(crate) struct BootPlan {
     pub nameserver: Option<String>,
     /// The OCI image at the root, as resolved.
     pub image: Option<super::snapshot::SnapshotImage>,
+    /// The root's `/etc/passwd` and `/etc/group`, for commands run as
+    /// another user ([`Exec::user`](super::Exec::user)).
+    pub accounts: Accounts,
+}
+
+/// The user database of a sandbox's command root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Accounts {
+    pub passwd: String,
+    pub group: String,
+}
+
+impl Default for Accounts {
+    /// The initramfs': root alone.
+    fn default() -> Self {
+        Accounts {
+            passwd: "root:x:0:0:root:/root:/bin/sh\n".into(),
+            group: "root:x:0:\n".into(),
+        }
+    }
+}
+
+impl Accounts {
+    /// `spec` (`root`, `UID[:GID]`, `NAME[:GROUP]`) as a user of this root.
+    pub fn resolve(&self, spec: &str) -> Result<ResolvedUser> {
+        resolve_user(spec, &self.passwd, &self.group)
+            .map_err(|e| Error::Config(super::ConfigError::new("user", format!("`{spec}`: {e}"))))
+    }
 }
 
 impl BootPlan {
@@ -51,6 +79,7 @@ impl BootPlan {
             base_env: Vec::new(),
             nameserver: None,
             image: None,
+            accounts: Accounts::default(),
         }
     }
 }
@@ -84,6 +113,7 @@ pub(crate) async fn resolve(config: &SandboxConfig, mut plan: BootPlan) -> Resul
         image = Some(cached);
     }
     let user = resolve_command_user(config, image.as_ref())?;
+    plan.accounts = accounts_of(image.as_ref());
     if let Some(user) = &user {
         if let Some(home) = &user.home {
             plan.base_env.push(("HOME".into(), home.clone()));
@@ -174,15 +204,22 @@ pub(crate) async fn resolve(config: &SandboxConfig, mut plan: BootPlan) -> Resul
     Ok(plan)
 }
 
+/// The image's user database, else the initramfs'.
+fn accounts_of(image: Option<&CachedImage>) -> Accounts {
+    image.map_or_else(Accounts::default, |i| Accounts {
+        passwd: i.record.passwd.clone(),
+        group: i.record.group.clone(),
+    })
+}
+
 /// The user commands run as: the configuration's, else the image's, else
 /// none (the guest's unprivileged sandbox user).
 fn resolve_command_user(
     config: &SandboxConfig,
     image: Option<&CachedImage>,
 ) -> Result<Option<ResolvedUser>> {
-    let (passwd, group) = image
-        .map(|i| (i.record.passwd.as_str(), i.record.group.as_str()))
-        .unwrap_or(("root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n"));
+    let accounts = accounts_of(image);
+    let (passwd, group) = (accounts.passwd.as_str(), accounts.group.as_str());
     let spec = match (
         &config.user,
         image.and_then(|i| i.record.config.user.as_ref()),

@@ -92,6 +92,7 @@ pub fn guest_config(secret: &[u8; 32]) -> GuestConfig {
         workdir: None,
         nameserver: None,
         edge_ca: None,
+        file_roots: Vec::new(),
     }
 }
 

@@ -14,13 +14,23 @@ pub(super) struct Fs {
     pub dirs: BTreeSet<String>,
 }
 
+/// The guest's writable roots: the standard ones and its configuration's.
+fn roots(guest: &FakeGuest) -> Vec<&str> {
+    WRITABLE_ROOTS
+        .iter()
+        .copied()
+        .chain(guest.config().file_roots.iter().map(String::as_str))
+        .collect()
+}
+
 /// The path, normalised, when it stays under a writable root (the real
 /// agent enforces the same with `openat2(RESOLVE_BENEATH)`).
-pub(super) fn confine(path: &str) -> std::result::Result<String, ErrorReply> {
+pub(super) fn confine(guest: &FakeGuest, path: &str) -> std::result::Result<String, ErrorReply> {
+    let roots = roots(guest);
     let escape = || {
         ErrorReply::new(
             ErrorKind::PathEscape,
-            format!("{path} is outside {}", WRITABLE_ROOTS.join(", ")),
+            format!("{path} is outside {}", roots.join(", ")),
         )
     };
     let mut parts = Vec::new();
@@ -33,7 +43,7 @@ pub(super) fn confine(path: &str) -> std::result::Result<String, ErrorReply> {
         }
     }
     let normal = format!("/{}", parts.join("/"));
-    let inside = WRITABLE_ROOTS
+    let inside = roots
         .iter()
         .any(|root| normal == *root || normal.starts_with(&format!("{root}/")));
     if path.starts_with('/') && inside {
@@ -69,7 +79,7 @@ pub(super) fn stat(guest: &FakeGuest, path: &str) -> std::result::Result<FileSta
     let fs = lock(&guest.inner.fs);
     if let Some(data) = fs.files.get(path) {
         Ok(stat_of(FileKind::File, data.len() as u64))
-    } else if fs.dirs.contains(path) || WRITABLE_ROOTS.contains(&path) {
+    } else if fs.dirs.contains(path) || roots(guest).contains(&path) {
         Ok(stat_of(FileKind::Dir, 0))
     } else {
         Err(ErrorReply::new(
@@ -115,7 +125,7 @@ pub(super) fn list(guest: &FakeGuest, dir: &str) -> std::result::Result<Vec<DirE
 
 /// Removes a file, or a directory with everything below it.
 pub(super) fn remove(guest: &FakeGuest, path: &str) -> Result<(), ErrorReply> {
-    if WRITABLE_ROOTS.contains(&path) {
+    if roots(guest).contains(&path) {
         return Err(ErrorReply::new(
             ErrorKind::InvalidRequest,
             format!("{path}: not a path below a writable root"),

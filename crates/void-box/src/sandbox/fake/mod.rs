@@ -76,6 +76,8 @@ pub struct FakeCommand {
     pub stdin: Vec<u8>,
     /// Its timeout, if it had one.
     pub timeout: Option<Duration>,
+    /// The uid it runs as when not the sandbox's user.
+    pub uid: Option<u32>,
 }
 
 impl FakeCommand {

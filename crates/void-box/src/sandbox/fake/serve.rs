@@ -164,7 +164,7 @@ async fn handle(
     match request {
         HostMsg::Exec(req) => exec(&guest, req, rx, window, reply).await,
         HostMsg::WriteFile { path, .. } => {
-            let path = match confine(&path) {
+            let path = match confine(&guest, &path) {
                 Ok(p) => p,
                 Err(e) => return reply.send(GuestMsg::Error(e)),
             };
@@ -176,7 +176,7 @@ async fn handle(
             reply.send(GuestMsg::Written { bytes });
         }
         HostMsg::ReadFile { path } => {
-            let found = confine(&path).and_then(|p| {
+            let found = confine(&guest, &path).and_then(|p| {
                 guest.file(&p).ok_or_else(|| {
                     ErrorReply::new(ErrorKind::NotFound, format!("{p}: no such file"))
                 })
@@ -191,11 +191,13 @@ async fn handle(
                 Err(e) => reply.send(GuestMsg::Error(e)),
             }
         }
-        HostMsg::Stat { path } => reply.send(match confine(&path).and_then(|p| stat(&guest, &p)) {
-            Ok(st) => GuestMsg::Stat(st),
-            Err(e) => GuestMsg::Error(e),
-        }),
-        HostMsg::Mkdir { path } => reply.send(match confine(&path) {
+        HostMsg::Stat { path } => reply.send(
+            match confine(&guest, &path).and_then(|p| stat(&guest, &p)) {
+                Ok(st) => GuestMsg::Stat(st),
+                Err(e) => GuestMsg::Error(e),
+            },
+        ),
+        HostMsg::Mkdir { path } => reply.send(match confine(&guest, &path) {
             Ok(p) if lock(&guest.inner.fs).files.contains_key(&p) => GuestMsg::Error(
                 ErrorReply::new(ErrorKind::Io, format!("{p}: a file is in the way")),
             ),
@@ -206,8 +208,8 @@ async fn handle(
             }
             Err(e) => GuestMsg::Error(e),
         }),
-        HostMsg::List { path, after, limit } => {
-            reply.send(match confine(&path).and_then(|p| list(&guest, &p)) {
+        HostMsg::List { path, after, limit } => reply.send(
+            match confine(&guest, &path).and_then(|p| list(&guest, &p)) {
                 Ok(entries) => {
                     let limit = void_box_protocol::list_page_len(limit);
                     let mut page: Vec<_> = entries
@@ -222,23 +224,23 @@ async fn handle(
                     }
                 }
                 Err(e) => GuestMsg::Error(e),
-            })
-        }
-        HostMsg::Remove { path } => {
-            reply.send(match confine(&path).and_then(|p| remove(&guest, &p)) {
+            },
+        ),
+        HostMsg::Remove { path } => reply.send(
+            match confine(&guest, &path).and_then(|p| remove(&guest, &p)) {
                 Ok(()) => GuestMsg::Done,
                 Err(e) => GuestMsg::Error(e),
-            })
-        }
-        HostMsg::Rename { from, to } => {
-            reply.send(match confine(&from).and_then(|f| Ok((f, confine(&to)?))) {
+            },
+        ),
+        HostMsg::Rename { from, to } => reply.send(
+            match confine(&guest, &from).and_then(|f| Ok((f, confine(&guest, &to)?))) {
                 Ok((f, t)) => match rename(&guest, &f, &t) {
                     Ok(()) => GuestMsg::Done,
                     Err(e) => GuestMsg::Error(e),
                 },
                 Err(e) => GuestMsg::Error(e),
-            })
-        }
+            },
+        ),
         HostMsg::Telemetry => reply.send(GuestMsg::Telemetry(TelemetrySnapshot {
             uptime_ms: 1000,
             cpu_count: 1,
@@ -303,6 +305,7 @@ async fn exec(
             .unwrap_or_else(|| void_box_protocol::WORKSPACE_DIR.into()),
         stdin: Vec::new(),
         timeout: req.timeout_ms.map(Duration::from_millis),
+        uid: req.user.as_ref().map(|u| u.uid),
     };
     if let Err(message) = policy::check_command(&guest.inner.config.allowed_commands, &req.program)
     {
