@@ -263,7 +263,7 @@ pub(crate) fn lane_of(method: &Method, path: &str) -> Option<Lane> {
         return None;
     }
     if matches!(path, "/v1/health" | "/metrics" | "/health")
-        || matches!(last, "cancel" | "timeout")
+        || matches!(last, "cancel" | "timeout" | "SendSignal")
         || path.contains("/confirmations/")
         || (method == Method::DELETE && !path.ends_with("/files"))
     {
@@ -328,6 +328,15 @@ mod tests {
             ),
             (Method::POST, "/v1/sandboxes", Some(Lane::Execute)),
             (Method::POST, "/v1/runs", None),
+            (
+                Method::POST,
+                "/process.Process/SendSignal",
+                Some(Lane::Control),
+            ),
+            (Method::POST, "/process.Process/Start", Some(Lane::Execute)),
+            (Method::DELETE, "/sandboxes/sb-1", Some(Lane::Control)),
+            (Method::GET, "/v2/sandboxes", Some(Lane::Query)),
+            (Method::GET, "/files", Some(Lane::Execute)),
         ];
         for (method, path, lane) in cases {
             assert_eq!(lane_of(&method, path), lane, "{method} {path}");

@@ -10,6 +10,7 @@
 //! - `runs`: specs run as `voidbox run` runs them, their events kept;
 //! - `store`: what outlives the daemon (runs, their events, sandboxes),
 //!   one SQLite file in its state directory;
+//! - [`e2b`]: E2B's control plane and envd's API, for the E2B SDKs;
 //! - `api/`: the routes (health and metrics, sandboxes, processes, files);
 //! - [`openapi`]: the document served at `/openapi.json`, kept in
 //!   `docs/openapi.json`.
@@ -20,10 +21,12 @@
 mod access;
 mod api;
 mod auth;
+pub mod e2b;
 pub mod lanes;
 pub mod listen;
 mod metrics;
 pub mod openapi;
+mod processes;
 mod registry;
 mod runs;
 mod store;
@@ -52,6 +55,8 @@ pub struct ServeConfig {
     pub state_dir: Option<PathBuf>,
     /// Each lane's concurrency and queue bound.
     pub lanes: LaneLimits,
+    /// The E2B API's templates and sandbox size.
+    pub e2b: e2b::E2bConfig,
 }
 
 impl ServeConfig {
@@ -64,6 +69,7 @@ impl ServeConfig {
             provider: Arc::new(VmProvider),
             state_dir: None,
             lanes: LaneLimits::default(),
+            e2b: e2b::E2bConfig::default(),
         }
     }
 }

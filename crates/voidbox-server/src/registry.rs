@@ -1,15 +1,16 @@
 //! The live sandboxes: each with its deadline (a sandbox past it is
-//! ended), its metadata, and the processes started with a stream, whose
-//! stdin and kill other requests reach by pid.
+//! ended), its metadata, and its running processes, whose stdin and kill
+//! other requests reach by pid.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use void_box::sandbox::{SandboxProvider, StdinWriter};
+use void_box::sandbox::SandboxProvider;
 use void_box::{Sandbox, SandboxConfig};
 
 use crate::metrics::Metrics;
+use crate::processes::Processes;
 use crate::store::Store;
 
 /// A sandbox the daemon holds.
@@ -21,10 +22,21 @@ pub(crate) struct Live {
     pub image: Option<String>,
     pub snapshot: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// How the E2B API knows it: its template and envd access token.
+    pub e2b: Option<E2bIdentity>,
     /// When it ends, and that time for people.
     deadline: Mutex<Option<(Instant, u64)>>,
-    /// Running streamed processes by guest pid.
-    processes: Mutex<HashMap<u32, StdinWriter>>,
+    /// Its running processes.
+    pub processes: Arc<Processes>,
+}
+
+/// A sandbox created through the E2B API.
+#[derive(Debug, Clone)]
+pub(crate) struct E2bIdentity {
+    /// The template asked for.
+    pub template: String,
+    /// The token its envd calls carry (`X-Access-Token`).
+    pub access_token: String,
 }
 
 impl Live {
@@ -41,21 +53,6 @@ impl Live {
 
     fn expired(&self, now: Instant) -> bool {
         lock(&self.deadline).is_some_and(|(at, _)| at <= now)
-    }
-
-    /// Remembers a streamed process, for its stdin and kill.
-    pub fn add_process(&self, pid: u32, stdin: StdinWriter) {
-        lock(&self.processes).insert(pid, stdin);
-    }
-
-    /// The handle of a running streamed process.
-    pub fn process(&self, pid: u32) -> Option<StdinWriter> {
-        lock(&self.processes).get(&pid).cloned()
-    }
-
-    /// Forgets a process that ended.
-    pub fn end_process(&self, pid: u32) {
-        lock(&self.processes).remove(&pid);
     }
 }
 
@@ -113,6 +110,7 @@ impl Registry {
         config: SandboxConfig,
         timeout: Option<Duration>,
         metadata: BTreeMap<String, String>,
+        e2b: Option<E2bIdentity>,
     ) -> Result<Arc<Live>, CreateError> {
         config
             .validate()
@@ -142,8 +140,9 @@ impl Registry {
             image: config.image.clone(),
             snapshot: config.snapshot.clone(),
             metadata,
+            e2b,
             deadline: Mutex::new(None),
-            processes: Mutex::new(HashMap::new()),
+            processes: Arc::default(),
             sandbox,
         });
         live.set_timeout(timeout);
@@ -153,6 +152,7 @@ impl Registry {
             "image": live.image,
             "snapshot": live.snapshot,
             "metadata": live.metadata,
+            "e2b_template": live.e2b.as_ref().map(|e| &e.template),
         });
         if let Err(e) = self
             .store

@@ -13,12 +13,13 @@ use axum::Json;
 use base64::Engine;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
-use void_box::sandbox::StdinWriter;
-use void_box::{Exec, ExecEvent, ExitStatus};
+use void_box::{Exec, ExitStatus};
 
 use super::sandboxes::live;
 use super::{ApiError, AppState, Body};
+use crate::processes::{Process, ProcessEvent, ProcessInfo, Unfollowed};
 
 /// Output a collected command keeps per stream (its head and tail).
 const MAX_COLLECTED: usize = 16 << 20;
@@ -39,6 +40,10 @@ pub(crate) struct ExecRequest {
     /// Working directory.
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Run as this user of the sandbox's root (`root`, `UID[:GID]`,
+    /// `NAME[:GROUP]`) instead of the sandbox's.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Seconds after which everything it started is killed.
     #[serde(default)]
     pub timeout_secs: Option<f64>,
@@ -52,6 +57,22 @@ pub(crate) struct ExecRequest {
 }
 
 impl ExecRequest {
+    /// What it runs, for listings.
+    fn info(&self) -> ProcessInfo {
+        let (cmd, args) = match (&self.shell, self.command.split_first()) {
+            (Some(line), _) => ("sh".to_string(), vec!["-c".to_string(), line.clone()]),
+            (None, Some((program, args))) => (program.clone(), args.to_vec()),
+            (None, None) => (String::new(), Vec::new()),
+        };
+        ProcessInfo {
+            cmd,
+            args,
+            envs: self.env.clone(),
+            cwd: self.cwd.clone(),
+            tag: None,
+        }
+    }
+
     fn exec(self) -> Result<Exec, ApiError> {
         let mut exec = match (self.shell, self.command.split_first()) {
             (Some(line), None) => Exec::shell(line),
@@ -67,6 +88,9 @@ impl ExecRequest {
         }
         if let Some(dir) = self.cwd {
             exec = exec.cwd(dir);
+        }
+        if let Some(user) = self.user {
+            exec = exec.user(user);
         }
         if let Some(secs) = self.timeout_secs {
             let limit = Duration::try_from_secs_f64(secs)
@@ -199,69 +223,38 @@ pub(crate) async fn stream(
     Path(id): Path<String>,
     Body(request): Body<ExecRequest>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let info = request.info();
     let exec = request.exec()?;
     let live = live(&state, &id)?;
-    let mut running = live
+    let running = live
         .sandbox
         .exec_stream(exec)
         .await
         .map_err(ApiError::from_sandbox)?;
-    let pid = running.pid();
-    live.add_process(pid, running.stdin());
+    let (process, events) = live.processes.start(running, info, Unfollowed::Killed);
     let b64 = |d: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(d);
-    let events = async_stream(move |tx| async move {
-        let _ = tx.send(ExecStreamEvent::Started { pid }).await;
-        loop {
-            let event = match running.next().await {
-                Ok(Some(ExecEvent::Stdout(d))) => ExecStreamEvent::Stdout { data: b64(d) },
-                Ok(Some(ExecEvent::Stderr(d))) => ExecStreamEvent::Stderr { data: b64(d) },
-                Ok(Some(ExecEvent::Exit(status))) => {
-                    let (exit_code, signal, timed_out) = ended(&status);
-                    ExecStreamEvent::Exit {
-                        exit_code,
-                        signal,
-                        timed_out,
-                    }
+    let started = futures::stream::iter([ExecStreamEvent::Started { pid: process.pid }]);
+    let followed =
+        tokio_stream::wrappers::ReceiverStream::new(events).map(move |event| match event {
+            ProcessEvent::Stdout(d) => ExecStreamEvent::Stdout { data: b64(d) },
+            ProcessEvent::Stderr(d) => ExecStreamEvent::Stderr { data: b64(d) },
+            ProcessEvent::Exit(status) => {
+                let (exit_code, signal, timed_out) = ended(&status);
+                ExecStreamEvent::Exit {
+                    exit_code,
+                    signal,
+                    timed_out,
                 }
-                Ok(None) => break,
-                Err(e) => ExecStreamEvent::Error {
-                    message: e.to_string(),
-                },
-            };
-            let last = matches!(
-                event,
-                ExecStreamEvent::Exit { .. } | ExecStreamEvent::Error { .. }
-            );
-            if tx.send(event).await.is_err() {
-                // The client went away: the command goes too.
-                let _ = running.cancel();
-                break;
             }
-            if last {
-                break;
-            }
-        }
-        live.end_process(pid);
-    });
+            ProcessEvent::Failed(message) => ExecStreamEvent::Error { message },
+        });
+    let events = started.chain(followed).map(|e| Ok(e.sse()));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// The events a task sends, as a stream of SSE events; bounded, so a
-/// client that reads slowly slows the command down instead of growing the
-/// daemon's memory.
-fn async_stream<F, Fut>(produce: F) -> impl Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<ExecStreamEvent>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(produce(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| Ok(e.sse()))
-}
-
-/// The handle of the followed process `pid` of sandbox `id`, or 404.
-fn followed(state: &AppState, id: &str, pid: u32) -> Result<StdinWriter, ApiError> {
-    live(state, id)?.process(pid).ok_or_else(|| {
+/// The followed process `pid` of sandbox `id`, or 404.
+fn followed(state: &AppState, id: &str, pid: u32) -> Result<Arc<Process>, ApiError> {
+    live(state, id)?.processes.get(pid).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no process {pid} is followed"),
@@ -288,7 +281,8 @@ pub(crate) async fn stdin(
     Query(params): Query<StdinParams>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let writer = followed(&state, &id, pid)?;
+    let process = followed(&state, &id, pid)?;
+    let writer = process.stdin();
     if !body.is_empty() {
         writer.write(&body).await.map_err(ApiError::from_sandbox)?;
     }
@@ -306,7 +300,10 @@ pub(crate) async fn kill(
     State(state): State<AppState>,
     Path((id, pid)): Path<(String, u32)>,
 ) -> Result<StatusCode, ApiError> {
-    let writer = followed(&state, &id, pid)?;
-    writer.kill_command().map_err(ApiError::from_sandbox)?;
+    let process = followed(&state, &id, pid)?;
+    process
+        .stdin()
+        .kill_command()
+        .map_err(ApiError::from_sandbox)?;
     Ok(StatusCode::NO_CONTENT)
 }

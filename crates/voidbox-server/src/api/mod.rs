@@ -38,6 +38,7 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     pub lanes: Arc<Lanes>,
     pub token: Option<Arc<str>>,
+    pub e2b: Arc<crate::e2b::E2bConfig>,
 }
 
 impl AppState {
@@ -55,6 +56,7 @@ impl AppState {
             metrics,
             lanes,
             token: config.token.as_deref().map(Arc::from),
+            e2b: Arc::new(config.e2b.clone()),
         }
     }
 }
@@ -101,6 +103,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(&format!("{sandbox}/files/list"), get(files::list))
         .route(&format!("{sandbox}/files/mkdir"), post(files::mkdir))
         .route(&format!("{sandbox}/files/rename"), post(files::rename))
+        .merge(crate::e2b::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),

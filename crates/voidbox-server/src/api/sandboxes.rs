@@ -119,7 +119,7 @@ pub(crate) async fn create(
     let after = timeout(request.timeout_secs)?;
     let live = state
         .registry
-        .create(config, after, request.metadata)
+        .create(config, after, request.metadata, None)
         .await
         .map_err(|e| match e {
             CreateError::Full(max) => ApiError::new(

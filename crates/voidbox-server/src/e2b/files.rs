@@ -1,0 +1,154 @@
+//! envd's `GET /files` (a file's bytes) and `POST /files` (uploads, as
+//! `multipart/form-data` parts named by their destination or as one
+//! `application/octet-stream` body), over our file API. Signed URLs are
+//! not served: every call carries its sandbox's access token.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use void_box::ErrorKind;
+use void_box_protocol::FileKind;
+
+use super::control::error;
+use super::{absolute, envd_sandbox, envd_user};
+use crate::api::{AppState, UPLOAD_LIMIT};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct FileParams {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+/// The call's user: `username`, else its Basic authorization; `None`:
+/// E2B's `user`, the sandbox's own.
+fn user_of(params: &FileParams, headers: &HeaderMap) -> Option<String> {
+    match params.username.as_deref() {
+        Some("") | Some("user") => None,
+        Some(name) => Some(name.to_string()),
+        None => envd_user(headers),
+    }
+}
+
+/// A file error as envd's REST answers it.
+fn file_error(path: &str, e: void_box::Error) -> Response {
+    let status = match e.guest_kind() {
+        Some(ErrorKind::NotFound) => StatusCode::NOT_FOUND,
+        Some(ErrorKind::PathEscape) | Some(ErrorKind::NotAllowed) => StatusCode::FORBIDDEN,
+        Some(ErrorKind::InvalidRequest) => StatusCode::BAD_REQUEST,
+        _ => match e {
+            void_box::Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+    };
+    error(status, format!("{path}: {e}"))
+}
+
+/// `GET /files?path=`: the file's bytes.
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    Query(params): Query<FileParams>,
+    headers: HeaderMap,
+) -> Response {
+    let live = match envd_sandbox(&state, &headers) {
+        Ok(live) => live,
+        Err(refusal) => return refusal.response(),
+    };
+    let user = user_of(&params, &headers);
+    let Some(path) = params.path.as_deref() else {
+        return error(StatusCode::BAD_REQUEST, "`path` is required");
+    };
+    let path = absolute(path, user.as_deref());
+    match live.sandbox.stat(&path).await {
+        Ok(stat) if stat.kind == FileKind::Dir => {
+            return error(StatusCode::BAD_REQUEST, format!("{path} is a directory"))
+        }
+        Ok(_) => {}
+        Err(e) => return file_error(&path, e),
+    }
+    match live
+        .sandbox
+        .read_file_limited(&path, UPLOAD_LIMIT as u64)
+        .await
+    {
+        Ok(data) => ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response(),
+        Err(e) => file_error(&path, e),
+    }
+}
+
+/// `POST /files`: writes each uploaded file and lists what it wrote.
+pub(crate) async fn write(
+    State(state): State<AppState>,
+    Query(params): Query<FileParams>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let live = match envd_sandbox(&state, &headers) {
+        Ok(live) => live,
+        Err(refusal) => return refusal.response(),
+    };
+    let user = user_of(&params, &headers);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut uploads: Vec<(String, Bytes)> = Vec::new();
+    if content_type.starts_with("multipart/form-data") {
+        let mut form = match Multipart::from_request(request, &state).await {
+            Ok(form) => form,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        };
+        loop {
+            let field = match form.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(e) => return error(e.status(), e.body_text()),
+            };
+            // A part is named by its destination; else the `path` given.
+            let name = field
+                .file_name()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .or_else(|| params.path.clone());
+            let Some(name) = name else {
+                return error(StatusCode::BAD_REQUEST, "a part names no destination");
+            };
+            match field.bytes().await {
+                Ok(data) => uploads.push((absolute(&name, user.as_deref()), data)),
+                Err(e) => return error(e.status(), e.body_text()),
+            }
+        }
+    } else {
+        if headers.contains_key(header::CONTENT_ENCODING) {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "compressed uploads are not served",
+            );
+        }
+        let Some(path) = params.path.as_deref() else {
+            return error(StatusCode::BAD_REQUEST, "`path` is required");
+        };
+        let data = match Bytes::from_request(request, &state).await {
+            Ok(data) => data,
+            Err(e) => return error(e.status(), e.body_text()),
+        };
+        uploads.push((absolute(path, user.as_deref()), data));
+    }
+    if uploads.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "no file was uploaded");
+    }
+    let mut written = Vec::new();
+    for (path, data) in uploads {
+        if let Err(e) = live.sandbox.write_file(&path, &data).await {
+            return file_error(&path, e);
+        }
+        let name = path.rsplit('/').next().unwrap_or("").to_string();
+        written.push(json!({"name": name, "path": path, "type": "file"}));
+    }
+    Json(written).into_response()
+}

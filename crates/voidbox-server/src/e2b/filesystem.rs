@@ -1,0 +1,216 @@
+//! envd's `filesystem.Filesystem` service over our file API: `Stat`,
+//! `ListDir` (to a depth), `MakeDir`, `Move`, `Remove`. Paths are the
+//! guest's writable roots (`/home/user`, `/workspace`, `/tmp`); relative
+//! ones are the user's home. Watching is not served.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use void_box::{ErrorKind, Sandbox};
+use void_box_protocol::{FileKind, FileStat};
+
+use super::connect::{unary_request, unary_response, Code, ConnectError};
+use super::{absolute, envd_sandbox, envd_user};
+use crate::api::AppState;
+
+/// Most entries one `ListDir` answers (over every level).
+const MAX_ENTRIES: usize = 10_000;
+/// Deepest `ListDir` walks.
+const MAX_DEPTH: u32 = 16;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct PathRequest {
+    path: String,
+    depth: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct MoveRequest {
+    source: String,
+    destination: String,
+}
+
+/// Every `filesystem.Filesystem` method.
+pub(crate) async fn call(
+    State(state): State<AppState>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let live = match envd_sandbox(&state, &headers) {
+        Ok(live) => live,
+        Err(refusal) => return refusal.response(),
+    };
+    let user = envd_user(&headers);
+    let path_of = |p: &str| absolute(p, user.as_deref());
+    let sandbox = &live.sandbox;
+    let result = async {
+        match method.as_str() {
+            "Stat" => {
+                let r: PathRequest = unary_request(&body)?;
+                let path = path_of(&r.path);
+                let stat = sandbox.stat(&path).await.map_err(fs_error)?;
+                Ok(json!({ "entry": entry(&path, &stat) }))
+            }
+            "ListDir" => {
+                let r: PathRequest = unary_request(&body)?;
+                let depth = r.depth.unwrap_or(1).clamp(1, MAX_DEPTH);
+                let path = path_of(&r.path);
+                let entries = list_dir(sandbox, &path, depth).await?;
+                Ok(json!({ "entries": entries }))
+            }
+            "MakeDir" => {
+                let r: PathRequest = unary_request(&body)?;
+                let path = path_of(&r.path);
+                if sandbox.stat(&path).await.is_ok() {
+                    return Err(ConnectError::new(
+                        Code::AlreadyExists,
+                        format!("{path} already exists"),
+                    ));
+                }
+                sandbox.mkdir(&path).await.map_err(fs_error)?;
+                let stat = sandbox.stat(&path).await.map_err(fs_error)?;
+                Ok(json!({ "entry": entry(&path, &stat) }))
+            }
+            "Move" => {
+                let r: MoveRequest = unary_request(&body)?;
+                let (from, to) = (path_of(&r.source), path_of(&r.destination));
+                sandbox.rename(&from, &to).await.map_err(fs_error)?;
+                let stat = sandbox.stat(&to).await.map_err(fs_error)?;
+                Ok(json!({ "entry": entry(&to, &stat) }))
+            }
+            "Remove" => {
+                let r: PathRequest = unary_request(&body)?;
+                sandbox.remove(&path_of(&r.path)).await.map_err(fs_error)?;
+                Ok(json!({}))
+            }
+            "WatchDir" | "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => Err(
+                ConnectError::new(Code::Unimplemented, "watching directories is not served"),
+            ),
+            other => Err(ConnectError::new(
+                Code::Unimplemented,
+                format!("filesystem.Filesystem/{other} does not exist"),
+            )),
+        }
+    }
+    .await;
+    match result {
+        Ok(message) => unary_response(message),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A file error as envd reports it (a path outside the roots is a
+/// permission error).
+fn fs_error(e: void_box::Error) -> ConnectError {
+    let not_found = e.guest_kind() == Some(ErrorKind::NotFound);
+    let mut error = ConnectError::from_sandbox(e);
+    if not_found {
+        error.code = Code::NotFound;
+    }
+    error
+}
+
+async fn list_dir(sandbox: &Sandbox, root: &str, depth: u32) -> Result<Vec<Value>, ConnectError> {
+    let mut out = Vec::new();
+    let mut level = vec![root.trim_end_matches('/').to_string()];
+    for _ in 0..depth {
+        let mut next = Vec::new();
+        for dir in level {
+            let entries = sandbox
+                .list_limited(if dir.is_empty() { "/" } else { &dir }, MAX_ENTRIES)
+                .await
+                .map_err(fs_error)?;
+            for e in entries {
+                if out.len() >= MAX_ENTRIES {
+                    return Err(ConnectError::new(
+                        Code::ResourceExhausted,
+                        format!("more than {MAX_ENTRIES} entries under {root}"),
+                    ));
+                }
+                let path = format!("{dir}/{}", e.name);
+                if e.stat.kind == FileKind::Dir {
+                    next.push(path.clone());
+                }
+                out.push(entry(&path, &e.stat));
+            }
+        }
+        level = next;
+    }
+    Ok(out)
+}
+
+/// envd's `EntryInfo`.
+pub(crate) fn entry(path: &str, stat: &FileStat) -> Value {
+    let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let (kind, type_char) = match stat.kind {
+        FileKind::Dir => ("FILE_TYPE_DIRECTORY", 'd'),
+        FileKind::Symlink => ("FILE_TYPE_SYMLINK", 'L'),
+        _ => ("FILE_TYPE_FILE", '-'),
+    };
+    let seconds = stat.mtime_unix_ns.div_euclid(1_000_000_000);
+    let nanos = stat.mtime_unix_ns.rem_euclid(1_000_000_000) as u32;
+    let modified = chrono::DateTime::from_timestamp(seconds, nanos)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    json!({
+        "name": name,
+        "type": kind,
+        "path": path,
+        "size": stat.size.to_string(),
+        "mode": stat.mode & 0o7777,
+        "permissions": permissions(type_char, stat.mode),
+        "owner": account(stat.uid),
+        "group": account(stat.gid),
+        "modifiedTime": modified,
+    })
+}
+
+fn account(id: u32) -> String {
+    match id {
+        0 => "root".into(),
+        1000 => "user".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `-rw-r--r--`, as Go's `FileMode.String` writes it.
+fn permissions(type_char: char, mode: u32) -> String {
+    let mut out = String::from(type_char);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        out.push(if bits & 4 != 0 { 'r' } else { '-' });
+        out.push(if bits & 2 != 0 { 'w' } else { '-' });
+        out.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_envds() {
+        let stat = FileStat {
+            kind: FileKind::File,
+            size: 12,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime_unix_ns: 1_700_000_000_500_000_000,
+        };
+        let e = entry("/home/user/a.txt", &stat);
+        assert_eq!(e["name"], "a.txt");
+        assert_eq!(e["type"], "FILE_TYPE_FILE");
+        assert_eq!(e["size"], "12");
+        assert_eq!(e["permissions"], "-rw-r--r--");
+        assert_eq!(e["owner"], "user");
+        assert_eq!(e["modifiedTime"], "2023-11-14T22:13:20.500Z");
+    }
+}
