@@ -32,6 +32,15 @@ pub struct ServeArgs {
     /// beyond the bound is answered 429 with Retry-After.
     #[arg(long = "lane", value_name = "LANE=N:QUEUE")]
     lanes: Vec<String>,
+    /// An E2B template: the name an E2B SDK asks for and the snapshot or
+    /// image reference it stands for (`python=python:3.12-slim`);
+    /// repeatable. Without one, a template is a snapshot's name, an image
+    /// reference, or `base` (the plain guest).
+    #[arg(long = "e2b-template", value_name = "NAME=SNAPSHOT|IMAGE")]
+    e2b_templates: Vec<String>,
+    /// Guest RAM of each sandbox the E2B API creates, in MiB.
+    #[arg(long, default_value_t = 512)]
+    e2b_memory_mb: u32,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -49,6 +58,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let mut config = ServeConfig::new(args.listen.unwrap_or_else(Listen::default_socket), token);
     config.max_sandboxes = args.max_sandboxes;
+    for template in &args.e2b_templates {
+        let (name, target) = template
+            .split_once('=')
+            .filter(|(n, t)| !n.is_empty() && !t.is_empty())
+            .with_context(|| format!("--e2b-template {template}: expected NAME=SNAPSHOT|IMAGE"))?;
+        config.e2b.templates.insert(name.into(), target.into());
+    }
+    config.e2b.memory_mb = args.e2b_memory_mb;
     for lane in &args.lanes {
         config
             .lanes

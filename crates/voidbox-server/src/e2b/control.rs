@@ -269,9 +269,14 @@ pub(crate) async fn list(State(state): State<AppState>, RawQuery(query): RawQuer
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
+    // `k=v&k2=v2`, each key and value percent-encoded before the whole
+    // was: decoded twice.
     let wanted: Vec<(String, String)> = match param("metadata") {
-        Some(text) => match serde_urlencoded::from_str(text) {
-            Ok(pairs) => pairs,
+        Some(text) => match serde_urlencoded::from_str::<Vec<(String, String)>>(text) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(k, v)| (percent_decoded(&k), percent_decoded(&v)))
+                .collect(),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("metadata: {e}")),
         },
         None => Vec::new(),
@@ -304,6 +309,12 @@ pub(crate) async fn list(State(state): State<AppState>, RawQuery(query): RawQuer
         }
     }
     response
+}
+
+fn percent_decoded(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Whether `headers` carry the daemon's token as E2B's `X-API-Key`.

@@ -81,6 +81,27 @@ pub(crate) async fn read(
     }
 }
 
+/// `data` decompressed, at most [`UPLOAD_LIMIT`] of it (a gzip bomb
+/// stops there).
+fn gunzip(data: &[u8]) -> Result<Bytes, Response> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    let read = flate2::read::GzDecoder::new(data)
+        .take(UPLOAD_LIMIT as u64 + 1)
+        .read_to_end(&mut plain);
+    match read {
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("the gzip body: {e}"),
+        )),
+        Ok(n) if n > UPLOAD_LIMIT => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the upload inflates past {UPLOAD_LIMIT} bytes"),
+        )),
+        Ok(_) => Ok(Bytes::from(plain)),
+    }
+}
+
 /// `POST /files`: writes each uploaded file and lists what it wrote.
 pub(crate) async fn write(
     State(state): State<AppState>,
@@ -109,12 +130,13 @@ pub(crate) async fn write(
                 Ok(None) => break,
                 Err(e) => return error(e.status(), e.body_text()),
             };
-            // A part is named by its destination; else the `path` given.
-            let name = field
-                .file_name()
-                .filter(|n| !n.is_empty())
-                .map(str::to_string)
-                .or_else(|| params.path.clone());
+            // The `path` given, else the part's name: its destination.
+            let name = params.path.clone().or_else(|| {
+                field
+                    .file_name()
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+            });
             let Some(name) = name else {
                 return error(StatusCode::BAD_REQUEST, "a part names no destination");
             };
@@ -124,19 +146,29 @@ pub(crate) async fn write(
             }
         }
     } else {
-        if headers.contains_key(header::CONTENT_ENCODING) {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "compressed uploads are not served",
-            );
-        }
+        let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
+            None | Some(b"identity") => false,
+            Some(b"gzip") => true,
+            Some(_) => {
+                return error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "uploads are plain or gzip",
+                )
+            }
+        };
         let Some(path) = params.path.as_deref() else {
             return error(StatusCode::BAD_REQUEST, "`path` is required");
         };
-        let data = match Bytes::from_request(request, &state).await {
+        let mut data = match Bytes::from_request(request, &state).await {
             Ok(data) => data,
             Err(e) => return error(e.status(), e.body_text()),
         };
+        if gzip {
+            data = match gunzip(&data) {
+                Ok(plain) => plain,
+                Err(response) => return response,
+            };
+        }
         uploads.push((absolute(path, user.as_deref()), data));
     }
     if uploads.is_empty() {

@@ -109,7 +109,8 @@ impl Refusal {
         match self {
             Refusal::Gone(id) => control::error(
                 StatusCode::BAD_GATEWAY,
-                format!("sandbox '{id}' is not running"),
+                // The SDKs look for "was not found" to say the sandbox is gone.
+                format!("The sandbox {id} was not found"),
             ),
             Refusal::Token => control::error(
                 StatusCode::UNAUTHORIZED,
