@@ -35,7 +35,7 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 }
 
 /// An error of the control plane.
-pub(crate) struct E2bError(StatusCode, String);
+pub(crate) struct E2bError(pub StatusCode, pub String);
 
 impl IntoResponse for E2bError {
     fn into_response(self) -> Response {
