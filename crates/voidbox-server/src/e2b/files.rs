@@ -13,7 +13,7 @@ use serde_json::json;
 use void_box::ErrorKind;
 use void_box_protocol::FileKind;
 
-use super::control::error;
+use super::control::{error, E2bError};
 use super::{absolute, envd_sandbox, envd_user};
 use crate::api::{AppState, UPLOAD_LIMIT};
 
@@ -83,18 +83,18 @@ pub(crate) async fn read(
 
 /// `data` decompressed, at most [`UPLOAD_LIMIT`] of it (a gzip bomb
 /// stops there).
-fn gunzip(data: &[u8]) -> Result<Bytes, Response> {
+fn gunzip(data: &[u8]) -> Result<Bytes, E2bError> {
     use std::io::Read;
     let mut plain = Vec::new();
     let read = flate2::read::GzDecoder::new(data)
         .take(UPLOAD_LIMIT as u64 + 1)
         .read_to_end(&mut plain);
     match read {
-        Err(e) => Err(error(
+        Err(e) => Err(E2bError(
             StatusCode::BAD_REQUEST,
             format!("the gzip body: {e}"),
         )),
-        Ok(n) if n > UPLOAD_LIMIT => Err(error(
+        Ok(n) if n > UPLOAD_LIMIT => Err(E2bError(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the upload inflates past {UPLOAD_LIMIT} bytes"),
         )),
@@ -166,7 +166,7 @@ pub(crate) async fn write(
         if gzip {
             data = match gunzip(&data) {
                 Ok(plain) => plain,
-                Err(response) => return response,
+                Err(e) => return e.into_response(),
             };
         }
         uploads.push((absolute(path, user.as_deref()), data));
