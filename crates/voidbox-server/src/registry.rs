@@ -31,12 +31,14 @@ pub(crate) struct Live {
 }
 
 /// A sandbox created through the E2B API.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct E2bIdentity {
     /// The template asked for.
     pub template: String,
     /// The token its envd calls carry (`X-Access-Token`).
     pub access_token: String,
+    /// Its polled directory watchers.
+    pub watchers: crate::e2b::Watchers,
 }
 
 impl Live {

@@ -133,6 +133,7 @@ pub(crate) async fn create(
     let identity = E2bIdentity {
         template: request.template_id.clone(),
         access_token: format!("{:032x}", rand::random::<u128>()),
+        watchers: Default::default(),
     };
     let metadata = request.metadata.unwrap_or_default();
     match state

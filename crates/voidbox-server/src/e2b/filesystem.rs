@@ -1,7 +1,8 @@
 //! envd's `filesystem.Filesystem` service over our file API: `Stat`,
-//! `ListDir` (to a depth), `MakeDir`, `Move`, `Remove`. Paths are the
-//! guest's writable roots (`/home/user`, `/workspace`, `/tmp`); relative
-//! ones are the user's home. Watching is not served.
+//! `ListDir` (to a depth), `MakeDir`, `Move`, `Remove`, and watching
+//! (`WatchDir`, or polled with `CreateWatcher`; see `watch`). Paths are
+//! the guest's writable roots (`/home/user`, `/workspace`, `/tmp`);
+//! relative ones are the user's home.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,20 +13,37 @@ use serde_json::{json, Value};
 use void_box::{ErrorKind, Sandbox};
 use void_box_protocol::{FileKind, FileStat};
 
-use super::connect::{unary_request, unary_response, Code, ConnectError};
-use super::{absolute, envd_sandbox, envd_user};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::connect::{
+    stream_error, stream_request, stream_response, unary_request, unary_response, Code,
+    ConnectError,
+};
+use super::watch::{Watch, POLL};
+use super::{absolute, envd_sandbox, envd_user, keepalive_interval};
 use crate::api::AppState;
+use crate::registry::Live;
 
 /// Most entries one `ListDir` answers (over every level).
 const MAX_ENTRIES: usize = 10_000;
-/// Deepest `ListDir` walks.
-const MAX_DEPTH: u32 = 16;
+/// Deepest `ListDir` (and a recursive watch) walks.
+pub(crate) const MAX_DEPTH: u32 = 16;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 struct PathRequest {
     path: String,
     depth: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct WatchRequest {
+    path: String,
+    recursive: bool,
+    #[serde(rename = "watcherId")]
+    watcher_id: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -48,7 +66,14 @@ pub(crate) async fn call(
     };
     let user = envd_user(&headers);
     let path_of = |p: &str| absolute(p, user.as_deref());
+    if method == "WatchDir" {
+        return match stream_request::<WatchRequest>(&body) {
+            Ok(r) => watch_stream(live, path_of(&r.path), r.recursive, &headers).await,
+            Err(e) => stream_error(e),
+        };
+    }
     let sandbox = &live.sandbox;
+    let watchers = &live.e2b.as_ref().expect("an E2B sandbox").watchers;
     let result = async {
         match method.as_str() {
             "Stat" => {
@@ -89,9 +114,22 @@ pub(crate) async fn call(
                 sandbox.remove(&path_of(&r.path)).await.map_err(fs_error)?;
                 Ok(json!({}))
             }
-            "WatchDir" | "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => Err(
-                ConnectError::new(Code::Unimplemented, "watching directories is not served"),
-            ),
+            "CreateWatcher" => {
+                let r: WatchRequest = unary_request(&body)?;
+                let id = watchers
+                    .create(live.clone(), &path_of(&r.path), r.recursive)
+                    .await?;
+                Ok(json!({ "watcherId": id }))
+            }
+            "GetWatcherEvents" => {
+                let r: WatchRequest = unary_request(&body)?;
+                Ok(json!({ "events": watchers.take(&r.watcher_id)? }))
+            }
+            "RemoveWatcher" => {
+                let r: WatchRequest = unary_request(&body)?;
+                watchers.remove(&r.watcher_id)?;
+                Ok(json!({}))
+            }
             other => Err(ConnectError::new(
                 Code::Unimplemented,
                 format!("filesystem.Filesystem/{other} does not exist"),
@@ -117,6 +155,17 @@ fn fs_error(e: void_box::Error) -> ConnectError {
 }
 
 async fn list_dir(sandbox: &Sandbox, root: &str, depth: u32) -> Result<Vec<Value>, ConnectError> {
+    let found = walk(sandbox, root, depth).await?;
+    Ok(found.iter().map(|(path, stat)| entry(path, stat)).collect())
+}
+
+/// Every entry under `root` to `depth` levels (1: its children), by path;
+/// at most [`MAX_ENTRIES`].
+pub(crate) async fn walk(
+    sandbox: &Sandbox,
+    root: &str,
+    depth: u32,
+) -> Result<Vec<(String, FileStat)>, ConnectError> {
     let mut out = Vec::new();
     let mut level = vec![root.trim_end_matches('/').to_string()];
     for _ in 0..depth {
@@ -137,12 +186,58 @@ async fn list_dir(sandbox: &Sandbox, root: &str, depth: u32) -> Result<Vec<Value
                 if e.stat.kind == FileKind::Dir {
                     next.push(path.clone());
                 }
-                out.push(entry(&path, &e.stat));
+                out.push((path, e.stat));
             }
         }
         level = next;
     }
     Ok(out)
+}
+
+/// `WatchDir`: `start`, then each change as a `filesystem` event (a
+/// `keepalive` every `Keepalive-Ping-Interval` seconds), until the client
+/// goes or the directory does.
+async fn watch_stream(
+    live: Arc<Live>,
+    dir: String,
+    recursive: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let mut watch = match Watch::start(&live.sandbox, &dir, recursive).await {
+        Ok(w) => w,
+        Err(e) => return stream_error(e),
+    };
+    let every = keepalive_interval(headers);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        if tx.send(Ok(json!({"start": {}}))).await.is_err() {
+            return;
+        }
+        let mut quiet = Duration::ZERO;
+        loop {
+            tokio::time::sleep(POLL).await;
+            quiet += POLL;
+            let events = match watch.changes(&live.sandbox).await {
+                Ok(events) => events,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            if quiet >= every {
+                quiet = Duration::ZERO;
+                if tx.send(Ok(json!({"keepalive": {}}))).await.is_err() {
+                    return;
+                }
+            }
+            for event in events {
+                if tx.send(Ok(json!({ "filesystem": event }))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    stream_response(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// envd's `EntryInfo`.

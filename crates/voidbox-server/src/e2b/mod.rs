@@ -18,6 +18,7 @@ mod control;
 mod files;
 mod filesystem;
 mod process;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::api::AppState;
 use crate::registry::Live;
 
 pub(crate) use control::api_key;
+pub(crate) use watch::Watchers;
 
 /// The envd version reported to the SDKs: the features of 0.5.7 (stdin
 /// closing, octet-stream uploads) without 0.6's file metadata.
@@ -196,6 +198,19 @@ pub(crate) fn absolute(path: &str, user: Option<&str>) -> String {
     } else {
         format!("{home}/{path}")
     }
+}
+
+/// How often a stream sends a keepalive: `Keepalive-Ping-Interval`
+/// seconds (50 when absent), so that clients with idle timeouts (undici:
+/// 300 s) keep a quiet stream.
+pub(crate) fn keepalive_interval(headers: &HeaderMap) -> std::time::Duration {
+    let secs = headers
+        .get("keepalive-ping-interval")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| (1..=3600).contains(s))
+        .unwrap_or(50);
+    std::time::Duration::from_secs(secs)
 }
 
 /// envd's `GET /health`: 204 while the sandbox runs, 502 once it is gone.

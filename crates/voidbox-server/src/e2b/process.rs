@@ -23,7 +23,7 @@ use super::connect::{
     header_text, stream_error, stream_request, stream_response, unary_request, unary_response,
     Code, ConnectError,
 };
-use super::{absolute, envd_sandbox, envd_user, home_of};
+use super::{absolute, envd_sandbox, envd_user, home_of, keepalive_interval};
 use crate::api::AppState;
 use crate::processes::{Process, ProcessEvent, ProcessInfo, Unfollowed};
 use crate::registry::Live;
@@ -204,11 +204,7 @@ async fn start(live: &Arc<Live>, request: StartRequest, headers: &HeaderMap) -> 
 /// A followed process as envd's stream: `start`, `data`, then `end`,
 /// with a `keepalive` every `Keepalive-Ping-Interval` seconds.
 fn follow(pid: u32, events: mpsc::Receiver<ProcessEvent>, headers: &HeaderMap) -> Response {
-    let every = header_text(headers, "keepalive-ping-interval")
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(50);
-    stream_response(messages(pid, events, Duration::from_secs(every)))
+    stream_response(messages(pid, events, keepalive_interval(headers)))
 }
 
 fn messages(
