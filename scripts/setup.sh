@@ -27,6 +27,7 @@ if $with_test_tools; then
     erofs-utils          # fsck.erofs checks the images void-box writes
     mmdebstrap gpg zstd  # the test images (scripts/build-test-images.sh)
     docker-registry skopeo apache2-utils openssl  # a real registry on loopback (scripts/test-registry.sh)
+    python3-venv         # the E2B Python SDK's venv (scripts/install-e2b-sdks.sh)
   )
   # npm installs claude-code into its test image; the machine's own npm,
   # else Debian's.
@@ -63,4 +64,6 @@ target/release/voidbox image build --agent target/x86_64-unknown-linux-gnu/relea
 # multi-layer image), cached under target/test-images by their inputs.
 if $with_test_tools; then
   scripts/build-test-images.sh >/dev/null
+  # The official E2B SDKs, pinned, for the E2B-compatibility tests.
+  scripts/install-e2b-sdks.sh
 fi
