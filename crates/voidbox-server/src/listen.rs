@@ -118,10 +118,18 @@ impl Listener {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         match self {
-            Listener::Tcp(l) => axum::serve(l, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(io("serve")),
+            // Streams write small envelopes one after another: without
+            // TCP_NODELAY, Nagle holds each behind the client's delayed ACK
+            // (40 ms a command through envd's API).
+            Listener::Tcp(l) => axum::serve(
+                axum::serve::ListenerExt::tap_io(l, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                router,
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(io("serve")),
             Listener::Unix(l, path) => {
                 let served = axum::serve(l, router)
                     .with_graceful_shutdown(shutdown)

@@ -6,6 +6,7 @@
 //! `daemon`: what `voidbox serve` adds to an exec, and its request rate.
 
 mod daemon;
+mod e2b;
 mod images;
 mod network;
 mod startup;
@@ -91,6 +92,9 @@ pub enum BenchCommand {
         /// Concurrent health clients.
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// Sandbox starts each way (SDK create to first command, library).
+        #[arg(long, default_value_t = 5)]
+        starts: usize,
     },
 }
 
@@ -119,7 +123,8 @@ pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
             execs,
             health_secs,
             clients,
-        } => daemon::run(execs, health_secs, clients).await,
+            starts,
+        } => daemon::run(execs, health_secs, clients, starts).await,
     }
 }
 
