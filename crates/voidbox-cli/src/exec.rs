@@ -39,6 +39,10 @@ pub struct SandboxArgs {
     /// Run commands as this user (`root`, `UID[:GID]`, a name from the image).
     #[arg(long)]
     pub user: Option<String>,
+    /// Let the file API reach this directory too (repeatable; made for the
+    /// sandbox user): `/home/user` for a snapshot that E2B templates name.
+    #[arg(long = "file-root", value_name = "DIR")]
+    pub file_roots: Vec<String>,
     /// Size limit of the image's writable layer, in MiB.
     #[arg(long, value_name = "MIB")]
     pub overlay_mb: Option<u32>,
@@ -83,6 +87,7 @@ impl SandboxArgs {
         builder.mounts = self.mounts.clone();
         builder.volumes = self.volumes.clone();
         builder.user = self.user.clone();
+        builder.file_roots = self.file_roots.clone();
         builder.overlay_mb = self.overlay_mb;
         Ok(builder)
     }

@@ -259,7 +259,8 @@ pub(crate) async fn connect(
 }
 
 /// `GET /v2/sandboxes` (and `/sandboxes`): the running E2B sandboxes,
-/// filtered by `metadata` (`k=v&k2=v2`, URL-encoded) and `state`, a page
+/// filtered by `metadata` (`k=v&k2=v2`, URL-encoded), `state` and
+/// `template`, in id order (`order` and `startedAfter` are not read), a page
 /// of `limit` after `nextToken`, the next page's token in `X-Next-Token`.
 pub(crate) async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let params: Vec<(String, String)> =
@@ -289,12 +290,14 @@ pub(crate) async fn list(State(state): State<AppState>, RawQuery(query): RawQuer
         Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be 1 to 1000"),
     };
     let after = param("nextToken").unwrap_or("");
+    let template = param("template").filter(|t| !t.is_empty());
     let mut matching: Vec<Arc<Live>> = state
         .registry
         .list()
         .into_iter()
         .filter(|l| l.e2b.is_some() && running_wanted)
         .filter(|l| wanted.iter().all(|(k, v)| l.metadata.get(k) == Some(v)))
+        .filter(|l| template.is_none_or(|t| identity(l).template == t))
         .filter(|l| l.sandbox.id().as_str() > after)
         .collect();
     let more = matching.len() > limit;
