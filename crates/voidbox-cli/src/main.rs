@@ -4,6 +4,7 @@ mod bench;
 mod exec;
 mod image;
 mod pull;
+mod remote;
 mod report;
 mod run;
 mod serve;
@@ -65,6 +66,25 @@ enum Command {
     Report(report::ReportArgs),
     /// Run the daemon: sandboxes over HTTP, on a Unix socket or TCP with a token.
     Serve(serve::ServeArgs),
+    /// The daemon's runs, newest first.
+    Ps(remote::RemoteArgs),
+    /// A daemon run's events, as JSON lines.
+    Logs {
+        /// The run's id.
+        run: String,
+        /// Keep following a running run until it ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
+    /// Cancel a daemon run (its VMs are killed).
+    Cancel {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,6 +134,13 @@ fn main() -> ExitCode {
             Command::Inspect(args) => spec_cmd::inspect(args),
             Command::Report(args) => report::run(args),
             Command::Serve(args) => serve::run(args).await,
+            Command::Ps(args) => remote::ps(&args).await,
+            Command::Logs {
+                run,
+                follow,
+                remote,
+            } => remote::logs(&remote, &run, follow).await,
+            Command::Cancel { run, remote } => remote::cancel(&remote, &run).await,
         }
     });
     if telemetry.is_enabled() {

@@ -54,6 +54,18 @@ pub struct RunArgs {
     /// theirs ready (each is still used once).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pool: usize,
+    /// Run it on a daemon (`voidbox serve`) instead: `unix:PATH`,
+    /// `tcp:HOST:PORT` or `http://HOST:PORT`. The spec's text is sent; its
+    /// `file:` skills and host grants do not travel.
+    #[arg(long, value_name = "ADDRESS", env = "VOIDBOX_REMOTE")]
+    remote: Option<String>,
+    /// A file holding the daemon's token (with --remote).
+    #[arg(
+        long = "remote-token-file",
+        value_name = "FILE",
+        env = "VOIDBOX_TOKEN_FILE"
+    )]
+    remote_token_file: Option<PathBuf>,
 }
 
 /// The live progress display, when there is one: log lines go above it
@@ -83,6 +95,20 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
+    if args.remote.is_some() {
+        let remote = crate::remote::RemoteArgs {
+            remote: args.remote.clone(),
+            token_file: args.remote_token_file.clone(),
+        };
+        let input = read_input(args.input.as_deref())?;
+        return crate::remote::run(
+            &remote,
+            &args.file,
+            input,
+            args.output == OutputFormat::Json,
+        )
+        .await;
+    }
     let (spec, runnable) = match load_checked(&args.file, &args.access) {
         Ok(found) => found,
         Err(e) => {
@@ -90,15 +116,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let input = match &args.input {
-        Some(text) => match text.strip_prefix('@') {
-            Some(path) => Some(
-                std::fs::read_to_string(path).with_context(|| format!("reading input {path}"))?,
-            ),
-            None => Some(text.clone()),
-        },
-        None => None,
-    };
+    let input = read_input(args.input.as_deref())?;
     let units = unit_names(&runnable);
     // One trace per run; its id goes on every JSON line, in the header and
     // under the summary, so logs and traces can be joined.
@@ -167,6 +185,19 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     recorder
         .write(json!({"event": "result", "name": spec.name(), "kind": spec.kind().to_string()}));
     Ok(code)
+}
+
+/// `--input`: the text, or the file `@PATH` names.
+fn read_input(input: Option<&str>) -> Result<Option<String>> {
+    Ok(match input {
+        Some(text) => match text.strip_prefix('@') {
+            Some(path) => Some(
+                std::fs::read_to_string(path).with_context(|| format!("reading input {path}"))?,
+            ),
+            None => Some(text.to_string()),
+        },
+        None => None,
+    })
 }
 
 /// Every event of the run as the JSON line `--output json` prints (with

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::path::PathBuf;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
@@ -210,18 +210,31 @@ pub(crate) async fn cancel(
     Ok(Json(info(run_of(&state, &id)?, false)))
 }
 
+/// Whether to wait for a running run's next events.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct EventsParams {
+    /// `false`: end (with `end`) once the events kept so far are sent,
+    /// even while the run goes on. Default `true`.
+    #[serde(default)]
+    pub follow: Option<bool>,
+}
+
 /// The run's events as Server-Sent Events, each with its number as `id`
 /// and its kind as `event` (data: the event as `voidbox run --output
-/// json` prints it), from after `Last-Event-ID`; `end` closes the stream
-/// once the run ended.
+/// json` prints it), from after `Last-Event-ID`; `end` (the run as it is)
+/// closes the stream once the run ended, or with `follow=false` once the
+/// kept events are sent.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = String, Path),
-        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event")),
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event"),
+        EventsParams),
     responses((status = 200, description = "text/event-stream"), (status = 404, body = ApiError)))]
 pub(crate) async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(params): Query<EventsParams>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let follow = params.follow.unwrap_or(true);
     run_of(&state, &id)?;
     let after = match headers.get("last-event-id") {
         None => 0,
@@ -258,13 +271,13 @@ pub(crate) async fn events(
                 continue;
             }
             match news {
-                Some(mut news) => {
+                Some(mut news) if follow => {
                     if news.changed().await.is_err() {
                         return;
                     }
                 }
-                // Not running: what is kept was sent.
-                None => {
+                // Not running (or not followed): what is kept was sent.
+                _ => {
                     let end = runs.get(&id).map(|r| info(r, false));
                     let data = serde_json::to_string(&end).unwrap_or_default();
                     let _ = tx.send(Event::default().event("end").data(data)).await;
