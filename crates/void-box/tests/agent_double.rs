@@ -476,3 +476,52 @@ async fn an_edit_that_would_amplify_a_file_is_refused_before_it_is_built() {
     let guest = &provider.guests()[0];
     assert_eq!(guest.file("/workspace/a.txt").unwrap(), file, "unchanged");
 }
+
+#[tokio::test]
+async fn a_conversation_goes_on_turn_after_turn_with_its_history() {
+    use void_box::sandbox::SandboxProvider;
+    let provider = shell_double();
+    let agent = VoidBox::new("chat")
+        .llm(mock(vec![
+            MockTurn::text("Writing it down.")
+                .call("write", json!({"path": "note.txt", "content": "one\n"})),
+            MockTurn::text("Noted."),
+            MockTurn::text(r#"{"notes": 1}"#),
+        ]))
+        .prompt("Keep notes")
+        .build()
+        .unwrap();
+    let sandbox = provider.boot(&agent.sandbox_config()).await.unwrap();
+    let (first, history) = agent
+        .converse_in(&sandbox, Vec::new(), "note one", None, EventSink::none())
+        .await
+        .unwrap();
+    assert_eq!(first.text, "Noted.");
+    assert_eq!(first.tool_calls.len(), 1);
+    // user, assistant (the call), user (its result), assistant.
+    assert_eq!(history.len(), 4);
+    assert_eq!(
+        provider.guests()[0].file("/workspace/note.txt").unwrap(),
+        b"one\n"
+    );
+
+    // The next turn sees the whole conversation and answers in the shape asked.
+    let schema = void_box::agent::OutputSchema::compile(json!({
+        "type": "object", "required": ["notes"],
+        "properties": {"notes": {"type": "integer"}}
+    }))
+    .unwrap();
+    let (second, history) = agent
+        .converse_in(
+            &sandbox,
+            history,
+            "how many?",
+            Some(&schema),
+            EventSink::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.output, Some(json!({"notes": 1})));
+    assert_eq!(history.len(), 6);
+    assert_eq!(history[4], void_box::llm::Message::user_text("how many?"));
+}

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::hooks::{PostToolAction, PreToolAction, ToolCall};
 use super::permissions::{Decision, ToolRequest, Verdict};
 use super::tools::{self, builtin_specs, summarize, truncate_output, ToolOutcome};
-use super::{AgentError, RunResult, ToolCallRecord, VoidBox};
+use super::{AgentError, OutputSchema, RunResult, ToolCallRecord, VoidBox};
 use crate::event::{EventSink, RunEvent};
 use crate::llm::{
     price_per_million, ChatRequest, ContentBlock, Message, Role, TokenUsage, ToolSpec,
@@ -25,6 +25,25 @@ pub(super) async fn run(
     input: Option<&str>,
     events: &EventSink,
 ) -> Result<RunResult, AgentError> {
+    let task = vec![Message::user_text(vbox.task(input))];
+    let schema = vbox.inner.config.output_schema.as_ref();
+    converse(vbox, sandbox, skills, task, schema, events)
+        .await
+        .map(|(result, _)| result)
+}
+
+/// The loop over `messages` (a conversation ending with the user's turn):
+/// model calls and tool calls until the model answers without tools (an
+/// answer that validates against `schema`, when there is one). Returns the
+/// result and the conversation after it.
+pub(super) async fn converse(
+    vbox: &VoidBox,
+    sandbox: &Sandbox,
+    skills: &Provisioned,
+    messages: Vec<Message>,
+    schema: Option<&OutputSchema>,
+    events: &EventSink,
+) -> Result<(RunResult, Vec<Message>), AgentError> {
     let c = &vbox.inner.config;
     let name = c.name.as_str();
     let llm = c
@@ -39,8 +58,8 @@ pub(super) async fn run(
     let started = Instant::now();
 
     let mut request = ChatRequest {
-        system: system_prompt(vbox, skills),
-        messages: vec![Message::user_text(vbox.task(input))],
+        system: system_prompt(vbox, skills, schema),
+        messages,
         tools: tool_specs(skills),
         max_tokens: client.max_tokens(),
     };
@@ -150,7 +169,7 @@ pub(super) async fn run(
             .collect();
         if calls.is_empty() {
             let text = response.text();
-            let output = match &c.output_schema {
+            let output = match schema {
                 None => None,
                 Some(schema) => match schema.check(&text) {
                     Ok(value) => Some(value),
@@ -172,7 +191,7 @@ pub(super) async fn run(
                     }
                 },
             };
-            return Ok(RunResult {
+            let result = RunResult {
                 box_name: name.to_string(),
                 text,
                 output,
@@ -184,7 +203,8 @@ pub(super) async fn run(
                 duration: started.elapsed(),
                 model: response.model.clone(),
                 accel: sandbox.accel(),
-            });
+            };
+            return Ok((result, request.messages));
         }
 
         let mut results = Vec::with_capacity(calls.len());
@@ -377,7 +397,7 @@ async fn execute(
     ToolOutcome::error(format!("unknown tool `{tool}`"))
 }
 
-fn system_prompt(vbox: &VoidBox, skills: &Provisioned) -> String {
+fn system_prompt(vbox: &VoidBox, skills: &Provisioned, schema: Option<&OutputSchema>) -> String {
     let c = &vbox.inner.config;
     let network = match &c.sandbox.network {
         crate::net::NetworkPolicy::Off => "no network".to_string(),
@@ -398,7 +418,7 @@ fn system_prompt(vbox: &VoidBox, skills: &Provisioned) -> String {
         s.push('\n');
         s.push_str(&announced);
     }
-    if let Some(schema) = &c.output_schema {
+    if let Some(schema) = schema {
         s.push_str(&format!(
             "\nYour final answer must be only a JSON value (no prose, no code fence) that \
              validates against this JSON Schema:\n{}\n",

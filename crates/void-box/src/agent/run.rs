@@ -179,6 +179,51 @@ impl VoidBox {
         Ok(result)
     }
 
+    /// One turn of a conversation in a sandbox the caller owns: `history`
+    /// (the conversation so far, as this returned it before), then the
+    /// user's `message`; model and tool calls until the model answers
+    /// without tools, that answer a JSON value valid against `schema` when
+    /// one is given. Returns the turn's result and the whole conversation
+    /// after it. The built-in engine only; the box's skills are set up for
+    /// the turn and closed after it.
+    pub async fn converse_in(
+        &self,
+        sandbox: &Sandbox,
+        mut history: Vec<crate::llm::Message>,
+        message: &str,
+        schema: Option<&super::OutputSchema>,
+        events: EventSink,
+    ) -> Result<(RunResult, Vec<crate::llm::Message>), AgentError> {
+        if self.inner.engine != Engine::Builtin {
+            return Err(AgentError::Engine {
+                box_name: self.name().into(),
+                engine: "claude-code",
+                message: "conversations need the built-in engine".into(),
+            });
+        }
+        let started = Instant::now();
+        let docs = self.resolve_docs().await?;
+        let provisioned = provision(
+            sandbox,
+            &self.inner.config.skills,
+            docs,
+            self.inner.config.tool_timeout,
+        )
+        .await
+        .map_err(|source| AgentError::Skill {
+            box_name: self.name().into(),
+            source,
+        })?;
+        history.push(crate::llm::Message::user_text(message));
+        let schema = schema.or(self.inner.config.output_schema.as_ref());
+        let result = builtin::converse(self, sandbox, &provisioned, history, schema, &events).await;
+        provisioned.close().await;
+        result.map(|(mut r, messages)| {
+            r.duration = started.elapsed();
+            (r, messages)
+        })
+    }
+
     /// Opens the way from claude-code in the guest to the box's model:
     /// its endpoint, and its key as an edge secret (the guest gets a
     /// placeholder); quiet settings unless the box sets its own.

@@ -99,7 +99,15 @@ impl MockModel {
         request: &ChatRequest,
         on_text: TextSink<'_>,
     ) -> Result<ChatResponse, LlmError> {
-        let index = self.next;
+        // The conversation's own count of model answers picks the turn, so
+        // a conversation continued later (a session's next turn) goes on
+        // with the script instead of starting it over.
+        let answered = request
+            .messages
+            .iter()
+            .filter(|m| m.role == super::Role::Assistant)
+            .count();
+        let index = self.next.max(answered);
         let Some(turn) = self.script.turns.get(index) else {
             return Err(LlmError::Mock(format!(
                 "the script has {} turn(s) and the agent asked for turn {}",
