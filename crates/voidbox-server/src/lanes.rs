@@ -259,8 +259,14 @@ const REQUEST_WAIT: Duration = Duration::from_secs(30);
 /// model turns).
 pub(crate) fn lane_of(method: &Method, path: &str) -> Option<Lane> {
     let last = path.rsplit('/').next().unwrap_or("");
-    if path == "/v1/runs" && method == Method::POST {
+    if path == "/v1/runs" && method == Method::POST
+        || path.starts_with("/v1/sessions/")
+            && matches!(last, "generate" | "generate_object" | "stream")
+    {
         return None;
+    }
+    if path.starts_with("/v1/sessions/") && last == "compact" {
+        return Some(Lane::Generate);
     }
     if matches!(path, "/v1/health" | "/metrics" | "/health")
         || matches!(last, "cancel" | "timeout" | "SendSignal")
@@ -328,6 +334,19 @@ mod tests {
             ),
             (Method::POST, "/v1/sandboxes", Some(Lane::Execute)),
             (Method::POST, "/v1/runs", None),
+            (Method::POST, "/v1/sessions/s-1/stream", None),
+            (
+                Method::POST,
+                "/v1/sessions/s-1/compact",
+                Some(Lane::Generate),
+            ),
+            (Method::POST, "/v1/sessions/s-1/cancel", Some(Lane::Control)),
+            (
+                Method::POST,
+                "/v1/sessions/s-1/confirmations/c-1",
+                Some(Lane::Control),
+            ),
+            (Method::GET, "/v1/sessions/s-1/history", Some(Lane::Query)),
             (
                 Method::POST,
                 "/process.Process/SendSignal",

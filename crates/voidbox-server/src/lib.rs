@@ -7,6 +7,7 @@
 //! - `access`: one JSON line per request on stderr;
 //! - `registry`: the live sandboxes, their deadlines and running processes;
 //! - [`lanes`]: the four queues every request and run waits in;
+//! - `sessions`: agent sessions, their turns and confirmations;
 //! - `runs`: specs run as `voidbox run` runs them, their events kept;
 //! - `store`: what outlives the daemon (runs, their events, sandboxes),
 //!   one SQLite file in its state directory;
@@ -29,6 +30,7 @@ pub mod openapi;
 mod processes;
 mod registry;
 mod runs;
+mod sessions;
 mod store;
 
 use std::future::Future;
@@ -139,11 +141,13 @@ impl Bound {
     ) -> Result<(), ServeError> {
         let registry = self.state.registry.clone();
         let runs = self.state.runs.clone();
+        let sessions = self.state.sessions.clone();
         let reaper = tokio::spawn(registry.clone().reap_expired());
         let router = api::router(self.state);
         let served = self.listener.serve(router, shutdown).await;
         reaper.abort();
         runs.cancel_all();
+        sessions.end_all().await;
         registry.end_all();
         served
     }

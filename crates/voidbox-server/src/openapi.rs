@@ -9,7 +9,7 @@ use crate::api;
 #[openapi(
     info(
         title = "voidbox serve",
-        description = "Runs of specs, and sandboxes (micro-VMs), over HTTP. Every route but /v1/health needs `Authorization: Bearer TOKEN` when the daemon has a token."
+        description = "Runs of specs, agent sessions, and sandboxes (micro-VMs), over HTTP. Every route but /v1/health needs `Authorization: Bearer TOKEN` when the daemon has a token."
     ),
     paths(
         api::health::health,
@@ -37,6 +37,19 @@ use crate::api;
         api::files::mkdir,
         api::files::remove,
         api::files::rename,
+        api::sessions::create,
+        api::sessions::list,
+        api::sessions::get,
+        api::sessions::destroy,
+        api::sessions::generate,
+        api::sessions::generate_object,
+        api::sessions::stream,
+        api::sessions::history,
+        api::sessions::context,
+        api::sessions::clear,
+        api::sessions::compact,
+        api::sessions::cancel,
+        api::sessions::confirm,
     )
 )]
 struct Doc;

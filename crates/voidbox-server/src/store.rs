@@ -10,7 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Each migration, in order; `user_version` is how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         kind TEXT NOT NULL,
@@ -34,12 +35,38 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
         info TEXT NOT NULL,
         ended_unix_ms INTEGER,
         end_reason TEXT
-    );"];
+    );",
+    // 2: agent sessions and their messages.
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        created_unix_ms INTEGER NOT NULL,
+        options TEXT NOT NULL,
+        totals TEXT NOT NULL,
+        destroyed_unix_ms INTEGER
+    );
+    CREATE TABLE session_messages (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        json TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;",
+];
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 #[error("state database: {0}")]
 pub struct StoreError(#[from] rusqlite::Error);
+
+/// A session as stored: its options (JSON), totals (JSON) and messages
+/// (JSON each, in order).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredSession {
+    pub id: String,
+    pub created_unix_ms: u64,
+    pub options: String,
+    pub totals: String,
+    pub messages: Vec<String>,
+}
 
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +248,88 @@ impl Store {
             "DELETE FROM runs WHERE status NOT IN ('running', 'queued') AND id NOT IN
                  (SELECT id FROM runs ORDER BY created_unix_ms DESC, id DESC LIMIT ?1)",
             params![keep as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn insert_session(&self, session: &StoredSession) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT INTO sessions (id, created_unix_ms, options, totals) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                session.id,
+                session.created_unix_ms as i64,
+                session.options,
+                session.totals
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces a session's totals and messages, at once.
+    pub fn save_session(
+        &self,
+        id: &str,
+        totals: &str,
+        messages: &[String],
+    ) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "UPDATE sessions SET totals = ?2 WHERE id = ?1",
+            params![id, totals],
+        )?;
+        tx.execute(
+            "DELETE FROM session_messages WHERE session_id = ?1",
+            params![id],
+        )?;
+        for (seq, json) in messages.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO session_messages (session_id, seq, json) VALUES (?1, ?2, ?3)",
+                params![id, seq as i64, json],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The sessions not destroyed, with their messages, oldest first.
+    pub fn sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        let db = self.db();
+        let mut found = db.prepare(
+            "SELECT id, created_unix_ms, options, totals FROM sessions
+             WHERE destroyed_unix_ms IS NULL ORDER BY created_unix_ms, id",
+        )?;
+        let mut sessions: Vec<StoredSession> = found
+            .query_map([], |row| {
+                Ok(StoredSession {
+                    id: row.get(0)?,
+                    created_unix_ms: row.get::<_, i64>(1)? as u64,
+                    options: row.get(2)?,
+                    totals: row.get(3)?,
+                    messages: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut messages =
+            db.prepare("SELECT json FROM session_messages WHERE session_id = ?1 ORDER BY seq")?;
+        for session in &mut sessions {
+            session.messages = messages
+                .query_map(params![session.id], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(sessions)
+    }
+
+    /// Marks a session destroyed and forgets its messages.
+    pub fn destroy_session(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        let db = self.db();
+        db.execute(
+            "UPDATE sessions SET destroyed_unix_ms = ?2 WHERE id = ?1",
+            params![id, now_ms as i64],
+        )?;
+        db.execute(
+            "DELETE FROM session_messages WHERE session_id = ?1",
+            params![id],
         )?;
         Ok(())
     }

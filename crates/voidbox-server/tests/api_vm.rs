@@ -264,3 +264,57 @@ async fn a_run_in_a_real_vm_ends_with_its_output_and_a_cancelled_one_takes_its_v
     }
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_turns_share_a_real_vm_until_it_is_destroyed() {
+    let _counting = COUNTING.lock().await;
+    let d = Daemon::start(Arc::new(VmProvider), 4).await;
+    let spec = "api_version: v1\nkind: agent\nname: keeper\nsandbox: {memory_mb: 256}\nllm:\n  provider: mock\n  mock:\n    turns:\n      - {tool_calls: [{name: bash, input: {command: 'echo kept > /workspace/note; uname -s'}}]}\n      - {text: written}\n      - {tool_calls: [{name: bash, input: {command: 'cat /workspace/note'}}]}\n      - {text: read}\nagent:\n  prompt: Keep a note.\n";
+    let before = qemus();
+    let made = json(
+        d.call(Method::POST, "/v1/sessions")
+            .json(&j!({"spec": spec}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    let turn = |message: &'static str| {
+        d.call(Method::POST, &format!("/v1/sessions/{id}/generate"))
+            .json(&j!({"message": message}))
+            .send()
+    };
+    let first = json(turn("write it").await.unwrap(), 200).await;
+    assert!(
+        first["tool_calls"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Linux"),
+        "a real kernel answered: {first}"
+    );
+    let during = qemus();
+    assert!(during > before, "the session's VM stays between turns");
+    let second = json(turn("read it").await.unwrap(), 200).await;
+    assert_eq!(qemus(), during, "the same VM, no other");
+    assert!(
+        second["tool_calls"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("kept"),
+        "the second turn sees the first's file: {second}"
+    );
+    let gone = d
+        .call(Method::DELETE, &format!("/v1/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 204);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while qemus() > before {
+        assert!(std::time::Instant::now() < deadline, "its VM ends with it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.stop().await;
+}

@@ -102,6 +102,33 @@ impl VoidBox {
         self.inner.config.llm.as_ref()
     }
 
+    /// Its permission policy.
+    pub fn permissions(&self) -> &PermissionPolicy {
+        &self.inner.config.permissions
+    }
+
+    /// The same box whose `ask` rules are answered by `hook` (a human in
+    /// the loop).
+    pub fn with_ask_hook(&self, hook: AskHook) -> VoidBox {
+        self.changed(|c| c.ask_hook = Some(hook))
+    }
+
+    /// The same box under `policy`.
+    pub fn with_permissions(&self, policy: PermissionPolicy) -> VoidBox {
+        self.changed(|c| c.permissions = policy)
+    }
+
+    fn changed(&self, change: impl FnOnce(&mut Config)) -> VoidBox {
+        let mut config = self.inner.config.clone();
+        change(&mut config);
+        VoidBox {
+            inner: Arc::new(Inner {
+                config,
+                engine: self.inner.engine,
+            }),
+        }
+    }
+
     /// The sandbox each run boots: the box's sandbox configuration, with
     /// its CLI and MCP skills' programs (and the claude-code command) on
     /// the allowlist.

@@ -181,7 +181,8 @@ impl VoidBox {
 
     /// One turn of a conversation in a sandbox the caller owns: `history`
     /// (the conversation so far, as this returned it before), then the
-    /// user's `message`; model and tool calls until the model answers
+    /// user's `message` (after the box's prompt, on the first turn); model
+    /// and tool calls until the model answers
     /// without tools, that answer a JSON value valid against `schema` when
     /// one is given. Returns the turn's result and the whole conversation
     /// after it. The built-in engine only; the box's skills are set up for
@@ -214,6 +215,13 @@ impl VoidBox {
             box_name: self.name().into(),
             source,
         })?;
+        // The box's prompt opens the conversation.
+        let prompt = &self.inner.config.prompt;
+        let message = if history.is_empty() && !prompt.is_empty() {
+            format!("{prompt}\n\n{message}")
+        } else {
+            message.to_string()
+        };
         history.push(crate::llm::Message::user_text(message));
         let schema = schema.or(self.inner.config.output_schema.as_ref());
         let result = builtin::converse(self, sandbox, &provisioned, history, schema, &events).await;

@@ -6,6 +6,7 @@ pub(crate) mod files;
 pub(crate) mod health;
 pub(crate) mod runs;
 pub(crate) mod sandboxes;
+pub(crate) mod sessions;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub(crate) const UPLOAD_LIMIT: usize = 256 << 20;
 pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub runs: Arc<Runs>,
+    pub sessions: Arc<crate::sessions::Sessions>,
     pub metrics: Arc<Metrics>,
     pub lanes: Arc<Lanes>,
     pub token: Option<Arc<str>>,
@@ -52,7 +54,16 @@ impl AppState {
                 metrics.clone(),
                 store.clone(),
             )),
-            runs: Arc::new(Runs::new(config.provider.clone(), store, lanes.clone())),
+            runs: Arc::new(Runs::new(
+                config.provider.clone(),
+                store.clone(),
+                lanes.clone(),
+            )),
+            sessions: Arc::new(crate::sessions::Sessions::load(
+                config.provider.clone(),
+                store,
+                lanes.clone(),
+            )),
             metrics,
             lanes,
             token: config.token.as_deref().map(Arc::from),
@@ -103,6 +114,26 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(&format!("{sandbox}/files/list"), get(files::list))
         .route(&format!("{sandbox}/files/mkdir"), post(files::mkdir))
         .route(&format!("{sandbox}/files/rename"), post(files::rename))
+        .route("/v1/sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get).delete(sessions::destroy),
+        )
+        .route("/v1/sessions/{id}/generate", post(sessions::generate))
+        .route(
+            "/v1/sessions/{id}/generate_object",
+            post(sessions::generate_object),
+        )
+        .route("/v1/sessions/{id}/stream", post(sessions::stream))
+        .route("/v1/sessions/{id}/history", get(sessions::history))
+        .route("/v1/sessions/{id}/context", get(sessions::context))
+        .route("/v1/sessions/{id}/clear", post(sessions::clear))
+        .route("/v1/sessions/{id}/compact", post(sessions::compact))
+        .route("/v1/sessions/{id}/cancel", post(sessions::cancel))
+        .route(
+            "/v1/sessions/{id}/confirmations/{confirmation}",
+            post(sessions::confirm),
+        )
         .merge(crate::e2b::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
