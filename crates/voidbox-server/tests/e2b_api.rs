@@ -446,6 +446,59 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
         (409, json!("already_exists"))
     );
 
+    // Watchers are bounded: polled ones and streams together.
+    let mut watchers = Vec::new();
+    for _ in 0..15 {
+        let (status, made) = body(
+            envd(&d, "/filesystem.Filesystem/CreateWatcher", &id, &token)
+                .json(&json!({"path": "/home/user"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{made}");
+        watchers.push(made["watcherId"].as_str().unwrap().to_string());
+    }
+    let stream = envd(&d, "/filesystem.Filesystem/WatchDir", &id, &token)
+        .header("content-type", "application/connect+json")
+        .body(envelope(&json!({"path": "/home/user"})))
+        .send()
+        .await
+        .unwrap();
+    let (status, refused) = body(
+        envd(&d, "/filesystem.Filesystem/CreateWatcher", &id, &token)
+            .json(&json!({"path": "/home/user"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["code"].clone()),
+        (429, json!("resource_exhausted")),
+        "the 17th"
+    );
+    drop(stream);
+    let (status, _) = body(
+        envd(&d, "/filesystem.Filesystem/RemoveWatcher", &id, &token)
+            .json(&json!({"watcherId": watchers[0]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = body(
+        envd(&d, "/filesystem.Filesystem/CreateWatcher", &id, &token)
+            .json(&json!({"path": "/home/user"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "a removed watcher's place is free again");
+
     // Uploads: outside the roots refused, a gzip bomb stopped at the limit.
     let upload = |path: &str| {
         d.anonymous(Method::POST, &format!("/files?path={path}"))

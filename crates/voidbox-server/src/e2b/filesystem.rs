@@ -203,6 +203,10 @@ async fn watch_stream(
     recursive: bool,
     headers: &HeaderMap,
 ) -> Response {
+    let place = match StreamPlace::take(&live) {
+        Ok(place) => place,
+        Err(e) => return stream_error(e),
+    };
     let mut watch = match Watch::start(&live.sandbox, &dir, recursive).await {
         Ok(w) => w,
         Err(e) => return stream_error(e),
@@ -210,12 +214,17 @@ async fn watch_stream(
     let every = keepalive_interval(headers);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
+        let _place = place;
         if tx.send(Ok(json!({"start": {}}))).await.is_err() {
             return;
         }
         let mut quiet = Duration::ZERO;
         loop {
-            tokio::time::sleep(POLL).await;
+            // A client that went away frees its place at once.
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
             quiet += POLL;
             let events = match watch.changes(&live.sandbox).await {
                 Ok(events) => events,
@@ -238,6 +247,29 @@ async fn watch_stream(
         }
     });
     stream_response(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// A `WatchDir` stream's place among its sandbox's watchers, given back
+/// when the stream ends.
+struct StreamPlace(Arc<Live>);
+
+impl StreamPlace {
+    fn take(live: &Arc<Live>) -> Result<StreamPlace, ConnectError> {
+        live.e2b
+            .as_ref()
+            .expect("an E2B sandbox")
+            .watchers
+            .stream_started()?;
+        Ok(StreamPlace(live.clone()))
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        if let Some(e2b) = &self.0.e2b {
+            e2b.watchers.stream_ended();
+        }
+    }
 }
 
 /// envd's `EntryInfo`.

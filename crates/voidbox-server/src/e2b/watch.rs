@@ -6,6 +6,7 @@
 //! between polls is one `WRITE`) and as late as one poll.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use crate::registry::Live;
 
 /// How often a watcher looks.
 pub(crate) const POLL: Duration = Duration::from_millis(250);
-/// Watchers a sandbox may have at once.
+/// Watchers a sandbox may have at once (polled ones and streams).
 const MAX_WATCHERS: usize = 16;
 /// Events a polled watcher keeps until they are fetched; the oldest go
 /// first.
@@ -133,6 +134,8 @@ impl Drop for Polled {
 #[derive(Default)]
 pub(crate) struct Watchers {
     by_id: Mutex<HashMap<String, Polled>>,
+    /// `WatchDir` streams open now.
+    streams: AtomicUsize,
 }
 
 impl std::fmt::Debug for Watchers {
@@ -146,6 +149,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Watchers {
+    fn in_use(&self) -> usize {
+        lock(&self.by_id).len() + self.streams.load(Ordering::Acquire)
+    }
+
+    fn full() -> ConnectError {
+        ConnectError::new(
+            Code::ResourceExhausted,
+            format!("a sandbox has at most {MAX_WATCHERS} watchers"),
+        )
+    }
+
+    /// Takes a place for a `WatchDir` stream; [`Self::stream_ended`] frees it.
+    pub fn stream_started(&self) -> Result<(), ConnectError> {
+        if self.in_use() >= MAX_WATCHERS {
+            return Err(Self::full());
+        }
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    pub fn stream_ended(&self) {
+        self.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// `CreateWatcher`: watches `dir` until removed (or the sandbox ends).
     pub async fn create(
         &self,
@@ -153,11 +180,8 @@ impl Watchers {
         dir: &str,
         recursive: bool,
     ) -> Result<String, ConnectError> {
-        if lock(&self.by_id).len() >= MAX_WATCHERS {
-            return Err(ConnectError::new(
-                Code::ResourceExhausted,
-                format!("a sandbox has at most {MAX_WATCHERS} watchers"),
-            ));
+        if self.in_use() >= MAX_WATCHERS {
+            return Err(Self::full());
         }
         let mut watch = Watch::start(&live.sandbox, dir, recursive).await?;
         let pending = Arc::new(Mutex::new(Pending::default()));
