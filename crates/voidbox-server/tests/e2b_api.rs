@@ -62,6 +62,18 @@ async fn create(d: &Daemon) -> (String, String) {
     )
 }
 
+/// A unary envd call's status and JSON answer.
+async fn rpc(d: &Daemon, path: &str, id: &str, token: &str, request: Value) -> (u16, Value) {
+    body(
+        envd(d, path, id, token)
+            .json(&request)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 /// A server-streaming request body: one envelope.
 fn envelope(message: &Value) -> Vec<u8> {
     let json = serde_json::to_vec(message).unwrap();
@@ -424,21 +436,21 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
             "{method} {request}: {answer}"
         );
     }
-    let (status, _) = body(
-        envd(&d, "/filesystem.Filesystem/MakeDir", &id, &token)
-            .json(&json!({"path": "/home/user/made"}))
-            .send()
-            .await
-            .unwrap(),
+    let (status, _) = rpc(
+        &d,
+        "/filesystem.Filesystem/MakeDir",
+        &id,
+        &token,
+        json!({"path": "/home/user/made"}),
     )
     .await;
     assert_eq!(status, 200);
-    let (status, answer) = body(
-        envd(&d, "/filesystem.Filesystem/MakeDir", &id, &token)
-            .json(&json!({"path": "made"}))
-            .send()
-            .await
-            .unwrap(),
+    let (status, answer) = rpc(
+        &d,
+        "/filesystem.Filesystem/MakeDir",
+        &id,
+        &token,
+        json!({"path": "made"}),
     )
     .await;
     assert_eq!(
@@ -449,12 +461,12 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
     // Watchers are bounded: polled ones and streams together.
     let mut watchers = Vec::new();
     for _ in 0..15 {
-        let (status, made) = body(
-            envd(&d, "/filesystem.Filesystem/CreateWatcher", &id, &token)
-                .json(&json!({"path": "/home/user"}))
-                .send()
-                .await
-                .unwrap(),
+        let (status, made) = rpc(
+            &d,
+            "/filesystem.Filesystem/CreateWatcher",
+            &id,
+            &token,
+            json!({"path": "/home/user"}),
         )
         .await;
         assert_eq!(status, 200, "{made}");
@@ -466,12 +478,12 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
         .send()
         .await
         .unwrap();
-    let (status, refused) = body(
-        envd(&d, "/filesystem.Filesystem/CreateWatcher", &id, &token)
-            .json(&json!({"path": "/home/user"}))
-            .send()
-            .await
-            .unwrap(),
+    let (status, refused) = rpc(
+        &d,
+        "/filesystem.Filesystem/CreateWatcher",
+        &id,
+        &token,
+        json!({"path": "/home/user"}),
     )
     .await;
     assert_eq!(
@@ -480,21 +492,21 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
         "the 17th"
     );
     drop(stream);
-    let (status, _) = body(
-        envd(&d, "/filesystem.Filesystem/RemoveWatcher", &id, &token)
-            .json(&json!({"watcherId": watchers[0]}))
-            .send()
-            .await
-            .unwrap(),
+    let (status, _) = rpc(
+        &d,
+        "/filesystem.Filesystem/RemoveWatcher",
+        &id,
+        &token,
+        json!({"watcherId": watchers[0]}),
     )
     .await;
     assert_eq!(status, 200);
-    let (status, _) = body(
-        envd(&d, "/filesystem.Filesystem/CreateWatcher", &id, &token)
-            .json(&json!({"path": "/home/user"}))
-            .send()
-            .await
-            .unwrap(),
+    let (status, _) = rpc(
+        &d,
+        "/filesystem.Filesystem/CreateWatcher",
+        &id,
+        &token,
+        json!({"path": "/home/user"}),
     )
     .await;
     assert_eq!(status, 200, "a removed watcher's place is free again");
@@ -533,12 +545,12 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
     )
     .await;
     assert_eq!(status, 413, "{answer}");
-    let (status, _) = body(
-        envd(&d, "/filesystem.Filesystem/Stat", &id, &token)
-            .json(&json!({"path": "bomb.bin"}))
-            .send()
-            .await
-            .unwrap(),
+    let (status, _) = rpc(
+        &d,
+        "/filesystem.Filesystem/Stat",
+        &id,
+        &token,
+        json!({"path": "bomb.bin"}),
     )
     .await;
     assert_eq!(status, 404, "nothing was written");

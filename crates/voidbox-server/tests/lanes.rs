@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{json, Daemon};
+use common::{json, lane_metric, Daemon};
 use reqwest::Method;
 use serde_json::json as j;
 use void_box::sandbox::fake::{FakeProvider, FakeReply};
@@ -42,24 +42,6 @@ async fn status(d: &Daemon, id: &str) -> String {
     )
     .await;
     run["status"].as_str().unwrap().to_string()
-}
-
-/// The value of `metric{lane="LANE"}` in `/metrics`.
-async fn lane_metric(d: &Daemon, metric: &str, lane: &str) -> u64 {
-    let text = d
-        .call(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("{metric}{{lane=\"{lane}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]

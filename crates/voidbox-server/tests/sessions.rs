@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{json, read_sse, Daemon};
+use common::{json, lane_metric, read_sse, Daemon};
 use reqwest::Method;
 use serde_json::{json as j, Value};
 use void_box::sandbox::fake::{FakeProvider, FakeReply};
@@ -366,24 +366,6 @@ async fn an_ask_rule_waits_for_the_client_and_its_deadline() {
         .unwrap();
     assert_eq!(stale.status().as_u16(), 404);
     d.stop().await;
-}
-
-/// The value of `metric{lane="LANE"}`.
-async fn lane_metric(d: &Daemon, metric: &str, lane: &str) -> u64 {
-    let text = d
-        .call(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("{metric}{{lane=\"{lane}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]

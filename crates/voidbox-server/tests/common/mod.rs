@@ -167,3 +167,21 @@ pub async fn read_sse(
     }
     out
 }
+
+/// The value of `metric{lane="LANE"}` in the daemon's `/metrics`.
+pub async fn lane_metric(d: &Daemon, metric: &str, lane: &str) -> u64 {
+    let text = d
+        .call(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{metric}{{lane=\"{lane}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+        .parse()
+        .unwrap()
+}
