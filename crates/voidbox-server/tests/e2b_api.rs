@@ -42,14 +42,9 @@ async fn body(response: Response) -> (u16, Value) {
 
 /// Creates a sandbox through the E2B API: (id, access token).
 async fn create(d: &Daemon) -> (String, String) {
-    let (status, made) = body(
-        control(d, Method::POST, "/v2/sandboxes")
+    let (status, made) = call(control(d, Method::POST, "/v2/sandboxes")
             // The doubles have no network.
-            .json(&json!({"templateID": "base", "metadata": {"k": "v"}, "envVars": {"A": "1"}, "allow_internet_access": false}))
-            .send()
-            .await
-            .unwrap(),
-    )
+            .json(&json!({"templateID": "base", "metadata": {"k": "v"}, "envVars": {"A": "1"}, "allow_internet_access": false})))
     .await;
     assert_eq!(status, 201, "{made}");
     for key in ["templateID", "sandboxID", "clientID", "envdVersion"] {
@@ -62,16 +57,14 @@ async fn create(d: &Daemon) -> (String, String) {
     )
 }
 
+/// A request's status and JSON answer.
+async fn call(request: RequestBuilder) -> (u16, Value) {
+    body(request.send().await.unwrap()).await
+}
+
 /// A unary envd call's status and JSON answer.
 async fn rpc(d: &Daemon, path: &str, id: &str, token: &str, request: Value) -> (u16, Value) {
-    body(
-        envd(d, path, id, token)
-            .json(&request)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    call(envd(d, path, id, token).json(&request)).await
 }
 
 /// A server-streaming request body: one envelope.
@@ -106,14 +99,7 @@ async fn the_control_plane_wants_the_daemons_key_and_refuses_bad_input_whole() {
         if let Some(key) = key {
             request = request.header("x-api-key", key);
         }
-        let (status, _) = body(
-            request
-                .json(&json!({"templateID": "base"}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _) = call(request.json(&json!({"templateID": "base"}))).await;
         assert_eq!(status, 401, "key {key:?}");
     }
     let refusals = [
@@ -131,14 +117,8 @@ async fn the_control_plane_wants_the_daemons_key_and_refuses_bad_input_whole() {
         (json!({"timeout": 30}), 400, "templateID"),
     ];
     for (request, want, says) in refusals {
-        let (status, answer) = body(
-            control(&d, Method::POST, "/v2/sandboxes")
-                .json(&request)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, answer) =
+            call(control(&d, Method::POST, "/v2/sandboxes").json(&request)).await;
         assert_eq!(
             (status, answer["code"].as_u64()),
             (want, Some(want as u64)),
@@ -149,13 +129,7 @@ async fn the_control_plane_wants_the_daemons_key_and_refuses_bad_input_whole() {
             "{answer}"
         );
     }
-    let (_, listed) = body(
-        control(&d, Method::GET, "/v2/sandboxes")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, listed) = call(control(&d, Method::GET, "/v2/sandboxes")).await;
     assert_eq!(listed, json!([]), "nothing was made");
 
     let (id, _) = create(&d).await;
@@ -169,13 +143,7 @@ async fn the_control_plane_wants_the_daemons_key_and_refuses_bad_input_whole() {
         201,
     )
     .await;
-    let (_, listed) = body(
-        control(&d, Method::GET, "/v2/sandboxes")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, listed) = call(control(&d, Method::GET, "/v2/sandboxes")).await;
     let ids: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -184,55 +152,20 @@ async fn the_control_plane_wants_the_daemons_key_and_refuses_bad_input_whole() {
         .collect();
     assert_eq!(ids, [id.as_str()]);
     let native_at = format!("/sandboxes/{}", native["id"].as_str().unwrap());
-    let (status, answer) = body(
-        control(&d, Method::DELETE, &native_at)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, answer) = call(control(&d, Method::DELETE, &native_at)).await;
     assert_eq!((status, answer["code"].clone()), (404, json!(404)));
     // Filters, pages.
-    let (_, none) = body(
-        control(&d, Method::GET, "/v2/sandboxes?metadata=k%3Dother")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, none) = call(control(&d, Method::GET, "/v2/sandboxes?metadata=k%3Dother")).await;
     assert_eq!(none, json!([]));
-    let (status, _) = body(
-        control(&d, Method::GET, "/v2/sandboxes?limit=0")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = call(control(&d, Method::GET, "/v2/sandboxes?limit=0")).await;
     assert_eq!(status, 400);
-    let (status, _) = body(
-        control(&d, Method::POST, &format!("/sandboxes/{id}/timeout"))
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) =
+        call(control(&d, Method::POST, &format!("/sandboxes/{id}/timeout")).body("{not json"))
+            .await;
     assert_eq!(status, 400);
-    let (status, _) = body(
-        control(&d, Method::DELETE, &format!("/sandboxes/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = call(control(&d, Method::DELETE, &format!("/sandboxes/{id}"))).await;
     assert_eq!(status, 204);
-    let (status, answer) = body(
-        control(&d, Method::DELETE, &format!("/sandboxes/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, answer) = call(control(&d, Method::DELETE, &format!("/sandboxes/{id}"))).await;
     assert_eq!(
         (status, answer["code"].clone()),
         (404, json!(404)),
@@ -247,14 +180,7 @@ async fn an_envd_call_needs_its_own_sandboxs_token_and_no_other() {
     let (a, a_token) = create(&d).await;
     let (b, b_token) = create(&d).await;
     let list = "/process.Process/List";
-    let (status, listed) = body(
-        envd(&d, list, &a, &a_token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, listed) = call(envd(&d, list, &a, &a_token).json(&json!({}))).await;
     assert_eq!((status, listed), (200, json!({"processes": []})));
 
     let attempts = [
@@ -264,14 +190,7 @@ async fn an_envd_call_needs_its_own_sandboxs_token_and_no_other() {
         ("voidbox-gone", a_token.as_str(), 502), // no such sandbox
     ];
     for (id, token, want) in attempts {
-        let (status, answer) = body(
-            envd(&d, list, id, token)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, answer) = call(envd(&d, list, id, token).json(&json!({}))).await;
         assert_eq!(status, want, "id {id} token {token:?}: {answer}");
         if want == 502 {
             assert!(
@@ -284,25 +203,19 @@ async fn an_envd_call_needs_its_own_sandboxs_token_and_no_other() {
         }
     }
     // Without the routing headers, the token alone names its sandbox.
-    let (status, _) = body(
+    let (status, _) = call(
         d.anonymous(Method::POST, list)
             .header("x-access-token", &b_token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({})),
     )
     .await;
     assert_eq!(status, 200);
-    let (status, _) = body(
+    let (status, _) = call(
         d.anonymous(Method::POST, list)
             .header("e2b-sandbox-id", &b)
             .header("e2b-sandbox-port", "8080")
             .header("x-access-token", &b_token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({})),
     )
     .await;
     assert_eq!(status, 502, "user ports are not proxied");
@@ -422,14 +335,7 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
             "not_found",
         ),
     ] {
-        let (status, answer) = body(
-            envd(&d, method, &id, &token)
-                .json(&request)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, answer) = call(envd(&d, method, &id, &token).json(&request)).await;
         assert_eq!(
             (status, answer["code"].as_str()),
             (want, Some(code)),
@@ -517,13 +423,10 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
             .header("e2b-sandbox-id", &id)
             .header("x-access-token", &token)
     };
-    let (status, _) = body(
+    let (status, _) = call(
         upload("/etc/evil")
             .header("content-type", "application/octet-stream")
-            .body("x")
-            .send()
-            .await
-            .unwrap(),
+            .body("x"),
     )
     .await;
     assert_eq!(status, 403);
@@ -534,14 +437,11 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
     }
     let bomb = bomb.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
-    let (status, answer) = body(
+    let (status, answer) = call(
         upload("bomb.bin")
             .header("content-type", "application/octet-stream")
             .header("content-encoding", "gzip")
-            .body(bomb)
-            .send()
-            .await
-            .unwrap(),
+            .body(bomb),
     )
     .await;
     assert_eq!(status, 413, "{answer}");
@@ -554,7 +454,7 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
     )
     .await;
     assert_eq!(status, 404, "nothing was written");
-    let (status, written) = body(
+    let (status, written) = call(
         upload("gz.txt")
             .header("content-type", "application/octet-stream")
             .header("content-encoding", "gzip")
@@ -562,10 +462,7 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
                 let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 gz.write_all(b"inflated").unwrap();
                 gz.finish().unwrap()
-            })
-            .send()
-            .await
-            .unwrap(),
+            }),
     )
     .await;
     assert_eq!(
