@@ -43,6 +43,9 @@ pub(crate) struct SessionOptions {
     /// `yaml` (the default) or `json`.
     #[serde(default)]
     pub format: Option<String>,
+    /// Standing instructions added to the agent's system prompt.
+    #[serde(default)]
+    pub system: Option<String>,
     /// Permission rules replacing the spec's.
     #[serde(default)]
     pub permissions: Option<Permissions>,
@@ -583,6 +586,9 @@ fn build(
         Box::pin(async move { asking.ask(request).await })
     });
     let mut agent = agent.with_ask_hook(hook);
+    if let Some(system) = &options.system {
+        agent = agent.with_instructions(system);
+    }
     if let Some(policy) = policy {
         agent = agent.with_permissions(policy);
     }

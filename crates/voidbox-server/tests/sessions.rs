@@ -5,6 +5,8 @@
 //! answering in under 100 ms; a session going on after a restart.
 
 mod common;
+#[path = "../../void-box/tests/common/mock_llm.rs"]
+mod mock_llm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -491,4 +493,55 @@ async fn a_session_goes_on_after_a_restart_in_a_fresh_sandbox() {
         "in a sandbox of its own"
     );
     second.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_talks_to_a_model_over_the_anthropic_wire_format() {
+    // The key's variable is the daemon's own environment, as in production.
+    std::env::set_var("VOIDBOX_SESSION_TEST_KEY", "sk-session-test");
+    let model = mock_llm::MockLlmServer::with_turns([
+        mock_llm::turn("Bonjour.", &[]),
+        mock_llm::turn("Encore bonjour.", &[]),
+    ])
+    .await;
+    let d = Daemon::start(guests(), 4).await;
+    let spec = format!(
+        "api_version: v1\nkind: agent\nname: speaker\nllm:\n  provider: anthropic\n  model: claude-test\n  base_url: {}\n  api_key_env: VOIDBOX_SESSION_TEST_KEY\nagent:\n  prompt: Greet.\n",
+        model.anthropic_url()
+    );
+    let id = create(&d, j!({"spec": spec, "system": "Answer in French."})).await;
+    let first = json(turn(&d, &id, "generate", j!({"message": "hi"})).await, 200).await;
+    assert_eq!(first["text"], "Bonjour.");
+    let second = json(
+        turn(&d, &id, "generate", j!({"message": "again"})).await,
+        200,
+    )
+    .await;
+    assert_eq!(second["text"], "Encore bonjour.");
+
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].header("x-api-key"), Some("sk-session-test"));
+    let system = requests[1].body["system"].to_string();
+    assert!(system.contains("Answer in French."), "{system}");
+    // The second call carries the whole conversation: the prompt and the
+    // first exchange, then the new message.
+    let messages = requests[1].body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages[0].to_string().contains("Greet.") && messages[0].to_string().contains("hi"));
+    assert!(messages[1].to_string().contains("Bonjour."));
+    assert!(messages[2].to_string().contains("again"));
+    let totals = json(
+        d.call(Method::GET, &format!("/v1/sessions/{id}/context"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(
+        totals["totals"]["input_tokens"], 200,
+        "the server's usage, counted"
+    );
+    d.stop().await;
 }

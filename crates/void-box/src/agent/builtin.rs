@@ -413,6 +413,11 @@ fn system_prompt(vbox: &VoidBox, skills: &Provisioned, schema: Option<&OutputSch
          your final answer and no tool calls.\n",
         c.name
     );
+    if let Some(instructions) = &c.instructions {
+        s.push('\n');
+        s.push_str(instructions);
+        s.push('\n');
+    }
     let announced = skills.announcement();
     if !announced.is_empty() {
         s.push('\n');

@@ -66,6 +66,8 @@ pub(super) struct Config {
     pub claude_code_command: String,
     pub output_file: Option<String>,
     pub secret_env: Option<BTreeSet<String>>,
+    /// Standing instructions added to the system prompt.
+    pub instructions: Option<String>,
 }
 
 impl Config {
@@ -90,6 +92,7 @@ impl Config {
             claude_code_command: "claude".into(),
             output_file: None,
             secret_env: None,
+            instructions: None,
         }
     }
 

@@ -113,6 +113,13 @@ impl VoidBox {
         self.changed(|c| c.ask_hook = Some(hook))
     }
 
+    /// The same box with `text` added to its system prompt (standing
+    /// instructions for every turn).
+    pub fn with_instructions(&self, text: &str) -> VoidBox {
+        let text = text.to_string();
+        self.changed(|c| c.instructions = Some(text))
+    }
+
     /// The same box under `policy`.
     pub fn with_permissions(&self, policy: PermissionPolicy) -> VoidBox {
         self.changed(|c| c.permissions = policy)
