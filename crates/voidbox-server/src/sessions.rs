@@ -449,9 +449,14 @@ impl Sessions {
     ) -> Result<Value, String> {
         let mut sandbox = session.sandbox.lock().await;
         if sandbox.is_none() {
+            let config = session
+                .agent
+                .conversation_sandbox()
+                .await
+                .map_err(|e| e.to_string())?;
             let booted = self
                 .provider
-                .boot(&session.agent.sandbox_config())
+                .boot(&config)
                 .await
                 .map_err(|e| format!("the session's sandbox did not boot: {e}"))?;
             *sandbox = Some(booted);

@@ -115,33 +115,7 @@ impl VoidBox {
                 })?;
             }
         }
-        // The hosts its skills declare join the box's network, and only
-        // this way.
-        let declared =
-            crate::skill::declared_network(&self.inner.config.skills, &docs).map_err(|source| {
-                AgentError::Skill {
-                    box_name: name.into(),
-                    source,
-                }
-            })?;
-        let secrets = crate::skill::declared_secrets(
-            &self.inner.config.skills,
-            &docs,
-            &|k| std::env::var(k).ok(),
-            self.inner.config.secret_env.as_ref(),
-        )
-        .map_err(|source| AgentError::Skill {
-            box_name: name.into(),
-            source,
-        })?;
-        let mut config = self.sandbox_config();
-        config.network = config.network.with_allowed(declared);
-        for secret in secrets {
-            // The box's own secret of a name wins over a skill's.
-            if !config.secrets.iter().any(|s| s.name == secret.name) {
-                config.secrets.push(secret);
-            }
-        }
+        let mut config = self.config_with_skills(&docs)?;
         if self.inner.engine == Engine::ClaudeCode {
             config = self.claude_code_route(config)?;
         }
@@ -161,6 +135,42 @@ impl VoidBox {
             r.duration = started.elapsed();
             r
         })
+    }
+
+    /// The sandbox configuration with what the box's skills declare: the
+    /// hosts they reach join the network (and only this way), their
+    /// secrets the box's (its own of a name win).
+    fn config_with_skills(&self, docs: &[SkillDoc]) -> Result<SandboxConfig, AgentError> {
+        let name = self.name();
+        let skill_err = |source| AgentError::Skill {
+            box_name: name.into(),
+            source,
+        };
+        let declared =
+            crate::skill::declared_network(&self.inner.config.skills, docs).map_err(skill_err)?;
+        let secrets = crate::skill::declared_secrets(
+            &self.inner.config.skills,
+            docs,
+            &|k| std::env::var(k).ok(),
+            self.inner.config.secret_env.as_ref(),
+        )
+        .map_err(skill_err)?;
+        let mut config = self.sandbox_config();
+        config.network = config.network.with_allowed(declared);
+        for secret in secrets {
+            if !config.secrets.iter().any(|s| s.name == secret.name) {
+                config.secrets.push(secret);
+            }
+        }
+        Ok(config)
+    }
+
+    /// The sandbox a conversation ([`converse_in`](Self::converse_in))
+    /// needs: [`sandbox_config`](Self::sandbox_config) with what the box's
+    /// skills declare (their hosts on the network, their secrets).
+    pub async fn conversation_sandbox(&self) -> Result<SandboxConfig, AgentError> {
+        let docs = self.resolve_docs().await?;
+        self.config_with_skills(&docs)
     }
 
     /// Runs the agent in a sandbox the caller owns (it stays up afterwards).
