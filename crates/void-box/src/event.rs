@@ -49,7 +49,8 @@ pub enum RunEvent {
         /// The new text.
         text: String,
     },
-    /// A tool call is about to run (after permission and hooks).
+    /// The model called a tool (before permission and hooks: a refused
+    /// call ends with an error result).
     ToolCallStarted {
         /// Box name.
         box_name: String,
@@ -57,8 +58,33 @@ pub enum RunEvent {
         id: String,
         /// Tool name.
         name: String,
-        /// Arguments as they will run.
+        /// Arguments as the model gave them.
         arguments: Value,
+    },
+    /// A tool call waits for a person's decision (an `ask` permission rule).
+    ConfirmationRequired {
+        /// Box name.
+        box_name: String,
+        /// The confirmation's id, to answer it by.
+        id: String,
+        /// Tool name.
+        tool: String,
+        /// Its arguments.
+        arguments: Value,
+        /// Seconds until the unattended default applies.
+        timeout_secs: u64,
+    },
+    /// The decision on a confirmation came.
+    ConfirmationAnswered {
+        /// Box name.
+        box_name: String,
+        /// The confirmation's id.
+        id: String,
+        /// `allow` or `deny`.
+        decision: String,
+        /// `client` (a person answered) or `deadline` (the unattended
+        /// default).
+        by: String,
     },
     /// A tool call ended (or was refused).
     ToolCallFinished {

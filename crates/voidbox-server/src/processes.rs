@@ -62,6 +62,14 @@ impl Process {
     }
 }
 
+/// Resolves once `follower`'s receiver is gone (never without one).
+async fn gone(follower: Option<&mpsc::Sender<ProcessEvent>>) {
+    match follower {
+        Some(f) => f.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Whether a process outlives its last follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unfollowed {
@@ -98,12 +106,27 @@ impl Processes {
             followers: Mutex::new(Vec::new()),
         });
         let first = process.follow();
+        // A command that dies with its follower is killed as soon as the
+        // follower goes, even while it prints nothing.
+        let sentinel = match unfollowed {
+            Unfollowed::Killed => lock(&process.followers).first().cloned(),
+            Unfollowed::RunsOn => None,
+        };
         lock(&self.by_pid).insert(pid, process.clone());
         let table = self.clone();
         let pumped = process.clone();
         tokio::spawn(async move {
+            let mut killed = false;
             loop {
-                let event = match stream.next().await {
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    () = gone(sentinel.as_ref()), if !killed => {
+                        killed = true;
+                        let _ = stream.cancel();
+                        continue;
+                    }
+                };
+                let event = match next {
                     Ok(Some(ExecEvent::Stdout(d))) => ProcessEvent::Stdout(d),
                     Ok(Some(ExecEvent::Stderr(d))) => ProcessEvent::Stderr(d),
                     Ok(Some(ExecEvent::Exit(status))) => ProcessEvent::Exit(status),
@@ -117,22 +140,17 @@ impl Processes {
                     lock(&table.by_pid).remove(&pid);
                 }
                 let followers: Vec<_> = lock(&pumped.followers).clone();
-                let mut gone = Vec::new();
+                let mut dropped = Vec::new();
                 for (i, follower) in followers.iter().enumerate() {
                     if follower.send(event.clone()).await.is_err() {
-                        gone.push(i);
+                        dropped.push(i);
                     }
                 }
                 if last {
                     break;
                 }
-                if !gone.is_empty() {
-                    let mut now = lock(&pumped.followers);
-                    now.retain(|f| !f.is_closed());
-                    if now.is_empty() && unfollowed == Unfollowed::Killed {
-                        drop(now);
-                        let _ = stream.cancel();
-                    }
+                if !dropped.is_empty() {
+                    lock(&pumped.followers).retain(|f| !f.is_closed());
                 }
             }
         });

@@ -124,8 +124,8 @@ pub(crate) enum TurnEvent {
     },
     ConfirmationAnswered {
         id: String,
-        decision: Decision,
-        by: &'static str,
+        decision: String,
+        by: String,
     },
     Usage {
         input_tokens: u64,
@@ -157,9 +157,12 @@ pub(crate) enum TurnError {
 
 /// Confirmations the session's agent waits for.
 struct Confirmations {
+    /// The agent's name, for its events.
+    box_name: String,
     waiting: Mutex<HashMap<String, mpsc::Sender<Decision>>>,
-    /// Where the turn under way sends its events.
-    events: Mutex<Option<mpsc::Sender<TurnEvent>>>,
+    /// The turn under way's events: confirmations go in line with its
+    /// tool calls.
+    events: Mutex<Option<EventSink>>,
     timeout: Duration,
     unattended: Decision,
 }
@@ -169,27 +172,25 @@ impl Confirmations {
         let id = format!("confirm-{:016x}", rand::random::<u64>());
         let (tx, mut rx) = mpsc::channel(1);
         lock(&self.waiting).insert(id.clone(), tx);
-        let events = lock(&self.events).clone();
-        if let Some(events) = &events {
-            let _ = events
-                .send(TurnEvent::ConfirmationRequired {
-                    id: id.clone(),
-                    tool: request.tool.clone(),
-                    arguments: request.arguments.clone(),
-                    timeout_secs: self.timeout.as_secs(),
-                })
-                .await;
-        }
+        let events = lock(&self.events).clone().unwrap_or_default();
+        events.emit(RunEvent::ConfirmationRequired {
+            box_name: self.box_name.clone(),
+            id: id.clone(),
+            tool: request.tool.clone(),
+            arguments: request.arguments.clone(),
+            timeout_secs: self.timeout.as_secs(),
+        });
         let (decision, by) = match tokio::time::timeout(self.timeout, rx.recv()).await {
             Ok(Some(decision)) => (decision, "client"),
             _ => (self.unattended, "deadline"),
         };
         lock(&self.waiting).remove(&id);
-        if let Some(events) = &events {
-            let _ = events
-                .send(TurnEvent::ConfirmationAnswered { id, decision, by })
-                .await;
-        }
+        events.emit(RunEvent::ConfirmationAnswered {
+            box_name: self.box_name.clone(),
+            id,
+            decision: decision_name(decision).into(),
+            by: by.into(),
+        });
         decision
     }
 
@@ -199,6 +200,13 @@ impl Confirmations {
             Some(tx) => tx.try_send(decision).is_ok(),
             None => false,
         }
+    }
+}
+
+fn decision_name(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allow => "allow",
+        Decision::Deny => "deny",
     }
 }
 
@@ -424,7 +432,6 @@ impl Sessions {
         let this = session.clone();
         let task = tokio::spawn(async move {
             let _turn = place.admitted().await;
-            *lock(&this.confirmations.events) = Some(tx.clone());
             let ended = sessions
                 .run_turn(&this, message, schema.as_ref(), &tx)
                 .await;
@@ -464,6 +471,7 @@ impl Sessions {
         let sandbox = sandbox.as_ref().expect("booted above");
         let history = session.history();
         let (sink, mut run_events) = EventSink::channel();
+        *lock(&session.confirmations.events) = Some(sink.clone());
         let forward = async {
             while let Some(event) = run_events.recv().await {
                 if let Some(event) = turn_event(event) {
@@ -475,6 +483,13 @@ impl Sessions {
         let conversed = session
             .agent
             .converse_in(sandbox, history, &message, schema, sink);
+        // The loop's sink ends with the call; the confirmations' clone must
+        // go too, for the forwarding to see the end.
+        let conversed = async {
+            let result = conversed.await;
+            lock(&session.confirmations.events).take();
+            result
+        };
         let (result, ()) = tokio::join!(conversed, forward);
         let (result, messages) = result.map_err(|e| e.to_string())?;
         *lock(&session.history) = messages;
@@ -580,6 +595,7 @@ fn build(
         .as_ref()
         .map_or_else(|| agent.permissions().unattended, |p| p.unattended);
     let confirmations = Arc::new(Confirmations {
+        box_name: agent.name().to_string(),
         waiting: Mutex::new(HashMap::new()),
         events: Mutex::new(None),
         timeout: Duration::from_secs(options.confirm_timeout_secs.unwrap_or(300).clamp(1, 86_400)),
@@ -637,6 +653,21 @@ fn turn_event(event: RunEvent) -> Option<TurnEvent> {
             summary,
             is_error,
         },
+        RunEvent::ConfirmationRequired {
+            id,
+            tool,
+            arguments,
+            timeout_secs,
+            ..
+        } => TurnEvent::ConfirmationRequired {
+            id,
+            tool,
+            arguments,
+            timeout_secs,
+        },
+        RunEvent::ConfirmationAnswered {
+            id, decision, by, ..
+        } => TurnEvent::ConfirmationAnswered { id, decision, by },
         RunEvent::Usage {
             total, cost_usd, ..
         } => TurnEvent::Usage {

@@ -209,15 +209,14 @@ async fn a_sandbox_runs_commands_keeps_files_and_ends_when_asked_or_at_its_timeo
         .await
         .unwrap();
     let second_id = json(second, 201).await["id"].as_str().unwrap().to_string();
-    let third = json(
-        d.call(Method::POST, "/v1/sandboxes")
-            .json(&j!({}))
-            .send()
-            .await
-            .unwrap(),
-        429,
-    )
-    .await;
+    let third = d
+        .call(Method::POST, "/v1/sandboxes")
+        .json(&j!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.headers()["retry-after"], "5");
+    let third = json(third, 429).await;
     assert!(
         third["message"].as_str().unwrap().contains("2 sandboxes"),
         "{third}"

@@ -151,6 +151,36 @@ async fn commands_are_followed_fed_and_killed_in_a_real_vm_and_the_daemon_takes_
     assert_eq!(exit["exit_code"], j!(null), "{events:?}");
     assert_eq!(exit["signal"], 9, "{events:?}");
 
+    // A silent command whose follower goes away goes too.
+    let response = d
+        .call(Method::POST, &at("/exec/stream"))
+        .json(&j!({"command": ["sleep", "607"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    drop(response);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = json(
+            d.call(Method::POST, &at("/exec"))
+                .json(&j!({"shell": "ps -o args | grep -c '^sleep 607' || true"}))
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        if left["stdout"] == "0\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unfollowed sleep still runs: {left}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Collected output and files, for real.
     let ran = json(
         d.call(Method::POST, &at("/exec"))

@@ -246,12 +246,15 @@ async fn until_confirmation(
     buf: &mut String,
 ) -> Value {
     use futures::StreamExt;
+    let mut called = false;
     loop {
         while let Some(end) = buf.find("\n\n") {
             let block: String = buf.drain(..end + 2).collect();
+            called |= block.contains("event: tool_call\n") || block.contains("event:tool_call\n");
             if block.contains("event: confirmation_required")
                 || block.contains("event:confirmation_required")
             {
+                assert!(called, "the call comes before its confirmation");
                 let data = block.lines().find_map(|l| l.strip_prefix("data:")).unwrap();
                 return serde_json::from_str(data.trim()).unwrap();
             }
@@ -345,6 +348,12 @@ async fn an_ask_rule_waits_for_the_client_and_its_deadline() {
             );
         }
         let events = rest(body, buf).await;
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        let at = |name: &str| names.iter().position(|n| *n == name);
+        assert!(
+            at("confirmation_answered") < at("tool_result"),
+            "in order: {names:?}"
+        );
         let answered = events
             .iter()
             .find(|(n, _)| n == "confirmation_answered")

@@ -131,6 +131,8 @@ impl Timeline {
                         timeline.stages[i].cost_usd = *cost_usd;
                     }
                 }
+                // A wait for a person shows as the tool call's time.
+                RunEvent::ConfirmationRequired { .. } | RunEvent::ConfirmationAnswered { .. } => {}
                 RunEvent::ToolCallStarted {
                     box_name, id, name, ..
                 } => {

@@ -324,6 +324,17 @@ impl Display for Human {
                 self.update(&box_name);
                 self.vm_line(&box_name, &format!("→ {name} {}", brief(&arguments, 100)));
             }
+            RunEvent::ConfirmationRequired { box_name, tool, .. } => {
+                self.vm_line(&box_name, &format!("? {tool} waits for a decision"));
+            }
+            RunEvent::ConfirmationAnswered {
+                box_name,
+                decision,
+                by,
+                ..
+            } => {
+                self.vm_line(&box_name, &format!("? {decision} (by the {by})"));
+            }
             RunEvent::ToolCallFinished {
                 box_name,
                 name,

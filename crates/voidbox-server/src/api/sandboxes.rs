@@ -122,10 +122,12 @@ pub(crate) async fn create(
         .create(config, after, request.metadata, None)
         .await
         .map_err(|e| match e {
+            // A sandbox ends in seconds (a delete, a timeout): try then.
             CreateError::Full(max) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("{max} sandboxes are alive, the daemon's limit"),
-            ),
+            )
+            .retry_after(5),
             CreateError::Config(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why),
             CreateError::Boot(e) => ApiError::from_sandbox(e),
         })?;
