@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh), then runs every check and test:
-# formatting, clippy, every example, unit and property tests, and the VM
+# formatting, clippy, every example, unit and property tests, the VM
 # tests, which boot real micro-VMs (TCG where there is no hardware
-# virtualization).
+# virtualization), and the Python and TypeScript SDKs' tests against a daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Disk is the resource CI runs short of first: say what there is.
@@ -16,5 +16,8 @@ for example in crates/void-box/examples/*.rs; do
 done
 # VM tests boot one VM per test; two at a time fits two cores.
 cargo test --workspace --locked -- --test-threads=2
+# Our SDKs against a real daemon (target/release/voidbox) booting real VMs.
+scripts/test-sdk-python.sh
+scripts/test-sdk-typescript.sh
 df -h . | sed 's/^/test: /'
 du -sh target | sed 's/^/test: /'

@@ -69,13 +69,11 @@ pub(crate) struct RunInfo {
     /// When it ended.
     pub ended_unix_ms: Option<u64>,
     /// Its output: an agent's file, schema output or text; a pipeline's or
-    /// workflow's output; a command's stdout.
-    #[schema(value_type = Object)]
+    /// workflow's output; a command's stdout. Any JSON value.
     pub output: Option<serde_json::Value>,
     /// Why it failed.
     pub error: Option<String>,
     /// The whole result (stages, usage, cost), once it ended.
-    #[schema(value_type = Object)]
     pub result: Option<serde_json::Value>,
     /// Events kept so far.
     pub events: u64,

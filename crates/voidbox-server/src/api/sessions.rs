@@ -146,8 +146,10 @@ async fn until_done(
 /// the session's sandbox; answers once the model does.
 #[utoipa::path(post, path = "/v1/sessions/{id}/generate", params(("id" = String, Path)),
     request_body = TurnRequest,
-    responses((status = 200, body = Object), (status = 404, body = ApiError),
-        (status = 409, body = ApiError), (status = 429, body = ApiError)))]
+    responses((status = 200, description = "the turn's result: {text, output, tool_calls, usage, cost_usd, model_calls}", body = Object),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "another turn is under way, or this one was cancelled", body = ApiError),
+        (status = 429, body = ApiError), (status = 502, description = "the model or the sandbox failed", body = ApiError)))]
 pub(crate) async fn generate(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -165,8 +167,10 @@ pub(crate) async fn generate(
 /// (`result.output`).
 #[utoipa::path(post, path = "/v1/sessions/{id}/generate_object", params(("id" = String, Path)),
     request_body = TurnRequest,
-    responses((status = 200, body = Object), (status = 400, body = ApiError),
-        (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, description = "the turn's result, `output` the JSON value", body = Object),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, body = ApiError), (status = 429, body = ApiError),
+        (status = 502, body = ApiError)))]
 pub(crate) async fn generate_object(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -184,8 +188,8 @@ pub(crate) async fn generate_object(
 /// `done` (the result) or `error`.
 #[utoipa::path(post, path = "/v1/sessions/{id}/stream", params(("id" = String, Path)),
     request_body = TurnRequest,
-    responses((status = 200, description = "text/event-stream"), (status = 404, body = ApiError),
-        (status = 409, body = ApiError), (status = 429, body = ApiError)))]
+    responses((status = 200, description = "text/event-stream of TurnEvent"), (status = 400, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 429, body = ApiError)))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
