@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// Guest RAM of each sandbox the E2B API creates, in MiB.
     #[arg(long, default_value_t = 512)]
     e2b_memory_mb: u32,
+    /// Keep N sandboxes booted ahead for each E2B template in use, so that
+    /// `Sandbox.create` takes a ready one (they count against
+    /// --max-sandboxes only once handed out).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    e2b_pool: usize,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -66,6 +71,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         config.e2b.templates.insert(name.into(), target.into());
     }
     config.e2b.memory_mb = args.e2b_memory_mb;
+    config.e2b.pool = args.e2b_pool;
     for lane in &args.lanes {
         config
             .lanes

@@ -37,6 +37,10 @@ pub(crate) struct E2bIdentity {
     pub template: String,
     /// The token its envd calls carry (`X-Access-Token`).
     pub access_token: String,
+    /// The variables every command gets (`envVars` at create), under the
+    /// command's own: kept out of the sandbox's configuration, so that
+    /// sandboxes from a pool serve any create.
+    pub envs: BTreeMap<String, String>,
     /// Its polled directory watchers.
     pub watchers: crate::e2b::Watchers,
 }
@@ -113,6 +117,7 @@ impl Registry {
         timeout: Option<Duration>,
         metadata: BTreeMap<String, String>,
         e2b: Option<E2bIdentity>,
+        from: Option<&dyn SandboxProvider>,
     ) -> Result<Arc<Live>, CreateError> {
         config
             .validate()
@@ -124,7 +129,7 @@ impl Registry {
             }
             *booting += 1;
         }
-        let booted = self.provider.boot(&config).await;
+        let booted = from.unwrap_or(&*self.provider).boot(&config).await;
         *lock(&self.booting) -= 1;
         let sandbox = booted.map_err(|e| {
             self.metrics.create_failed();

@@ -482,3 +482,79 @@ async fn bad_connect_calls_get_connect_errors_and_files_stay_in_their_roots() {
     assert_eq!(read.bytes().await.unwrap(), "inflated");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_pooled_create_takes_a_ready_sandbox_and_its_envs_reach_its_commands() {
+    // Each command answers with the variables it was given.
+    let guests = FakeProvider::with_commands(|_, cmd| {
+        FakeReply::ok(
+            cmd.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect::<String>(),
+        )
+    });
+    let d = Daemon::start_with(Arc::new(guests.clone()), |config| {
+        config.e2b.pool = 1;
+    })
+    .await;
+    let settled = |want: usize| {
+        let guests = guests.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while guests.guests().len() != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} guests, not {want}",
+                    guests.guests().len()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            assert_eq!(guests.guests().len(), want, "and no more");
+        }
+    };
+    let make = |greeting: &'static str| {
+        control(&d, Method::POST, "/v2/sandboxes").json(&json!({
+            "templateID": "base", "envVars": {"GREETING": greeting}, "allow_internet_access": false
+        }))
+    };
+    let (status, first) = call(make("hi")).await;
+    assert_eq!(status, 201, "{first}");
+    // The first create booted one; the pool boots the next ahead.
+    settled(2).await;
+    let (status, second) = call(make("ho")).await;
+    assert_eq!(status, 201, "{second}");
+    // The second took the ready one; the pool boots another.
+    settled(3).await;
+    let (id, token) = (
+        second["sandboxID"].as_str().unwrap(),
+        second["envdAccessToken"].as_str().unwrap(),
+    );
+    let response = envd(&d, "/process.Process/Start", id, token)
+        .header("content-type", "application/connect+json")
+        .body(envelope(
+            &json!({"process": {"cmd": "env", "envs": {"OWN": "1"}}}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (messages, _) = envelopes(&response.bytes().await.unwrap());
+    let stdout: String = messages
+        .iter()
+        .filter_map(|m| m["event"]["data"]["stdout"].as_str())
+        .map(|b| {
+            use base64::Engine;
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
+        })
+        .collect();
+    assert!(
+        stdout.contains("GREETING=ho\n") && stdout.contains("OWN=1\n"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("GREETING=hi"),
+        "another create's variables: {stdout}"
+    );
+    d.stop().await;
+}

@@ -41,6 +41,8 @@ pub(crate) struct AppState {
     pub lanes: Arc<Lanes>,
     pub token: Option<Arc<str>>,
     pub e2b: Arc<crate::e2b::E2bConfig>,
+    /// Where E2B creates take their sandboxes from, when pooled.
+    pub e2b_pool: Option<Arc<dyn void_box::sandbox::SandboxProvider>>,
 }
 
 impl AppState {
@@ -68,6 +70,13 @@ impl AppState {
             lanes,
             token: config.token.as_deref().map(Arc::from),
             e2b: Arc::new(config.e2b.clone()),
+            e2b_pool: (config.e2b.pool > 0).then(|| {
+                let pool = void_box::sandbox::SandboxPool::with_provider(
+                    config.provider.clone(),
+                    config.e2b.pool,
+                );
+                Arc::new(pool) as Arc<dyn void_box::sandbox::SandboxProvider>
+            }),
         }
     }
 }

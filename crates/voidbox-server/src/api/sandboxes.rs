@@ -119,7 +119,7 @@ pub(crate) async fn create(
     let after = timeout(request.timeout_secs)?;
     let live = state
         .registry
-        .create(config, after, request.metadata, None)
+        .create(config, after, request.metadata, None, None)
         .await
         .map_err(|e| match e {
             // A sandbox ends in seconds (a delete, a timeout): try then.

@@ -125,7 +125,6 @@ pub(crate) async fn create(
     config.allowed_commands = vec!["*".into()];
     config.file_roots = vec![E2B_HOME.into()];
     config.env = vec![("HOME".into(), E2B_HOME.into())];
-    config.env.extend(request.env_vars.unwrap_or_default());
     if request.allow_internet_access.unwrap_or(true) {
         config.network = NetworkPolicy::public();
     }
@@ -133,12 +132,19 @@ pub(crate) async fn create(
     let identity = E2bIdentity {
         template: request.template_id.clone(),
         access_token: format!("{:032x}", rand::random::<u128>()),
+        envs: request.env_vars.unwrap_or_default(),
         watchers: Default::default(),
     };
     let metadata = request.metadata.unwrap_or_default();
     match state
         .registry
-        .create(config, Some(timeout), metadata, Some(identity))
+        .create(
+            config,
+            Some(timeout),
+            metadata,
+            Some(identity),
+            state.e2b_pool.as_deref(),
+        )
         .await
     {
         Ok(live) => Ok((StatusCode::CREATED, Json(sandbox_json(&live))).into_response()),

@@ -52,6 +52,9 @@ pub struct E2bConfig {
     pub templates: BTreeMap<String, String>,
     /// Guest RAM of each E2B sandbox, in MiB.
     pub memory_mb: u32,
+    /// Sandboxes kept booted ahead per template (and network choice), so a
+    /// create takes one that is ready; 0: every create boots.
+    pub pool: usize,
 }
 
 impl Default for E2bConfig {
@@ -59,6 +62,7 @@ impl Default for E2bConfig {
         E2bConfig {
             templates: BTreeMap::new(),
             memory_mb: 512,
+            pool: 0,
         }
     }
 }

@@ -170,7 +170,9 @@ async fn start(live: &Arc<Live>, request: StartRequest, headers: &HeaderMap) -> 
     let mut exec = Exec::new(&config.cmd)
         .args(config.args.iter().cloned())
         .cwd(&cwd);
-    for (k, v) in &config.envs {
+    // The sandbox's create-time variables, under the command's own.
+    let defaults = live.e2b.as_ref().map(|e| &e.envs);
+    for (k, v) in defaults.into_iter().flatten().chain(&config.envs) {
         exec = exec.env(k, v);
     }
     if let Some(user) = &user {
