@@ -20,6 +20,29 @@ use super::{ms, pct, row};
 
 const TOKEN: &str = "voidbox-bench-daemon-token";
 
+/// An in-process daemon on loopback whose `warm` E2B template is
+/// `snapshot`, `pool` sandboxes booted ahead: its address, its stop, its
+/// task.
+async fn serve(
+    snapshot: &str,
+    pool: usize,
+) -> Result<(
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), voidbox_server::ServeError>>,
+)> {
+    let mut config = ServeConfig::new(Listen::Tcp("127.0.0.1:0".parse()?), Some(TOKEN.into()));
+    config.e2b.templates.insert("warm".into(), snapshot.into());
+    config.e2b.pool = pool;
+    let bound = Bound::bind(config).await?;
+    let base = format!("http://{}", bound.address().trim_start_matches("tcp:"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(bound.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok((base, stop, served))
+}
+
 pub async fn run(
     execs: usize,
     health_secs: u64,
@@ -30,17 +53,7 @@ pub async fn run(
         bail!("--execs, --clients and --starts must be positive");
     }
     let snapshot = BenchSnapshot::make().await?;
-    let mut config = ServeConfig::new(Listen::Tcp("127.0.0.1:0".parse()?), Some(TOKEN.into()));
-    config
-        .e2b
-        .templates
-        .insert("warm".into(), snapshot.name.clone());
-    let bound = Bound::bind(config).await?;
-    let base = format!("http://{}", bound.address().trim_start_matches("tcp:"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(bound.run(async move {
-        let _ = stopped.await;
-    }));
+    let (base, stop, served) = serve(&snapshot.name, 0).await?;
     let http = reqwest::Client::new();
     let created: serde_json::Value = http
         .post(format!("{base}/v1/sandboxes"))
@@ -90,8 +103,22 @@ pub async fn run(
 
     // Starts: the SDK's create to its first command, cold and from the
     // snapshot, beside the library's.
-    let sdk_cold = e2b_rows::sdk_create_to_first_command(&base, TOKEN, "base", starts).await?;
-    let sdk_warm = e2b_rows::sdk_create_to_first_command(&base, TOKEN, "warm", starts).await?;
+    let sdk_cold =
+        e2b_rows::sdk_create_to_first_command(&base, TOKEN, "base", starts, Duration::ZERO).await?;
+    let sdk_warm =
+        e2b_rows::sdk_create_to_first_command(&base, TOKEN, "warm", starts, Duration::ZERO).await?;
+    // A daemon keeping one sandbox of the template booted ahead.
+    let (pooled_base, pooled_stop, pooled_served) = serve(&snapshot.name, 1).await?;
+    let sdk_pooled = e2b_rows::sdk_create_to_first_command(
+        &pooled_base,
+        TOKEN,
+        "warm",
+        starts,
+        Duration::from_millis(1500),
+    )
+    .await?;
+    let _ = pooled_stop.send(());
+    pooled_served.await??;
     let library_starts = e2b_rows::library_starts(&snapshot.name, starts).await?;
 
     // Health: `clients` connections asking as fast as they can.
@@ -165,6 +192,10 @@ pub async fn run(
         (
             "e2b SDK: create to first command, snapshot (ms)",
             sdk_warm.as_ref(),
+        ),
+        (
+            "e2b SDK: create to first command, pooled (ms)",
+            sdk_pooled.as_ref(),
         ),
     ];
     start_rows.extend([

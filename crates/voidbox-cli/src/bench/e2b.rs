@@ -71,12 +71,14 @@ pub async fn exec_true(http: &reqwest::Client, base: &str, sandbox: &E2bSandbox)
 }
 
 /// `Sandbox.create(template)` to `commands.run("true")`'s end, `runs`
-/// times, through the Python SDK; `None` when it is not installed.
+/// times, through the Python SDK, `pause` between runs (untimed: a pool's
+/// refill); `None` when the SDK is not installed.
 pub async fn sdk_create_to_first_command(
     base: &str,
     key: &str,
     template: &str,
     runs: usize,
+    pause: Duration,
 ) -> Result<Option<Vec<Duration>>> {
     if !Path::new(SDK_PYTHON).exists() {
         return Ok(None);
@@ -85,6 +87,7 @@ pub async fn sdk_create_to_first_command(
 import sys, time
 from e2b import Sandbox
 for _ in range(int(sys.argv[2])):
+    time.sleep(float(sys.argv[3]))
     started = time.perf_counter()
     sandbox = Sandbox.create(template=sys.argv[1], allow_internet_access=False)
     sandbox.commands.run("true")
@@ -92,7 +95,13 @@ for _ in range(int(sys.argv[2])):
     sandbox.kill()
 "#;
     let out = tokio::process::Command::new(SDK_PYTHON)
-        .args(["-c", script, template, &runs.to_string()])
+        .args([
+            "-c",
+            script,
+            template,
+            &runs.to_string(),
+            &pause.as_secs_f64().to_string(),
+        ])
         .env("E2B_API_URL", base)
         .env("E2B_SANDBOX_URL", base)
         .env("E2B_API_KEY", key)
