@@ -23,8 +23,9 @@ pub struct ServeArgs {
     /// Most sandboxes alive at once.
     #[arg(long, default_value_t = 16)]
     max_sandboxes: usize,
-    /// Where the daemon keeps what outlives it (`voidbox.db`: runs, their
-    /// events, sandboxes); default `<data_dir>/server`.
+    /// Where the daemon keeps what outlives it (`voidbox.db`: runs and
+    /// their events, sessions and their messages, sandboxes); default
+    /// `<data_dir>/server`.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// A lane's concurrency and queue bound, as `generate=2:50` (lanes:
