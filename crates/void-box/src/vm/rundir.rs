@@ -5,7 +5,9 @@
 //! process that made it. A directory whose owner is no longer running (the
 //! pid is gone or now belongs to a process started at another time) holds
 //! a dead VM's sockets, logs and initrd (with its secret and environment)
-//! and is removed at the next start.
+//! and is removed at the next start, with any process still naming it: a
+//! VMM whose wrapper was killed before the wrapper could arm the VMM's
+//! death signal outlives `voidbox`, and is ended here.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -61,11 +63,54 @@ pub(crate) fn sweep(tmp: &Path) -> usize {
         let Ok(stamp) = std::fs::read_to_string(path.join(STAMP)) else {
             continue;
         };
-        if owner_is_dead(&stamp) && std::fs::remove_dir_all(&path).is_ok() {
-            removed += 1;
+        if owner_is_dead(&stamp) {
+            kill_leftovers(&path);
+            if std::fs::remove_dir_all(&path).is_ok() {
+                removed += 1;
+            }
         }
     }
     removed
+}
+
+/// Kills the processes whose command line names `dir` (a dead VM's VMM or
+/// wrapper: nothing else names a private runtime directory); how many.
+fn kill_leftovers(dir: &Path) -> usize {
+    use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+    use std::os::unix::ffi::OsStrExt;
+    let needle = dir.as_os_str().as_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+            .and_then(Pid::from_raw)
+        else {
+            continue;
+        };
+        // The pidfd first: if the pid is reused before the command line is
+        // read, the signal goes to the process the pidfd holds (gone by
+        // then), never to the newcomer.
+        let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero())) else {
+            continue;
+        };
+        if cmdline.windows(needle.len()).any(|w| w == needle)
+            && pidfd_send_signal(&pidfd, Signal::KILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    if killed > 0 {
+        tracing::warn!(killed, dir = %dir.display(), "killed what a dead voidbox's VM left running");
+    }
+    killed
 }
 
 fn owner_is_dead(stamp: &str) -> bool {
@@ -123,6 +168,36 @@ mod tests {
         assert_eq!(sweep(tmp.path()), 2);
         assert!(alive.exists() && unstamped.exists() && other.exists());
         assert!(!dead.exists() && !recycled.exists());
+    }
+
+    #[test]
+    fn sweep_kills_what_a_dead_owners_vm_left_running() {
+        use std::os::unix::process::ExitStatusExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join("voidbox-dead");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(STAMP), "4194304999 1").unwrap();
+        // A stand-in VMM: runs until killed, naming the directory.
+        let mut leftover = std::process::Command::new("tail")
+            .args(["-f", "/dev/null"])
+            .arg(dead.join(STAMP))
+            .spawn()
+            .unwrap();
+        let bystander = tmp.path().join("voidbox-other");
+        let mut unrelated = std::process::Command::new("tail")
+            .args(["-f", "/dev/null"])
+            .arg(&bystander)
+            .spawn()
+            .unwrap();
+        assert_eq!(sweep(tmp.path()), 1);
+        let status = leftover.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "killed");
+        assert!(
+            unrelated.try_wait().unwrap().is_none(),
+            "only what names the dead dir"
+        );
+        unrelated.kill().unwrap();
+        unrelated.wait().unwrap();
     }
 
     #[test]
