@@ -31,6 +31,7 @@ mod processes;
 mod registry;
 mod runs;
 mod sessions;
+mod spec_text;
 mod store;
 
 use std::future::Future;

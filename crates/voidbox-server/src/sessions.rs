@@ -20,7 +20,7 @@ use void_box::agent::{AskHook, Decision, OutputSchema, PermissionPolicy, ToolReq
 use void_box::event::{EventSink, RunEvent};
 use void_box::llm::{ChatRequest, Message, Role};
 use void_box::sandbox::SandboxProvider;
-use void_box::spec::{HostAccess, Runnable};
+use void_box::spec::Runnable;
 use void_box::Sandbox;
 
 use crate::lanes::{Full, Lane, Lanes};
@@ -572,15 +572,8 @@ fn build(
     history: Vec<Message>,
     totals: Totals,
 ) -> Result<Session, String> {
-    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let name = match options.format.as_deref() {
-        None | Some("yaml") => "spec.yaml",
-        Some("json") => "spec.json",
-        Some(other) => return Err(format!("format `{other}` is neither yaml nor json")),
-    };
-    let spec =
-        void_box::spec::parse_with(&options.spec, home.path().join(name), HostAccess::default())
-            .map_err(|e| e.to_string())?;
+    let spec = crate::spec_text::parse(&options.spec, options.format.as_deref())
+        .map_err(|e| e.message())?;
     let Runnable::Agent(agent) = spec.runnable().map_err(|e| e.to_string())? else {
         return Err(format!(
             "a session needs `kind: agent`, not `{}`",

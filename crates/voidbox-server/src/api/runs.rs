@@ -16,6 +16,7 @@ use void_box::spec::HostAccess;
 
 use super::{ApiError, AppState, Body};
 use crate::runs::StartError;
+use crate::spec_text::{self, SpecTextError};
 use crate::store::StoredRun;
 
 /// A spec to run.
@@ -120,22 +121,13 @@ pub(crate) async fn submit(
     Body(request): Body<SubmitRun>,
 ) -> Result<(StatusCode, Json<RunInfo>), ApiError> {
     let unprocessable = |e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e);
-    // The directory an inline spec lives in: empty, its own.
-    let home = tempfile::tempdir()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let spec = match (request.spec, request.path) {
         (Some(text), None) => {
-            let name = match request.format.as_deref() {
-                None | Some("yaml") => "spec.yaml",
-                Some("json") => "spec.json",
-                Some(other) => {
-                    return Err(ApiError::bad_request(format!(
-                        "format `{other}` is neither yaml nor json"
-                    )))
-                }
-            };
-            void_box::spec::parse_with(&text, home.path().join(name), HostAccess::default())
-                .map_err(|e| unprocessable(e.to_string()))?
+            spec_text::parse(&text, request.format.as_deref()).map_err(|e| match e {
+                SpecTextError::Format(m) => ApiError::bad_request(m),
+                SpecTextError::Spec(m) => unprocessable(m),
+                SpecTextError::Io(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+            })?
         }
         (None, Some(path)) => {
             let path = PathBuf::from(path);
