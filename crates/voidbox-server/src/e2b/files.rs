@@ -14,7 +14,7 @@ use void_box::ErrorKind;
 use void_box_protocol::FileKind;
 
 use super::control::{error, E2bError};
-use super::{absolute, envd_sandbox, envd_user};
+use super::{absolute, envd_user, EnvdSandbox};
 use crate::api::{AppState, UPLOAD_LIMIT};
 
 #[derive(Debug, Deserialize)]
@@ -51,14 +51,10 @@ fn file_error(path: &str, e: void_box::Error) -> Response {
 
 /// `GET /files?path=`: the file's bytes.
 pub(crate) async fn read(
-    State(state): State<AppState>,
+    EnvdSandbox(live): EnvdSandbox,
     Query(params): Query<FileParams>,
     headers: HeaderMap,
 ) -> Response {
-    let live = match envd_sandbox(&state, &headers) {
-        Ok(live) => live,
-        Err(refusal) => return refusal.response(),
-    };
     let user = user_of(&params, &headers);
     let Some(path) = params.path.as_deref() else {
         return error(StatusCode::BAD_REQUEST, "`path` is required");
@@ -105,14 +101,11 @@ fn gunzip(data: &[u8]) -> Result<Bytes, E2bError> {
 /// `POST /files`: writes each uploaded file and lists what it wrote.
 pub(crate) async fn write(
     State(state): State<AppState>,
+    EnvdSandbox(live): EnvdSandbox,
     Query(params): Query<FileParams>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let live = match envd_sandbox(&state, &headers) {
-        Ok(live) => live,
-        Err(refusal) => return refusal.response(),
-    };
     let user = user_of(&params, &headers);
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -5,7 +5,7 @@
 //! relative ones are the user's home.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -21,8 +21,7 @@ use super::connect::{
     ConnectError,
 };
 use super::watch::{Watch, POLL};
-use super::{absolute, envd_sandbox, envd_user, keepalive_interval};
-use crate::api::AppState;
+use super::{absolute, envd_user, keepalive_interval, EnvdSandbox};
 use crate::registry::Live;
 
 /// Most entries one `ListDir` answers (over every level).
@@ -55,15 +54,11 @@ struct MoveRequest {
 
 /// Every `filesystem.Filesystem` method.
 pub(crate) async fn call(
-    State(state): State<AppState>,
+    EnvdSandbox(live): EnvdSandbox,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let live = match envd_sandbox(&state, &headers) {
-        Ok(live) => live,
-        Err(refusal) => return refusal.response(),
-    };
     let user = envd_user(&headers);
     let path_of = |p: &str| absolute(p, user.as_deref());
     if method == "WatchDir" {

@@ -168,6 +168,23 @@ pub(crate) fn envd_sandbox(state: &AppState, headers: &HeaderMap) -> Result<Arc<
     }
 }
 
+/// An envd call's sandbox, its token checked: the extractor of every envd
+/// route (a refusal is answered as E2B's proxy would).
+pub(crate) struct EnvdSandbox(pub Arc<Live>);
+
+impl axum::extract::FromRequestParts<AppState> for EnvdSandbox {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        envd_sandbox(state, &parts.headers)
+            .map(EnvdSandbox)
+            .map_err(Refusal::response)
+    }
+}
+
 /// The user an envd call runs as (`Authorization: Basic base64(user:)`):
 /// `None` for E2B's `user`, which is the sandbox's own user.
 pub(crate) fn envd_user(headers: &HeaderMap) -> Option<String> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -23,8 +23,7 @@ use super::connect::{
     header_text, stream_error, stream_request, stream_response, unary_request, unary_response,
     Code, ConnectError,
 };
-use super::{absolute, envd_sandbox, envd_user, home_of, keepalive_interval};
-use crate::api::AppState;
+use super::{absolute, envd_user, home_of, keepalive_interval, EnvdSandbox};
 use crate::processes::{Process, ProcessEvent, ProcessInfo, Unfollowed};
 use crate::registry::Live;
 
@@ -84,15 +83,11 @@ struct SendSignalRequest {
 
 /// Every `process.Process` method.
 pub(crate) async fn call(
-    State(state): State<AppState>,
+    EnvdSandbox(live): EnvdSandbox,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let live = match envd_sandbox(&state, &headers) {
-        Ok(live) => live,
-        Err(refusal) => return refusal.response(),
-    };
     let unary = |result: Result<Value, ConnectError>| match result {
         Ok(message) => unary_response(message),
         Err(e) => e.into_response(),
